@@ -1,0 +1,99 @@
+"""cgroups: one interface, one driver per hierarchy (like runc's Manager and youki's trait).
+
+A *group* is a path relative to the hierarchy root, in systemd's naming, e.g.
+    "minipod.slice/minipod-web.slice/minipod-web-app.scope"
+Drivers:
+    cgroupfs-v1  the legacy per-controller trees (memory, cpu, pids, ...)  -> v1.py
+    cgroupfs-v2  the unified tree, direct file writes                     -> v2.py
+    systemd      transient units over D-Bus                               -> systemd.py
+This package is a primitive: it never imports pod code.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+class CgroupError(Exception):
+    """A cgroupfs write/read failed; the message names the file and the value."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one group. None = leave unlimited / kernel default."""
+
+    memory_max: int | None = None        # bytes
+    cpu_quota_us: int | None = None      # CFS quota per period; None = no quota
+    cpu_period_us: int = 100_000
+    cpu_shares: int | None = None        # v1 shares [2, 262144]; v2 drivers convert to weight
+    pids_max: int | None = None
+
+
+class Driver(abc.ABC):
+    """What the orchestrator needs from a cgroup hierarchy."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def create(self, group: str, limits: Limits = Limits()) -> None:
+        """Create the group (and missing parents) and apply limits. Idempotent."""
+
+    @abc.abstractmethod
+    def set_limits(self, group: str, limits: Limits) -> None:
+        """Apply limits to an existing group."""
+
+    @abc.abstractmethod
+    def join(self, group: str, pid: int = 0) -> None:
+        """Move a process (0 = the caller) into the group."""
+
+    @abc.abstractmethod
+    def procs(self, group: str) -> list[int]:
+        """PIDs in the group and its descendants (empty if the group is gone)."""
+
+    @abc.abstractmethod
+    def kill(self, group: str, sig: int = 9) -> None:
+        """Signal every process in the group and its descendants."""
+
+    @abc.abstractmethod
+    def oom_kills(self, group: str) -> int:
+        """How many processes the kernel OOM-killed in this group so far (0 if unknown/gone)."""
+
+    @abc.abstractmethod
+    def remove(self, group: str) -> None:
+        """Remove the group (a leaf, or a parent whose children are gone). Missing = done.
+
+        Retries briefly on EBUSY: a cgroup stays busy until its last member (zombies included)
+        has been reaped.
+        """
+
+    @abc.abstractmethod
+    def paths(self, group: str) -> dict[str, str]:
+        """Absolute directories of the group, by controller ('unified' for v2)."""
+
+    def read(self, group: str, filename: str) -> str | None:
+        """Read a control file by its v2 or v1 name (driver decides where); None if absent."""
+        return None
+
+
+def detect(root: str = "/sys/fs/cgroup", kind: str = "auto") -> Driver:
+    """Pick the driver: 'auto' | 'systemd' | 'cgroupfs' (v1 or v2 by what is mounted)."""
+    from minipod.cgroups import fs
+
+    if kind not in ("auto", "systemd", "cgroupfs"):
+        raise CgroupError(f"cgroup_driver: unknown driver {kind!r} (auto, systemd, cgroupfs)")
+    if kind == "systemd" or (kind == "auto" and fs.systemd_is_init()):
+        try:
+            from minipod.cgroups.systemd import SystemdDriver
+        except ImportError:
+            if kind == "systemd":
+                raise CgroupError("cgroup_driver systemd is not available in this build") from None
+        else:
+            return SystemdDriver(root)
+    if fs.is_unified(root):
+        from minipod.cgroups.v2 import V2Driver
+
+        return V2Driver(root)
+    from minipod.cgroups.v1 import V1Driver
+
+    return V1Driver(root)

@@ -1,0 +1,246 @@
+"""The `minipod` command: argparse -> library calls. Errors become exit codes here and only here.
+
+Imports are lazy: `minipod ps` must not pay for pydantic or pyroute2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from minipod.errors import MinipodError
+
+
+def _cfg(args):
+    from minipod import config
+
+    return config.load(args.config)
+
+
+def _records(cfg, names=None):
+    from minipod import state
+
+    return [state.PodRecord(cfg.root, n) for n in (names or state.names(cfg.root))]
+
+
+def cmd_run(args) -> int:
+    from minipod import runner
+
+    return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run)
+
+
+def cmd_validate(args) -> int:
+    from minipod import spec
+
+    res = spec.load(args.file)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    names = ", ".join(lp.pod.metadata.name for lp in res.pods)
+    print(f"{args.file}: valid ({len(res.pods)} pod{'s' if len(res.pods) != 1 else ''}: {names})")
+    return 0
+
+
+def cmd_ps(args) -> int:
+    from minipod import status
+
+    recs = _records(_cfg(args))
+    if not recs:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print(status.ps(recs))
+    return 0
+
+
+def cmd_get(args) -> int:
+    from minipod import status
+
+    cfg = _cfg(args)
+    if args.kind not in ("pod", "pods", "po"):
+        raise MinipodError(f'the server doesn\'t have a resource type "{args.kind}" '
+                           "(minipod knows pods)")
+    recs = _records(cfg, [args.name] if args.name else None)
+    if args.output in ("json", "yaml"):
+        objs = [status.pod_object(r) for r in recs]
+        obj = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
+        if args.output == "json":
+            import json
+
+            print(json.dumps(obj, indent=4))
+        else:
+            import yaml
+
+            print(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False), end="")
+        return 0
+    if not recs:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print(status.ps(recs))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import json
+
+    from minipod import status
+
+    (rec,) = _records(_cfg(args), [args.name])
+    print(json.dumps(status.inspect(rec), indent=2))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from minipod import logs, state
+
+    cfg = _cfg(args)
+    (rec,) = _records(cfg, [args.name])
+    if args.container is None and len(rec.plan["containers"]) > 1:
+        names = ", ".join(c["name"] for c in rec.plan["containers"])
+        print(f'Defaulted container "{rec.plan["containers"][0]["name"]}" out of: {names}',
+              file=sys.stderr)
+    c, st = rec.container(args.container)
+    inst = int(st.get("instance", 0))
+    if args.previous:
+        if inst == 0:
+            raise MinipodError(f'previous terminated container "{c["name"]}" in pod '
+                               f'"{rec.name}" not found')
+        inst -= 1
+    out = sys.stdout.buffer
+    if not args.follow or args.previous:
+        out.write(logs.read(logs.path(c["log_dir"], inst), args.tail, args.timestamps))
+        out.flush()
+        return 0
+
+    def instance() -> int:
+        r = state.PodRecord(cfg.root, args.name)
+        return int(r.container(c["name"])[1].get("instance", inst))
+
+    def alive() -> bool:
+        r = state.PodRecord(cfg.root, args.name)
+        s = r.container(c["name"])[1]
+        return r.active and ("running" in (s.get("state") or {}) or
+                             "waiting" in (s.get("state") or {}))
+
+    logs.follow(c["log_dir"], instance, alive, out, args.tail, args.timestamps)
+    return 0
+
+
+def cmd_exec(args) -> int:
+    from minipod import cgroups, execute
+
+    cfg = _cfg(args)
+    argv = args.command + args.after_dashes
+    if not argv:
+        raise MinipodError("exec: no command given (minipod exec POD -- CMD ...)")
+    (rec,) = _records(cfg, [args.name])
+    driver = cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver)
+    return execute.run(rec, args.container, argv, args.stdin or args.tty, args.tty, driver)
+
+
+def cmd_stop(args) -> int:
+    from minipod import runner
+
+    cfg = _cfg(args)
+    for name in args.names:
+        runner.stop(name, cfg, args.grace)
+        print(name)
+    return 0
+
+
+def cmd_rm(args) -> int:
+    from minipod import runner
+
+    cfg = _cfg(args)
+    for name in args.names:
+        runner.remove(name, cfg, force=args.force)
+        print(name)
+    return 0
+
+
+def cmd_version(args) -> int:
+    from minipod import __version__
+
+    print(f"minipod {__version__}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minipod", description=(
+        "Run Kubernetes v1 Pod manifests on this machine, built from raw Linux primitives."))
+    p.add_argument("--config", help="config file (default $MINIPOD_CONFIG or "
+                   "/etc/minipod/config.toml)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name, fn, help_, **kw):
+        sp = sub.add_parser(name, help=help_, description=help_, **kw)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("run", cmd_run, "run the pods in a manifest (foreground; -d to detach)")
+    sp.add_argument("file", help="a YAML file of v1 Pods, or - for stdin")
+    sp.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    sp = add("validate", cmd_validate, "check a manifest without running it")
+    sp.add_argument("file")
+    add("ps", cmd_ps, "list pods (NAME READY STATUS RESTARTS AGE IP)")
+    sp = add("get", cmd_get, "get pods, as kubectl get does")
+    sp.add_argument("kind", help="pod | pods")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("-o", "--output", choices=["json", "yaml", "wide"])
+    sp = add("inspect", cmd_inspect, "runtime details of a pod (PIDs, namespaces, cgroups, IP)")
+    sp.add_argument("name")
+    sp = add("logs", cmd_logs, "print a container's logs")
+    sp.add_argument("name")
+    sp.add_argument("-c", "--container")
+    sp.add_argument("-f", "--follow", action="store_true")
+    sp.add_argument("-p", "--previous", action="store_true",
+                    help="the previous instance of a restarted container")
+    sp.add_argument("--tail", type=int, default=-1)
+    sp.add_argument("--timestamps", action="store_true")
+    sp = add("exec", cmd_exec, "run a command in a container: minipod exec POD [-c C] -- CMD")
+    sp.add_argument("name")
+    sp.add_argument("-c", "--container")
+    sp.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
+    sp.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    sp.add_argument("command", nargs="*", help="the command (after --)")
+    sp = add("stop", cmd_stop, "stop pods (SIGTERM, grace period, SIGKILL)")
+    sp.add_argument("names", nargs="+", metavar="name")
+    sp.add_argument("--grace", "--grace-period", dest="grace", type=int,
+                    help="seconds before SIGKILL (default: the pod's "
+                         "terminationGracePeriodSeconds)")
+    sp = add("rm", cmd_rm, "remove pods (-f stops running ones with grace 0 first)")
+    sp.add_argument("names", nargs="+", metavar="name")
+    sp.add_argument("-f", "--force", action="store_true")
+    add("version", cmd_version, "print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after the first "--" is the command of `exec`, verbatim (argparse would read
+    # its options as ours).
+    after: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, after = argv[:i], argv[i + 1:]
+    args = parser().parse_args(argv)
+    args.after_dashes = after
+    try:
+        return args.func(args) or 0
+    except MinipodError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug: one line, unless asked for the traceback
+        if os.environ.get("MINIPOD_DEBUG"):
+            raise
+        print(f"error: internal error: {type(e).__name__}: {e} "
+              "(MINIPOD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Host configuration: where minipod keeps things, which bridge and subnet pods use.
+
+Read from a TOML file (default /etc/minipod/config.toml, or $MINIPOD_CONFIG), then environment
+overrides (MINIPOD_ROOT, ...). Tests point MINIPOD_CONFIG at a file of their own so that their
+pods, bridge, subnet and cgroups never meet a user's or another session's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from minipod.errors import MinipodError
+
+DEFAULT_PATH = "/etc/minipod/config.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Pod state, locks, IP leases, container mount points: gone at reboot, like the pods.
+    root: str = "/run/minipod"
+    # Container writable layers, emptyDir volumes and logs: on disk, never in RAM (/run is tmpfs).
+    data_root: str = "/var/lib/minipod"
+    # Image store (blobs, unpacked layers, tags); default <data_root>/images.
+    image_root: str = ""
+    bridge: str = "minipod0"
+    subnet: str = "10.244.0.0/16"
+    # "auto" picks systemd when PID 1 is systemd, else cgroupfs (v1 or v2 by what is mounted).
+    cgroup_driver: str = "auto"
+    cgroup_root: str = "/sys/fs/cgroup"
+    # Top slice; every pod lives in <cgroup_parent>/<prefix>-<pod>.slice.
+    cgroup_parent: str = "minipod.slice"
+    # kubelet --pod-max-pids: -1 = unlimited (the kubelet's default).
+    pod_pids_limit: int = -1
+    # Path of the pause binary; "" = search (see minipod.pause).
+    pause: str = ""
+    # Where the kubelet would read the node's resolv.conf (dnsPolicy Default).
+    resolv_conf: str = "/etc/resolv.conf"
+    # Restart back-off (kubelet: 10 s doubling to 300 s); tests and labs use seconds.
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.image_root:
+            object.__setattr__(self, "image_root", os.path.join(self.data_root, "images"))
+
+    @property
+    def cgroup_prefix(self) -> str:
+        """'minipod.slice' -> 'minipod': a pod slice is '<prefix>-<pod>.slice' (systemd nesting)."""
+        return self.cgroup_parent.rsplit("/", 1)[-1].removesuffix(".slice")
+
+
+_ENV = {
+    "MINIPOD_ROOT": "root",
+    "MINIPOD_DATA_ROOT": "data_root",
+    "MINIPOD_IMAGE_ROOT": "image_root",
+    "MINIPOD_BRIDGE": "bridge",
+    "MINIPOD_SUBNET": "subnet",
+    "MINIPOD_CGROUP_DRIVER": "cgroup_driver",
+    "MINIPOD_CGROUP_PARENT": "cgroup_parent",
+    "MINIPOD_PAUSE": "pause",
+}
+
+
+def load(path: str | None = None, env: dict | None = None) -> Config:
+    env = os.environ if env is None else env
+    path = path or env.get("MINIPOD_CONFIG") or DEFAULT_PATH
+    values: dict = {}
+    if os.path.exists(path):
+        import tomllib  # lazy: most commands never have a config file
+
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise MinipodError(f"{path}: {e}") from None
+    elif path != DEFAULT_PATH:
+        raise MinipodError(f"{path}: config file not found")
+    for var, key in _ENV.items():
+        if env.get(var):
+            values[key] = env[var]
+    names = {f.name: f for f in dataclasses.fields(Config)}
+    known = {k: v for k, v in values.items() if k in names}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise MinipodError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    for k, v in known.items():
+        typ = names[k].type
+        try:
+            if typ in ("int", int):
+                known[k] = int(v)
+            elif typ in ("float", float):
+                known[k] = float(v)
+        except (TypeError, ValueError):
+            raise MinipodError(f"{path}: {k}: expected a number, got {v!r}") from None
+    return Config(**known)

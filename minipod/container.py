@@ -1,0 +1,136 @@
+"""Start one container: fork -> join the sandbox -> unshare -> rootfs -> wait -> exec.
+
+Two processes, as in runc: A joins the sandbox's namespaces and unshares mnt+pid, but
+unshare(CLONE_NEWPID) only applies to A's children, so A forks B -- PID 1 of the new PID
+namespace -- and exits. The supervisor is a child subreaper, so B becomes its child and the
+supervisor reaps it like any other. B builds the root filesystem, reports ready, waits for the
+go (the network must be up before the workload runs, as with the kubelet's CNI ADD), and execs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from minipod import caps, child, ns, rootfs
+
+
+@dataclass
+class Started:
+    pid: int     # the container's PID 1, as the host sees it
+    stdout: int  # read ends of its output pipes
+    stderr: int
+
+
+class Pending:
+    """A container whose process is ready to exec and waits for release()."""
+
+    def __init__(self, name: str, handle: child.Handle, pid: int, out: int, err: int):
+        self.name = name
+        self.handle = handle
+        self.pid = pid
+        self.out = out
+        self.err = err
+
+    def release(self) -> Started:
+        """Let it exec; raise ChildError if exec fails (missing binary, bad user...)."""
+        try:
+            self.handle.go()
+            line = self.handle.read()
+            if line is not None:
+                raise child.ChildError(f"unexpected report {line!r}")
+            return Started(self.pid, self.out, self.err)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.handle.close()
+
+    def abort(self) -> None:
+        self.handle.close()  # a child blocked in wait_go() exits on EOF
+        for fd in (self.out, self.err):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
+    """Fork the container up to just before exec. `c` is a ContainerPlan as a dict."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    join = ["ipc", "uts", "net"] + (["pid"] if share_pid else [])
+
+    def stage_a(ch: child.Channel) -> None:
+        os.setsid()  # containers never get the terminal's signals (Ctrl-C is for minipod)
+        os.close(out_r)
+        os.close(err_r)
+        ch.stage = "wait for the cgroup"
+        ch.wait_go()
+        ch.stage = "join the sandbox's namespaces"
+        # mnt last: setns(mnt) changes our root, and the others are opened through /proc first.
+        # Joining the sandbox's mount namespace before unsharing our own gives us a copy of it,
+        # which holds the pod's /dev/shm.
+        ns.join(sandbox_pid, join + ["mnt"])
+        ch.stage = "unshare mnt" + ("" if share_pid else ",pid")
+        ns.unshare("mnt") if share_pid else ns.unshare("mnt", "pid")
+        pid = os.fork()
+        if pid == 0:
+            stage_b(ch)
+            return
+        ch.send(f"P {pid}")
+        os._exit(0)
+
+    def stage_b(ch: child.Channel) -> None:
+        ch.stage = "set up the root filesystem"
+        rootfs.build(c)
+        ch.stage = f"resolve user {c['user'] or '0'}"
+        uid, gid, groups = rootfs.lookup_user(c["user"])
+        ch.stage = f"working directory {c['cwd']}"
+        os.makedirs(c["cwd"], exist_ok=True)
+        os.chdir(c["cwd"])
+        ch.stage = "set up stdio"
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        child.set_oom_score_adj(c["oom_score_adj"])
+        ch.send("R")
+        ch.wait_go()
+        child.die_with_parent(None)
+        ch.stage = "set user and capabilities"
+        env = dict(kv.split("=", 1) for kv in c["env"])
+        caps.drop_bounding(c["caps"])
+        if uid or gid:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)  # from uid 0 to another: the kernel clears permitted/effective caps
+        caps.limit(c["caps"], c["no_new_privs"])
+        child.close_fds_except(ch.keep_fds())
+        ch.stage = f"exec {c['argv'][0]}"
+        os.execvpe(c["argv"][0], c["argv"], env)
+
+    h = child.fork(stage_a)
+    os.close(out_w)
+    os.close(err_w)
+    try:
+        join_cgroup(h.pid)
+        h.go()
+        pid = int(h.expect("P "))
+        os.waitpid(h.pid, 0)  # A is done; B is ours now (subreaper) and may set its death signal
+        h.expect("R")
+        return Pending(c["name"], h, pid, out_r, err_r)
+    except BaseException:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        h.close()
+        try:
+            os.kill(h.pid, 9)
+            os.waitpid(h.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise

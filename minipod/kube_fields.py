@@ -1,0 +1,249 @@
+"""The real field names of a v1 Pod, and which of them minipod ignores.
+
+FIELDS maps an object type to {field name: type of its value}. Names come from kubernetes/api
+core/v1/types.go (json tags; inline structs such as VolumeSource and ProbeHandler flattened) and
+apimachinery meta/v1 for ObjectMeta. The value type is
+    "Container"    an object, checked field by field,
+    "[]Container"  a list of such objects,
+    None           a scalar, a list of scalars, a map (labels, requests: any key is fine) or an
+                   object minipod does not look inside (affinity, cloud volume sources).
+walk() checks a manifest against this catalogue before pydantic sees it: a key that is not here
+is an unknown field (kubectl's strict decoding refuses it too); a path in NOT_IMPLEMENTED gets a
+warning and is dropped; a path in SERVER_POPULATED is dropped silently, as `kubectl apply` does.
+Paths are dotted YAML names with `[]` for "any list item".
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+FieldTypes = dict[str, "str | None"]
+
+
+def _t(leaves: str = "", **objects: str) -> FieldTypes:
+    """Space-separated scalar/map/opaque fields, plus object fields as name=Type."""
+    fields: FieldTypes = dict.fromkeys(leaves.split())
+    fields.update(objects)
+    return fields
+
+
+FIELDS: dict[str, FieldTypes] = {
+    "Pod": _t("apiVersion kind status", metadata="ObjectMeta", spec="PodSpec"),
+    "ObjectMeta": _t(
+        "name generateName namespace selfLink uid resourceVersion generation creationTimestamp"
+        " deletionTimestamp deletionGracePeriodSeconds labels annotations ownerReferences"
+        " finalizers managedFields"),
+    "PodSpec": _t(
+        "restartPolicy terminationGracePeriodSeconds activeDeadlineSeconds dnsPolicy nodeSelector"
+        " serviceAccountName serviceAccount automountServiceAccountToken nodeName hostNetwork"
+        " hostPID hostIPC shareProcessNamespace hostname subdomain affinity schedulerName"
+        " priorityClassName priority readinessGates runtimeClassName enableServiceLinks"
+        " preemptionPolicy overhead topologySpreadConstraints setHostnameAsFQDN hostUsers"
+        " schedulingGates resourceClaims hostnameOverride schedulingGroup evictionResponders"
+        " ephemeralContainers",
+        volumes="[]Volume", initContainers="[]Container", containers="[]Container",
+        securityContext="PodSecurityContext", imagePullSecrets="[]LocalObjectReference",
+        tolerations="[]Toleration", hostAliases="[]HostAlias", dnsConfig="PodDNSConfig",
+        os="PodOS", resources="ResourceRequirements"),
+    # initContainers use the same type (sidecars are init containers with restartPolicy Always).
+    "Container": _t(
+        "name image command args workingDir restartPolicy terminationMessagePath"
+        " terminationMessagePolicy imagePullPolicy stdin stdinOnce tty resizePolicy"
+        " restartPolicyRules volumeDevices",
+        ports="[]ContainerPort", envFrom="[]EnvFromSource", env="[]EnvVar",
+        resources="ResourceRequirements", volumeMounts="[]VolumeMount",
+        livenessProbe="Probe", readinessProbe="Probe", startupProbe="Probe",
+        lifecycle="Lifecycle", securityContext="SecurityContext"),
+    "ContainerPort": _t("name hostPort containerPort protocol hostIP"),
+    "EnvVar": _t("name value", valueFrom="EnvVarSource"),
+    "EnvVarSource": _t(
+        fieldRef="ObjectFieldSelector", resourceFieldRef="ResourceFieldSelector",
+        configMapKeyRef="ConfigMapKeySelector", secretKeyRef="SecretKeySelector",
+        fileKeyRef="FileKeySelector"),
+    "ObjectFieldSelector": _t("apiVersion fieldPath"),
+    "ResourceFieldSelector": _t("containerName resource divisor"),
+    "ConfigMapKeySelector": _t("name key optional"),
+    "SecretKeySelector": _t("name key optional"),
+    "FileKeySelector": _t("volumeName path key optional"),
+    "EnvFromSource": _t("prefix", configMapRef="ConfigMapEnvSource", secretRef="SecretEnvSource"),
+    "ConfigMapEnvSource": _t("name optional"),
+    "SecretEnvSource": _t("name optional"),
+    "ResourceRequirements": _t("limits requests claims"),
+    "VolumeMount": _t(
+        "name readOnly recursiveReadOnly mountPath subPath mountPropagation subPathExpr"
+        " bindMountOptions"),
+    "Probe": _t(
+        "initialDelaySeconds timeoutSeconds periodSeconds successThreshold failureThreshold"
+        " terminationGracePeriodSeconds",
+        exec="ExecAction", httpGet="HTTPGetAction", tcpSocket="TCPSocketAction",
+        grpc="GRPCAction"),
+    "ExecAction": _t("command"),
+    "HTTPGetAction": _t("path port host scheme protocol", httpHeaders="[]HTTPHeader"),
+    "HTTPHeader": _t("name value"),
+    "TCPSocketAction": _t("port host"),
+    "GRPCAction": _t("port service mode"),
+    "Lifecycle": _t("stopSignal", postStart="LifecycleHandler", preStop="LifecycleHandler"),
+    "LifecycleHandler": _t(
+        exec="ExecAction", httpGet="HTTPGetAction", tcpSocket="TCPSocketAction",
+        sleep="SleepAction"),
+    "SleepAction": _t("seconds"),
+    "SecurityContext": _t(
+        "privileged runAsUser runAsGroup runAsNonRoot readOnlyRootFilesystem"
+        " allowPrivilegeEscalation procMount windowsOptions",
+        capabilities="Capabilities", seLinuxOptions="SELinuxOptions",
+        seccompProfile="SeccompProfile", appArmorProfile="AppArmorProfile"),
+    "Capabilities": _t("add drop"),
+    "SELinuxOptions": _t("user role type level"),
+    "SeccompProfile": _t("type localhostProfile"),
+    "AppArmorProfile": _t("type localhostProfile"),
+    "PodSecurityContext": _t(
+        "runAsUser runAsGroup runAsNonRoot supplementalGroups supplementalGroupsPolicy fsGroup"
+        " fsGroupChangePolicy seLinuxChangePolicy windowsOptions",
+        seLinuxOptions="SELinuxOptions", sysctls="[]Sysctl", seccompProfile="SeccompProfile",
+        appArmorProfile="AppArmorProfile"),
+    "Sysctl": _t("name value"),
+    "PodDNSConfig": _t("nameservers searches", options="[]PodDNSConfigOption"),
+    "PodDNSConfigOption": _t("name value"),
+    "HostAlias": _t("ip hostnames"),
+    "Toleration": _t("key operator value effect tolerationSeconds"),
+    "LocalObjectReference": _t("name"),
+    "PodOS": _t("name"),
+    "Volume": _t(
+        "name gcePersistentDisk awsElasticBlockStore gitRepo nfs iscsi glusterfs rbd flexVolume"
+        " cinder cephfs flocker fc azureFile vsphereVolume quobyte azureDisk photonPersistentDisk"
+        " portworxVolume scaleIO storageos csi ephemeral",
+        emptyDir="EmptyDirVolumeSource", hostPath="HostPathVolumeSource",
+        configMap="ConfigMapVolumeSource", secret="SecretVolumeSource",
+        persistentVolumeClaim="PersistentVolumeClaimVolumeSource",
+        downwardAPI="DownwardAPIVolumeSource", projected="ProjectedVolumeSource",
+        image="ImageVolumeSource"),
+    "EmptyDirVolumeSource": _t("medium sizeLimit mode"),
+    "HostPathVolumeSource": _t("path type"),
+    "ConfigMapVolumeSource": _t("name defaultMode optional defaultUser", items="[]KeyToPath"),
+    "SecretVolumeSource": _t("secretName defaultMode optional defaultUser", items="[]KeyToPath"),
+    "KeyToPath": _t("key path mode user"),
+    "PersistentVolumeClaimVolumeSource": _t("claimName readOnly"),
+    "DownwardAPIVolumeSource": _t("defaultMode defaultUser", items="[]DownwardAPIVolumeFile"),
+    "DownwardAPIVolumeFile": _t(
+        "path mode user", fieldRef="ObjectFieldSelector", resourceFieldRef="ResourceFieldSelector"),
+    "ProjectedVolumeSource": _t("defaultMode defaultUser", sources="[]VolumeProjection"),
+    "VolumeProjection": _t(
+        "clusterTrustBundle podCertificate", secret="SecretProjection",
+        downwardAPI="DownwardAPIProjection", configMap="ConfigMapProjection",
+        serviceAccountToken="ServiceAccountTokenProjection"),
+    "SecretProjection": _t("name optional", items="[]KeyToPath"),
+    "ConfigMapProjection": _t("name optional", items="[]KeyToPath"),
+    "DownwardAPIProjection": _t(items="[]DownwardAPIVolumeFile"),
+    "ServiceAccountTokenProjection": _t("audience expirationSeconds path user"),
+    "ImageVolumeSource": _t("reference pullPolicy"),
+}
+
+# Written by the API server, not by users: `kubectl get -o yaml` output carries them back.
+SERVER_POPULATED: frozenset[str] = frozenset({
+    "status",
+    "metadata.uid", "metadata.resourceVersion", "metadata.creationTimestamp",
+    "metadata.generation", "metadata.managedFields", "metadata.selfLink",
+    "metadata.ownerReferences", "metadata.deletionTimestamp",
+    "metadata.deletionGracePeriodSeconds",
+})
+
+
+def _containers(*fields: str) -> set[str]:
+    """The same container field in spec.containers[] and spec.initContainers[]."""
+    return {f"spec.{kind}[].{f}" for kind in ("containers", "initContainers") for f in fields}
+
+
+# Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
+# Shrink this as features land. A modelled field may stay here until the runtime uses it.
+NOT_IMPLEMENTED: frozenset[str] = frozenset({
+    # --- modelled in minipod.spec, waiting for the runtime -----------------------------------
+    "spec.hostNetwork", "spec.hostPID", "spec.hostIPC",
+    "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
+    "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
+    *_containers(
+        "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "stdin", "tty",
+        "imagePullPolicy", "terminationMessagePath", "env[].valueFrom", "ports[].hostPort",
+        "ports[].hostIP", "securityContext.runAsNonRoot"),
+    # --- not modelled: meaningless without a cluster, or not built ----------------------------
+    "metadata.finalizers",
+    *(f"spec.{f}" for f in (
+        "activeDeadlineSeconds nodeSelector serviceAccountName serviceAccount"
+        " automountServiceAccountToken nodeName imagePullSecrets affinity schedulerName"
+        " tolerations priorityClassName priority readinessGates runtimeClassName"
+        " enableServiceLinks preemptionPolicy overhead topologySpreadConstraints"
+        " setHostnameAsFQDN os hostUsers schedulingGates resourceClaims resources"
+        " hostnameOverride schedulingGroup evictionResponders ephemeralContainers").split()),
+    *(f"spec.securityContext.{f}" for f in (
+        "seLinuxOptions windowsOptions supplementalGroupsPolicy fsGroupChangePolicy"
+        " seccompProfile appArmorProfile seLinuxChangePolicy").split()),
+    # Every volume source but emptyDir. The loader also drops such a volume and its mounts.
+    *(f"spec.volumes[].{f}" for f in FIELDS["Volume"] if f not in ("name", "emptyDir")),
+    "spec.volumes[].emptyDir.mode",
+    *_containers(
+        "envFrom", "resizePolicy", "restartPolicyRules", "volumeDevices",
+        "terminationMessagePolicy", "stdinOnce", "resources.claims",
+        "env[].valueFrom.configMapKeyRef", "env[].valueFrom.secretKeyRef",
+        "env[].valueFrom.fileKeyRef",
+        "volumeMounts[].recursiveReadOnly", "volumeMounts[].mountPropagation",
+        "volumeMounts[].subPathExpr", "volumeMounts[].bindMountOptions",
+        *(f"securityContext.{f}" for f in (
+            "procMount", "windowsOptions", "seLinuxOptions", "seccompProfile", "appArmorProfile")),
+        "lifecycle.stopSignal",
+        *(f"{p}.grpc" for p in ("livenessProbe", "readinessProbe", "startupProbe")),
+        *(f"{p}.httpGet.protocol" for p in (
+            "livenessProbe", "readinessProbe", "startupProbe",
+            "lifecycle.postStart", "lifecycle.preStop")),
+    ),
+})
+
+
+def walk(doc: dict) -> tuple[dict, list[str], list[str]]:
+    """Check a raw Pod document: (copy without ignored fields, problems, warnings), each problem
+    and warning starting with the exact path, e.g. `spec.containers[0].imagee: unknown field`."""
+    w = _Walk()
+    return w.object(doc, "Pod", "", "", quiet=False), w.problems, w.warnings
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def object(self, node: dict, type_name: str, path: str, pattern: str, quiet: bool) -> dict:
+        fields = FIELDS[type_name]
+        kept = {}
+        for key, value in node.items():
+            name = str(key)
+            p, pat = _join(path, name), _join(pattern, name)
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problems.append(f"{p}: unknown field{hint}")
+                continue
+            if value is None or pat in SERVER_POPULATED:
+                continue  # null is "unset" to the API server's JSON decoder
+            ignored = pat in NOT_IMPLEMENTED
+            if ignored and not quiet:
+                self.warnings.append(f"{p}: not implemented by minipod yet, ignored")
+            # Inside an ignored field unknown names are still errors: kubectl would refuse them.
+            value = self.value(value, fields[name], p, pat, quiet or ignored)
+            if not ignored:
+                kept[key] = value
+        return kept
+
+    def value(self, value: Any, type_name: str | None, path: str, pattern: str, quiet: bool) -> Any:
+        if type_name is None:
+            return value
+        if type_name.startswith("[]"):
+            if not isinstance(value, list):
+                return value  # pydantic reports the wrong type
+            return [self.object(v, type_name[2:], f"{path}[{i}]", pattern + "[]", quiet)
+                    if isinstance(v, dict) else v for i, v in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        return self.object(value, type_name, path, pattern, quiet)

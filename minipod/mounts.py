@@ -1,0 +1,80 @@
+"""Mount primitive: thin, typed wrappers with errors that name the mount."""
+
+from __future__ import annotations
+
+import os
+
+from minipod import _libc
+from minipod._libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+                           MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE)
+
+__all__ = ["mount", "bind", "make_private", "make_slave", "readonly", "mask", "pivot_root",
+           "overlay", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_RDONLY"]
+
+mount = _libc.mount
+
+
+def make_private(path: str = "/") -> None:
+    """Stop mount events propagating out of (and into) this mount namespace.
+
+    After unshare(CLONE_NEWNS) the copy still shares propagation with the host when / is a
+    shared mount (systemd makes it so): without this, a tmpfs we mount would appear on the host.
+    """
+    _libc.mount(None, path, None, MS_REC | MS_PRIVATE)
+
+
+def make_slave(path: str = "/") -> None:
+    _libc.mount(None, path, None, MS_REC | MS_SLAVE)
+
+
+def bind(src: str, dst: str, readonly: bool = False, recursive: bool = True,
+         flags: int = 0) -> None:
+    _libc.mount(src, dst, None, MS_BIND | (MS_REC if recursive else 0))
+    if readonly or flags:
+        # A bind mount ignores flags on creation: read-only etc. need a remount of the bind.
+        _libc.mount(None, dst, None, MS_REMOUNT | MS_BIND | flags | (MS_RDONLY if readonly else 0))
+
+
+def readonly(path: str) -> None:
+    """Make `path` a read-only bind of itself (runc's readonlyPaths)."""
+    try:
+        bind(path, path, readonly=True, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except FileNotFoundError:
+        pass
+
+
+def mask(path: str) -> None:
+    """Hide `path` (runc's maskedPaths): /dev/null over a file, an empty ro tmpfs over a dir."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path):
+        _libc.mount("tmpfs", path, "tmpfs", MS_RDONLY)
+    else:
+        _libc.mount("/dev/null", path, None, MS_BIND)
+
+
+def overlay(lower: list[str], upper: str, work: str, target: str) -> None:
+    """Mount an overlay with `lower` listed top-first (overlayfs order).
+
+    The option string is limited to one page (4096 bytes), which is why the image store keeps
+    layer paths short.
+    """
+    data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    if len(data) >= 4096:
+        raise OSError(7, f"overlay options for {target} exceed one page ({len(data)} bytes)")
+    _libc.mount("overlay", target, "overlay", 0, data)
+
+
+def pivot_root(new_root: str) -> None:
+    """Make `new_root` the root and detach the old one (runc's pivotRoot trick).
+
+    pivot_root(".", ".") stacks the old root on top of the new one at "/"; unmounting "/" with
+    MNT_DETACH then removes the old root, with no put_old directory left inside the container.
+    chroot would be escapable; pivot_root is not.
+    """
+    os.chdir(new_root)
+    _libc.pivot_root(".", ".")
+    # The old root must not propagate the unmount to the host: make it a slave first.
+    _libc.mount(None, ".", None, MS_REC | MS_SLAVE)
+    _libc.umount2(".", MNT_DETACH)
+    os.chdir("/")

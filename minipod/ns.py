@@ -1,0 +1,55 @@
+"""Namespace primitive: unshare, join (setns) and identify namespaces by inode."""
+
+from __future__ import annotations
+
+import os
+
+from minipod import _libc
+
+FLAGS = {
+    "mnt": _libc.CLONE_NEWNS,
+    "uts": _libc.CLONE_NEWUTS,
+    "ipc": _libc.CLONE_NEWIPC,
+    "pid": _libc.CLONE_NEWPID,
+    "net": _libc.CLONE_NEWNET,
+    "cgroup": _libc.CLONE_NEWCGROUP,
+}
+ALL = ("net", "ipc", "uts", "pid", "mnt", "cgroup")
+
+
+def unshare(*types: str) -> None:
+    flags = 0
+    for t in types:
+        flags |= FLAGS[t]
+    _libc.unshare(flags)
+
+
+def join(pid: int, types: list[str]) -> None:
+    """setns() into the given namespaces of `pid`, in the order given.
+
+    All namespace files are opened first: once we join a mount namespace, /proc/<pid> may no
+    longer resolve (it is the other namespace's /proc, or none). Callers put "mnt" last for the
+    same reason, and must be single-threaded (the kernel refuses setns(mnt) for a thread that
+    shares its fs_struct). Joining "pid" only affects children forked afterwards.
+    """
+    fds = []
+    try:
+        for t in types:
+            fds.append((t, os.open(f"/proc/{pid}/ns/{t}", os.O_RDONLY | os.O_CLOEXEC)))
+        for t, fd in fds:
+            _libc.setns(fd, FLAGS[t], what=f"setns {t} of pid {pid}")
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
+def inode(pid: int | str, t: str) -> int | None:
+    """The namespace's inode number, as `ls -l /proc/PID/ns` shows it; None if pid is gone."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/{t}").st_ino
+    except OSError:
+        return None
+
+
+def inodes(pid: int | str, types: tuple[str, ...] = ALL) -> dict[str, int | None]:
+    return {t: inode(pid, t) for t in types}

@@ -1,0 +1,420 @@
+"""Spec -> plan: every name, path, limit and argv a pod needs, computed without touching the host.
+
+The plan is plain data (JSON): the CLI builds it from the validated manifest, `run --dry-run`
+prints it, unit tests check it, and the supervisor applies it without importing pydantic.
+The resource arithmetic follows the kubelet (pkg/kubelet/cm, pkg/kubelet/qos); the argv/env rules
+follow the kubelet and containerd (command/args against the image's Entrypoint/Cmd).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from minipod.cgroups import convert
+from minipod.expand import expand, expand_env
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHM_SIZE = 64 * 1024 * 1024  # containerd's default /dev/shm for a sandbox
+
+
+@dataclass
+class Mount:
+    source: str
+    target: str  # absolute path inside the container
+    readonly: bool = False
+    kind: str = "bind"  # bind | file (a file bind, created empty in the rootfs if missing)
+
+
+@dataclass
+class ContainerPlan:
+    name: str
+    image: str              # the reference as the user wrote it
+    image_ref: str          # normalized (docker.io/library/busybox:latest)
+    image_digest: str
+    layers: list[str]       # unpacked layer dirs, bottom-first
+    argv: list[str]
+    env: list[str]          # "K=V", final order
+    cwd: str
+    user: str               # "uid[:gid]" or a name to resolve in the image's /etc/passwd
+    caps: list[str]
+    no_new_privs: bool
+    privileged: bool
+    readonly_rootfs: bool
+    mounts: list[Mount]
+    cgroup: str
+    limits: dict            # minipod.cgroups.Limits fields
+    oom_score_adj: int
+    stop_signal: int
+    rootfs: str             # mount point (runtime dir; the overlay only exists in the container)
+    upper: str
+    work: str
+    log_dir: str
+    init: bool = False      # an init container (run to completion before the app containers)
+    sidecar: bool = False   # an init container with restartPolicy Always
+    spec: dict = field(default_factory=dict)  # the container's manifest, for probes/hooks
+
+
+@dataclass
+class PodPlan:
+    name: str
+    namespace: str
+    uid: str
+    created: float
+    hostname: str
+    subdomain: str
+    share_pid: bool
+    restart_policy: str
+    grace_seconds: int
+    qos_class: str
+    run_dir: str
+    data_dir: str
+    cgroup_parent: str
+    pod_cgroup: str
+    sandbox_cgroup: str
+    pod_limits: dict
+    bridge: str
+    subnet: str
+    net_state_dir: str
+    host_veth: str
+    shm_size: int
+    resolv_conf: str        # content of the pod's /etc/resolv.conf
+    host_aliases: list[dict]
+    containers: list[ContainerPlan]
+    init_containers: list[ContainerPlan]
+    labels: dict
+    annotations: dict
+    manifest: dict          # the document as written (for `get -o yaml`)
+
+    def all_containers(self) -> list[ContainerPlan]:
+        return self.init_containers + self.containers
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PodPlan":
+        d = dict(d)
+        for key in ("containers", "init_containers"):
+            d[key] = [ContainerPlan(**{**c, "mounts": [Mount(**m) for m in c["mounts"]]})
+                      for c in d[key]]
+        return cls(**d)
+
+
+# --- names -----------------------------------------------------------------------------------
+
+def escape(name: str) -> str:
+    """'-' means nesting in a systemd slice name; pod names have no '_', so map '-' to it."""
+    return name.replace("-", "_")
+
+
+def cgroup_names(parent: str, prefix: str, pod: str) -> tuple[str, str]:
+    """(pod slice, sandbox scope) as group paths, e.g. minipod.slice/minipod-web.slice."""
+    pod_slice = f"{parent}/{prefix}-{escape(pod)}.slice"
+    return pod_slice, f"{pod_slice}/{prefix}-{escape(pod)}.scope"
+
+
+def container_cgroup(pod_slice: str, prefix: str, pod: str, ctr: str) -> str:
+    return f"{pod_slice}/{prefix}-{escape(pod)}-{ctr}.scope"
+
+
+def host_veth(uid: str) -> str:
+    return "mp-" + hashlib.sha1(uid.encode()).hexdigest()[:10]  # IFNAMSIZ: 15 chars max
+
+
+# --- resources (kubelet arithmetic) ------------------------------------------------------------
+
+def qos_class(containers) -> str:
+    """Guaranteed, Burstable or BestEffort (pkg/apis/core/v1/helper/qos)."""
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        r = c.resources
+        for res in ("cpu", "memory"):
+            lim = r.limits.get(res) if r.limits else None
+            req = r.requests.get(res) if r.requests else None
+            any_set = any_set or lim is not None or req is not None
+            if lim is None or (req is not None and req.value != lim.value):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def oom_score_adj(qos: str, memory_request: int | None, capacity: int) -> int:
+    """pkg/kubelet/qos/policy.go GetContainerOOMScoreAdjust."""
+    if qos == "Guaranteed":
+        return -997
+    if qos == "BestEffort":
+        return 1000
+    adj = 1000 - (1000 * (memory_request or 0)) // max(capacity, 1)
+    return min(max(adj, 3), 999)
+
+
+def container_limits(c) -> dict:
+    r = c.resources
+    mem = r.memory_limit()
+    cpu_lim = r.cpu_limit_milli()
+    cpu_req = r.cpu_request_milli()
+    return {
+        "memory_max": mem,
+        "cpu_quota_us": convert.cpu_quota(cpu_lim) if cpu_lim else None,
+        "cpu_shares": convert.cpu_shares(cpu_req or 0),
+        "pids_max": None,
+    }
+
+
+def pod_limits(app, init, pids_limit: int) -> dict:
+    """ResourceConfigForPod: a pod-level limit only if every container has one; init containers
+    run one at a time, so the pod needs max(sum(app), max(init))."""
+    def total(attr: str, need_all: bool):
+        vals = [getattr(c.resources, attr)() for c in app]
+        if need_all and any(v is None for v in vals):
+            return None
+        s = sum(v or 0 for v in vals)
+        ivals = [getattr(c.resources, attr)() for c in init]
+        if need_all and any(v is None for v in ivals):
+            return None
+        return max([s] + [v or 0 for v in ivals])
+
+    mem = total("memory_limit", True)
+    cpu = total("cpu_limit_milli", True)
+    req = total("cpu_request_milli", False) or 0
+    return {
+        "memory_max": mem,
+        "cpu_quota_us": convert.cpu_quota(cpu) if cpu else None,
+        "cpu_shares": convert.cpu_shares(req),
+        "pids_max": pids_limit if pids_limit > 0 else None,
+    }
+
+
+def memory_capacity() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 34
+
+
+# --- argv, env, user -------------------------------------------------------------------------
+
+def argv_for(command: list[str] | None, args: list[str] | None, image_cfg: dict,
+             env: dict[str, str]) -> list[str]:
+    """Kubernetes' rule: command replaces Entrypoint (and drops Cmd), args replace Cmd."""
+    entry = image_cfg.get("Entrypoint") or []
+    cmd = image_cfg.get("Cmd") or []
+    command = [expand(s, env) for s in command] if command else None
+    args = [expand(s, env) for s in args] if args else None
+    if command:
+        return command + (args or [])
+    return entry + (args if args is not None else cmd)
+
+
+def env_for(spec_env, image_cfg: dict, hostname: str) -> tuple[list[str], dict[str, str]]:
+    """Image Env, then HOSTNAME, then the container's env ($(VAR)-expanded in order)."""
+    final: dict[str, str] = {}
+    for kv in image_cfg.get("Env") or []:
+        k, _, v = kv.partition("=")
+        final[k] = v
+    final.setdefault("PATH", DEFAULT_PATH)
+    final["HOSTNAME"] = hostname
+    # The kubelet expands $(VAR) against the container's own earlier variables only: it never
+    # sees the image's environment.
+    own = expand_env([(e.name, e.value or "") for e in spec_env if e.value_from is None], {})
+    final.update(own)
+    return [f"{k}={v}" for k, v in final.items()], own
+
+
+def stop_signal(image_cfg: dict) -> int:
+    name = (image_cfg.get("StopSignal") or "SIGTERM").upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    return int(getattr(signal, name, signal.SIGTERM))
+
+
+# --- files the kubelet writes into every container --------------------------------------------
+
+def resolv_conf(spec, host_file: str) -> str:
+    """dnsPolicy: with no cluster DNS, ClusterFirst falls back to Default (the node's file)."""
+    policy = spec.dns_policy or "ClusterFirst"
+    servers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    if policy != "None":
+        path = host_file
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        # systemd-resolved's stub (127.0.0.53) is unreachable from a pod's netns: use the real
+        # upstream list, as the kubelet's --resolv-conf advice says.
+        if "127.0.0.53" in text and os.path.exists("/run/systemd/resolve/resolv.conf"):
+            with open("/run/systemd/resolve/resolv.conf") as f:
+                text = f.read()
+        for line in text.splitlines():
+            parts = line.split()
+            if not parts or parts[0].startswith(("#", ";")):
+                continue
+            if parts[0] == "nameserver" and len(parts) > 1:
+                servers.append(parts[1])
+            elif parts[0] in ("search", "domain"):
+                searches = parts[1:]
+            elif parts[0] == "options":
+                options.extend(parts[1:])
+    dc = spec.dns_config
+    if dc:
+        servers += [s for s in dc.nameservers or [] if s not in servers]
+        searches += [s for s in dc.searches or [] if s not in searches]
+        for o in dc.options or []:
+            options = [x for x in options if x.split(":")[0] != o.name]
+            options.append(f"{o.name}:{o.value}" if o.value else o.name)
+    lines = [f"nameserver {s}" for s in servers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches[:32]))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(ip: str, hostname: str, subdomain: str, namespace: str,
+               aliases: list[dict]) -> str:
+    """Exactly what the kubelet writes (pkg/kubelet/kubelet_pods.go managedHostsFileContent)."""
+    lines = [
+        "# Kubernetes-managed hosts file.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "fe00::0\tip6-mcastprefix",
+        "fe00::1\tip6-allnodes",
+        "fe00::2\tip6-allrouters",
+    ]
+    if ip:
+        if subdomain:
+            fqdn = f"{hostname}.{subdomain}.{namespace}.svc.cluster.local"
+            lines.append(f"{ip}\t{fqdn}\t{hostname}")
+        else:
+            lines.append(f"{ip}\t{hostname}")
+    text = "\n".join(lines) + "\n"
+    if aliases:
+        text += "\n# Entries added by HostAliases.\n"
+        for a in aliases:
+            text += f"{a['ip']}\t" + "\t".join(a.get("hostnames") or []) + "\n"
+    return text
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
+    """Build the plan for one validated pod. Resolves images; creates nothing."""
+    pod = loaded.pod
+    spec = pod.spec
+    meta = pod.metadata
+    name = meta.name
+    uid = str(uuid.uuid4())
+    hostname = (spec.hostname or name)[:63].rstrip("-.")
+    run_dir = os.path.join(cfg.root, "pods", name)
+    data_dir = os.path.join(cfg.data_root, "pods", f"{meta.namespace}_{name}_{uid}")
+    prefix = cfg.cgroup_prefix
+    pod_slice, sandbox = cgroup_names(cfg.cgroup_parent, prefix, name)
+    apps = list(spec.containers)
+    inits = list(spec.init_containers or [])
+    qos = qos_class(apps + inits)
+    capacity = memory_capacity()
+    volumes = {v.name: v for v in spec.volumes or []}
+    psc = spec.security_context
+
+    def one(c, init: bool) -> ContainerPlan:
+        image = store.resolve(c.image)
+        icfg = image.config or {}
+        env, own = env_for(c.env or [], icfg, hostname)
+        sc = c.security_context
+        privileged = bool(sc and sc.privileged)
+        caps_cfg = sc.capabilities if sc else None
+        from minipod import caps as capsmod
+
+        caps = capsmod.compute(caps_cfg.add if caps_cfg else None,
+                               caps_cfg.drop if caps_cfg else None, privileged)
+        uid_ = (sc.run_as_user if sc and sc.run_as_user is not None
+                else psc.run_as_user if psc else None)
+        gid_ = (sc.run_as_group if sc and sc.run_as_group is not None
+                else psc.run_as_group if psc else None)
+        user = icfg.get("User") or ""
+        if uid_ is not None:
+            user = str(uid_) + (f":{gid_}" if gid_ is not None else "")
+        elif gid_ is not None:
+            user = f"{user or 0}:{gid_}"
+        cdir = os.path.join(data_dir, "containers", c.name)
+        mounts = []
+        own_targets = set()
+        for vm in c.volume_mounts or []:
+            vol = volumes[vm.name]
+            src = os.path.join(data_dir, "volumes", vol.name)
+            if vm.sub_path:
+                src = os.path.join(src, vm.sub_path)
+            mounts.append(Mount(src, vm.mount_path, bool(vm.read_only)))
+            own_targets.add(os.path.normpath(vm.mount_path))
+        ro_root = bool(sc and sc.read_only_root_filesystem)
+        for f in ("hosts", "hostname", "resolv.conf"):
+            target = f"/etc/{f}"
+            if target not in own_targets:  # the kubelet skips /etc/hosts if the pod mounts one
+                mounts.append(Mount(os.path.join(run_dir, "etc", f), target, ro_root, "file"))
+        restart = c.restart_policy if init else None
+        return ContainerPlan(
+            name=c.name, image=c.image, image_ref=image.ref, image_digest=image.digest,
+            layers=image.layers,
+            argv=argv_for(c.command, c.args, icfg, own),
+            env=env, cwd=c.working_dir or icfg.get("WorkingDir") or "/", user=user,
+            caps=caps, privileged=privileged,
+            no_new_privs=bool(sc and sc.allow_privilege_escalation is False),
+            readonly_rootfs=ro_root, mounts=mounts,
+            cgroup=container_cgroup(pod_slice, prefix, name, c.name),
+            limits=container_limits(c),
+            oom_score_adj=oom_score_adj(qos, c.resources.memory_request(), capacity),
+            stop_signal=stop_signal(icfg),
+            rootfs=os.path.join(run_dir, "rootfs", c.name),
+            upper=os.path.join(cdir, "upper"), work=os.path.join(cdir, "work"),
+            log_dir=os.path.join(data_dir, "logs", c.name),
+            init=init, sidecar=init and restart == "Always",
+            spec=c.model_dump(by_alias=True, exclude_none=True),
+        )
+
+    ctrs = [one(c, False) for c in apps]
+    init_ctrs = [one(c, True) for c in inits]
+    for cp in ctrs + init_ctrs:
+        if not cp.argv:
+            from minipod.errors import SpecError
+
+            raise SpecError(source, [
+                f"container {cp.name!r}: no command given and image {cp.image} has no "
+                "Entrypoint or Cmd"])
+    return PodPlan(
+        name=name, namespace=meta.namespace, uid=uid, created=time.time(),
+        hostname=hostname, subdomain=spec.subdomain or "",
+        share_pid=bool(spec.share_process_namespace),
+        restart_policy=spec.restart_policy or "Always",
+        grace_seconds=(spec.termination_grace_period_seconds
+                       if spec.termination_grace_period_seconds is not None else 30),
+        qos_class=qos, run_dir=run_dir, data_dir=data_dir,
+        cgroup_parent=cfg.cgroup_parent, pod_cgroup=pod_slice, sandbox_cgroup=sandbox,
+        pod_limits=pod_limits(apps, inits, cfg.pod_pids_limit),
+        bridge=cfg.bridge, subnet=cfg.subnet,
+        net_state_dir=os.path.join(cfg.root, "networks", cfg.bridge),
+        host_veth=host_veth(uid), shm_size=SHM_SIZE,
+        resolv_conf=resolv_conf(spec, cfg.resolv_conf),
+        host_aliases=[{"ip": a.ip, "hostnames": list(a.hostnames or [])}
+                      for a in spec.host_aliases or []],
+        containers=ctrs, init_containers=init_ctrs,
+        labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
+        manifest=loaded.raw,
+    )

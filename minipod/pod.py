@@ -1,0 +1,217 @@
+"""The orchestrator: the one place that knows the order of the steps that build and remove a pod.
+
+    setup:    directories -> cgroups -> sandbox -> network (in a helper process, in parallel
+              with the containers' rootfs work) -> /etc files -> release the containers
+    teardown: kill everything in the pod's cgroup -> network -> cgroups -> directories
+
+Why this order: the sandbox must exist before the network (the veth goes into its netns) and
+before the containers (they setns into it); the containers' processes must wait for the network
+(the kubelet runs CNI ADD before it creates containers) but their mount work need not, so it
+overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
+removed empty and the veth dies with the netns; it is idempotent (gone = done), so it serves a
+normal stop, a rollback, the janitor after a crash, and `rm` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import time
+
+from minipod import child, container, sandbox
+from minipod.cgroups import Driver, Limits
+from minipod.errors import SetupError
+from minipod.plan import PodPlan, hosts_file
+from minipod.rollback import Rollback
+
+log = logging.getLogger("minipod")
+
+
+class Pod:
+    def __init__(self, plan: PodPlan, driver: Driver, pause_argv: list[str]):
+        self.plan = plan
+        self.driver = driver
+        self.pause_argv = pause_argv
+        self.sandbox_pid = 0
+        self.network: dict = {}
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def setup(self, agent, first: list[dict]) -> list[tuple[dict, container.Started]]:
+        """Build the pod and start `first` (container plans as dicts). Rolls back on failure."""
+        p = self.plan
+        with Rollback() as rb:
+            rb.push("pod directories", self.remove_dirs)
+            self._make_dirs()
+            rb.push("cgroups", self.remove_cgroups)
+            self._make_cgroups()
+            rb.push("sandbox", self.kill_all)
+            self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
+                p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+            # The containers' mount work first: meanwhile the agent finishes importing pyroute2
+            # (it was started by the CLI before validation). Their processes wait before exec.
+            pending = []
+            rb.push("containers", lambda: [x.abort() for x in pending])
+            for c in first:
+                pending.append(self.prepare(c))
+            rb.push("network", lambda: self._net_teardown(agent))
+            att = self._run("set up the network", lambda: agent.setup_pod(
+                self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
+            self.network = dataclasses.asdict(att)
+            self.write_etc_files()
+            started = [(c, self._run(f'start container "{c["name"]}"', x.release))
+                       for c, x in zip(first, pending)]
+            pending.clear()
+            rb.commit()
+        return started
+
+    def _make_dirs(self) -> None:
+        p = self.plan
+        etc = os.path.join(p.run_dir, "etc")
+        os.makedirs(etc, exist_ok=True)
+        for f in ("hosts", "hostname", "resolv.conf"):
+            # Created now, filled once the IP is known: the containers bind these very inodes,
+            # so they are rewritten in place, never replaced.
+            open(os.path.join(etc, f), "a").close()
+        for c in p.all_containers():
+            for d in (c.rootfs, c.upper, c.work, c.log_dir):
+                os.makedirs(d, exist_ok=True)
+        for m in {m.source for c in p.all_containers() for m in c.mounts if m.kind == "bind"}:
+            os.makedirs(m, exist_ok=True)
+
+    def _make_cgroups(self) -> None:
+        p = self.plan
+        self._run("create cgroups", lambda: (
+            self.driver.create(p.pod_cgroup, Limits(**p.pod_limits)),
+            self.driver.create(p.sandbox_cgroup),
+            [self.driver.create(c.cgroup, Limits(**c.limits)) for c in p.all_containers()]))
+
+    def net_config(self):
+        from minipod.net import NetConfig
+
+        return NetConfig(self.plan.bridge, self.plan.subnet, self.plan.net_state_dir)
+
+    def write_etc_files(self) -> None:
+        p = self.plan
+        etc = os.path.join(p.run_dir, "etc")
+        files = {
+            "hosts": hosts_file(self.network.get("ip", ""), p.hostname, p.subdomain,
+                                p.namespace, p.host_aliases),
+            "hostname": p.hostname + "\n",
+            "resolv.conf": p.resolv_conf,
+        }
+        for name, text in files.items():
+            with open(os.path.join(etc, name), "r+") as f:  # in place: see _make_dirs
+                f.truncate(0)
+                f.write(text)
+
+    def prepare(self, c: dict) -> container.Pending:
+        return self._run(f'create container "{c["name"]}"', lambda: container.prepare(
+            c, self.sandbox_pid, self.plan.share_pid,
+            lambda pid: self.driver.join(c["cgroup"], pid)))
+
+    def start(self, c: dict) -> container.Started:
+        """(Re)start one container in the running pod."""
+        pending = self.prepare(c)
+        return self._run(f'start container "{c["name"]}"', pending.release)
+
+    @staticmethod
+    def _run(what: str, fn):
+        try:
+            return fn()
+        except child.ChildError as e:
+            raise SetupError(f"{what}: {e}") from None
+        except OSError as e:
+            raise SetupError(f"{what}: {child.describe(e)}") from None
+        except Exception as e:
+            if type(e).__module__.startswith("minipod"):
+                raise SetupError(f"{what}: {e}") from None
+            raise
+
+    # --- teardown ----------------------------------------------------------------------------
+
+    def teardown(self, agent=None, remove_data: bool = False) -> None:
+        """Remove everything the pod holds on the host. Safe to run any number of times."""
+        self.kill_all()
+        self._net_teardown(agent)
+        self.remove_cgroups()
+        shutil.rmtree(os.path.join(self.plan.run_dir, "rootfs"), ignore_errors=True)
+        if remove_data:
+            self.remove_dirs()
+
+    def kill_all(self, timeout: float = 10.0) -> None:
+        """SIGKILL every process in the pod's cgroup and reap those that are our children."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.driver.procs(self.plan.pod_cgroup)
+            if self.sandbox_pid:
+                pids = pids or ([self.sandbox_pid] if _alive(self.sandbox_pid) else [])
+            if not pids:
+                break
+            self.driver.kill(self.plan.pod_cgroup, signal.SIGKILL)
+            if self.sandbox_pid:
+                _signal(self.sandbox_pid, signal.SIGKILL)
+            reap()
+            if time.monotonic() > deadline:
+                raise SetupError(f"processes {pids} of pod {self.plan.name} would not die")
+            time.sleep(0.005)
+        reap()
+
+    def _net_teardown(self, agent=None) -> None:
+        cfg, p = self.net_config(), self.plan
+        if agent is not None:
+            try:
+                agent.teardown_pod(cfg, p.uid, p.host_veth)
+                return
+            except Exception as e:  # noqa: BLE001 - the agent may be gone: do it ourselves
+                log.info("network agent: %s; tearing down in-process", e)
+        from minipod import net
+
+        net.teardown_pod(cfg, p.uid, p.host_veth)
+
+    def remove_cgroups(self) -> None:
+        p = self.plan
+        for c in p.all_containers():
+            self.driver.remove(c.cgroup)
+        self.driver.remove(p.sandbox_cgroup)
+        self.driver.remove(p.pod_cgroup)
+        try:
+            self.driver.remove(p.cgroup_parent)  # busy while other pods exist: that's fine
+        except Exception:  # noqa: BLE001
+            pass
+
+    def remove_dirs(self) -> None:
+        shutil.rmtree(self.plan.data_dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(self.plan.run_dir, "rootfs"), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.plan.run_dir, "etc"), ignore_errors=True)
+
+
+def reap() -> list[tuple[int, int]]:
+    """Reap every exited child without blocking; [(pid, status)]."""
+    out = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return out
+        if pid == 0:
+            return out
+        out.append((pid, status))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

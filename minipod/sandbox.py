@@ -1,0 +1,85 @@
+"""The pod sandbox: a process that holds the pod's namespaces and does nothing else (pause)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from minipod import _libc, child, mounts, ns
+from minipod._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
+
+
+@dataclass
+class Sandbox:
+    pid: int
+
+
+def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
+    """Fork the sandbox, put it in its cgroup, let it unshare and exec pause.
+
+    join_cgroup(pid) runs in the parent before the child does anything, so every page the
+    sandbox touches is charged to the pod.
+    """
+    supervisor = os.getpid()
+    types = ["net", "ipc", "uts", "mnt"] + (["pid"] if plan.share_pid else [])
+
+    def body(ch: child.Channel) -> None:
+        os.setsid()  # out of the terminal's process group: Ctrl-C goes to the supervisor only
+        ch.stage = "wait for the cgroup"
+        ch.wait_go()
+        ch.stage = "unshare " + ",".join(types)
+        ns.unshare(*types)
+        # Our own mount namespace holds the pod's /dev/shm without a host mount: it disappears
+        # with the sandbox, even if nobody cleans up. Private first, or the tmpfs would
+        # propagate to the host's /dev/shm through a shared /.
+        mounts.make_private("/")
+        ch.stage = "set the hostname"
+        _libc.sethostname(plan.hostname)
+        ch.stage = "mount the pod's /dev/shm"
+        mounts.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                     f"mode=1777,size={plan.shm_size}")
+        if plan.share_pid:
+            # unshare(CLONE_NEWPID) applies to children: pause must be the next child, so it
+            # becomes PID 1 of the pod and reaps every container's orphans.
+            pid = os.fork()
+            if pid:
+                ch.send(f"P {pid}")
+                os._exit(0)
+            ch.stage = "wait for the supervisor"
+            ch.wait_go()
+            child.die_with_parent(None)
+        else:
+            child.die_with_parent(supervisor)
+        ch.stage = "exec pause"
+        child.set_oom_score_adj(-998)  # containerd's value for sandboxes
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):  # pause only warns that it is not PID 1; nobody reads it
+            os.dup2(devnull, fd)
+        child.close_fds_except(ch.keep_fds())
+        os.execv(pause_argv[0], pause_argv)
+
+    h = child.fork(body)
+    try:
+        join_cgroup(h.pid)
+        h.go()
+        pid = h.pid
+        if plan.share_pid:
+            pid = int(h.expect("P "))
+            os.waitpid(h.pid, 0)  # the intermediate: reaped before pause may set its death signal
+            h.go()
+        if h.read() is not None:
+            raise child.ChildError("unexpected report from the sandbox")
+        return Sandbox(pid)
+    except BaseException:
+        _kill(h.pid)
+        raise
+    finally:
+        h.close()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

@@ -1,0 +1,812 @@
+"""The v1 Pod manifest: pydantic models, the loader and the semantic checks. No system calls.
+
+load() goes YAML -> field walk -> pydantic -> named checks:
+  1. YAML, with line:column on syntax errors and duplicate keys (PyYAML keeps the last silently;
+     kubectl refuses them).
+  2. A walk of the raw document against minipod.kube_fields, so that every path is exact: unknown
+     fields are errors, real fields minipod does not implement are warnings and are dropped,
+     server-populated fields (`kubectl get -o yaml` output) are dropped silently.
+  3. pydantic for types and defaults, its errors reworded for humans with YAML (camelCase) paths.
+  4. Small named checks for what types cannot say (like runc's libcontainer/configs/validate).
+All problems of all documents are collected and raised together as one SpecError.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import random
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
+from pydantic import field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from minipod.errors import SpecError
+from minipod.kube_fields import walk
+from minipod.quantity import Quantity
+
+# --- models ----------------------------------------------------------------------------------
+
+_ALIASES = {"host_pid": "hostPID", "host_ipc": "hostIPC", "host_ip": "hostIP"}
+
+
+def _alias(name: str) -> str:
+    return _ALIASES.get(name) or to_camel(name)
+
+
+class _Model(BaseModel):
+    # strict: like the API server's JSON decoding, "80" is not an integer and 80 is not a string.
+    model_config = ConfigDict(
+        alias_generator=_alias, populate_by_name=True, extra="forbid", strict=True)
+
+
+def _quantity(v: Any) -> Quantity:
+    return v if isinstance(v, Quantity) else Quantity(v)
+
+
+def _int_or_string(v: Any) -> int | str:
+    # IntOrString (apimachinery util/intstr): a port number or a port name.
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError(f"expected a port number or name (got {_show(v)})")
+    return v
+
+
+QuantityValue = Annotated[Quantity, PlainValidator(_quantity), PlainSerializer(str)]
+IntOrString = Annotated[int | str, PlainValidator(_int_or_string)]
+
+
+class ObjectMeta(_Model):
+    name: str = ""
+    generate_name: str = ""
+    namespace: str = "default"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @field_validator("namespace")
+    @classmethod
+    def _empty_is_default(cls, v: str) -> str:
+        return v or "default"  # the API server treats "" as "default"
+
+
+class ExecAction(_Model):
+    command: list[str] = []
+
+
+class HTTPHeader(_Model):
+    name: str
+    value: str
+
+
+class HTTPGetAction(_Model):
+    path: str = "/"
+    port: IntOrString
+    host: str = ""  # empty: the pod IP
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    http_headers: list[HTTPHeader] = []
+
+
+class TCPSocketAction(_Model):
+    port: IntOrString
+    host: str = ""
+
+
+class GRPCAction(_Model):
+    port: int
+    service: str = ""
+
+
+class SleepAction(_Model):
+    seconds: int
+
+
+class Probe(_Model):
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    termination_grace_period_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _zero_is_default(self) -> Probe:
+        # pkg/apis/core/v1/defaults.go SetDefaults_Probe: 0 means "use the default".
+        for name, default in (("period_seconds", 10), ("timeout_seconds", 1),
+                              ("success_threshold", 1), ("failure_threshold", 3)):
+            if getattr(self, name) == 0:
+                setattr(self, name, default)
+        return self
+
+
+class LifecycleHandler(_Model):
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    sleep: SleepAction | None = None
+
+
+class Lifecycle(_Model):
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
+
+
+class Capabilities(_Model):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SecurityContext(_Model):
+    privileged: bool | None = None
+    capabilities: Capabilities | None = None
+    allow_privilege_escalation: bool | None = None
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    read_only_root_filesystem: bool | None = None
+
+
+class Sysctl(_Model):
+    name: str
+    value: str
+
+
+class PodSecurityContext(_Model):
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    fs_group: int | None = None
+    supplemental_groups: list[int] = []
+    sysctls: list[Sysctl] = []
+
+
+class ObjectFieldSelector(_Model):
+    field_path: str
+    api_version: str = "v1"
+
+
+class ResourceFieldSelector(_Model):
+    resource: str
+    container_name: str = ""
+    divisor: QuantityValue | None = None
+
+
+class EnvVarSource(_Model):
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+
+
+class EnvVar(_Model):
+    name: str
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+
+class ContainerPort(_Model):
+    container_port: int
+    host_port: int | None = None
+    host_ip: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    name: str | None = None
+
+
+class ResourceRequirements(_Model):
+    requests: dict[str, QuantityValue] = {}
+    limits: dict[str, QuantityValue] = {}
+
+    def _request(self, resource: str) -> Quantity | None:
+        # The API server copies a limit into a missing request (SetDefaults_Pod).
+        return self.requests.get(resource) or self.limits.get(resource)
+
+    def memory_limit(self) -> int | None:
+        q = self.limits.get("memory")
+        return q.to_bytes() if q is not None else None
+
+    def memory_request(self) -> int | None:
+        q = self._request("memory")
+        return q.to_bytes() if q is not None else None
+
+    def cpu_limit_milli(self) -> int | None:
+        q = self.limits.get("cpu")
+        return q.to_milli() if q is not None else None
+
+    def cpu_request_milli(self) -> int | None:
+        q = self._request("cpu")
+        return q.to_milli() if q is not None else None
+
+
+class VolumeMount(_Model):
+    name: str
+    mount_path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+class EmptyDirVolumeSource(_Model):
+    medium: str = ""  # "" (node disk) or "Memory" (tmpfs)
+    size_limit: QuantityValue | None = None
+
+
+class Volume(_Model):
+    name: str
+    empty_dir: EmptyDirVolumeSource | None = None
+
+    @model_validator(mode="after")
+    def _default_source(self) -> Volume:
+        # SetDefaults_Volume: a volume with no source is an emptyDir.
+        if self.empty_dir is None:
+            self.empty_dir = EmptyDirVolumeSource()
+        return self
+
+
+class Container(_Model):
+    name: str
+    image: str = ""
+    command: list[str] = []
+    args: list[str] = []
+    env: list[EnvVar] = []
+    working_dir: str | None = None
+    ports: list[ContainerPort] = []
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    volume_mounts: list[VolumeMount] = []
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    security_context: SecurityContext | None = None
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+    lifecycle: Lifecycle | None = None
+    restart_policy: str | None = None  # init containers only: "Always" makes a sidecar
+    stdin: bool = False
+    tty: bool = False
+    termination_message_path: str = "/dev/termination-log"
+
+    def pull_policy(self) -> str:
+        """imagePullPolicy, defaulted like SetDefaults_Container: Always for :latest or no tag."""
+        if self.image_pull_policy:
+            return self.image_pull_policy
+        name = self.image.split("@", 1)[0]
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+        return "Always" if "@" not in self.image and tag in ("", "latest") else "IfNotPresent"
+
+
+class PodDNSConfigOption(_Model):
+    name: str
+    value: str | None = None
+
+
+class PodDNSConfig(_Model):
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[PodDNSConfigOption] = []
+
+
+class HostAlias(_Model):
+    ip: str
+    hostnames: list[str] = []
+
+
+class PodSpec(_Model):
+    containers: list[Container] = []
+    init_containers: list[Container] = []
+    restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    hostname: str | None = None
+    subdomain: str | None = None
+    termination_grace_period_seconds: int = 30
+    share_process_namespace: bool = False
+    volumes: list[Volume] = []
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = (
+        "ClusterFirst")
+    dns_config: PodDNSConfig | None = None
+    host_aliases: list[HostAlias] = []
+    security_context: PodSecurityContext | None = None
+
+
+class Pod(_Model):
+    api_version: str = "v1"
+    kind: str = "Pod"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PodSpec
+
+
+# --- semantic checks (pkg/apis/core/validation, the parts that matter on one node) -----------
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+def _label_problem(value: str) -> str | None:
+    if len(value) <= 63 and _LABEL.fullmatch(value):
+        return None
+    return (f"{value!r} is not a valid DNS-1123 label (at most 63 lowercase letters, digits or"
+            " '-', starting and ending with a letter or digit)")
+
+
+def _subdomain_problem(value: str) -> str | None:
+    if len(value) <= 253 and all(_LABEL.fullmatch(p) for p in value.split(".")):
+        return None
+    return (f"{value!r} is not a valid DNS-1123 subdomain (at most 253 lowercase letters, digits,"
+            " '-' or '.', starting and ending with a letter or digit)")
+
+
+def _port_name_problem(value: str) -> str | None:
+    # IsValidPortName: an IANA service name.
+    if (len(value) <= 15 and _IANA_SVC_NAME.fullmatch(value) and "--" not in value
+            and re.search("[a-z]", value)):
+        return None
+    return (f"{value!r} is not a valid port name (at most 15 lowercase letters, digits or '-',"
+            " with at least one letter)")
+
+
+def _each_container(spec: PodSpec) -> Iterator[tuple[str, Container, bool]]:
+    """(YAML path, container, is an init container) for every container of the pod."""
+    for kind, ctrs in (("containers", spec.containers), ("initContainers", spec.init_containers)):
+        for i, c in enumerate(ctrs):
+            yield f"spec.{kind}[{i}]", c, kind == "initContainers"
+
+
+def check_metadata(pod: Pod) -> Iterator[str]:
+    m = pod.metadata
+    if not m.name:
+        yield "metadata.name: required"
+    elif problem := _subdomain_problem(m.name):
+        yield f"metadata.name: {problem}"
+    if problem := _label_problem(m.namespace):
+        yield f"metadata.namespace: {problem}"
+
+
+def check_pod_fields(pod: Pod) -> Iterator[str]:
+    s = pod.spec
+    if s.termination_grace_period_seconds < 0:
+        yield (f"spec.terminationGracePeriodSeconds: must be >= 0 "
+               f"(got {s.termination_grace_period_seconds})")
+    for name, value in (("hostname", s.hostname), ("subdomain", s.subdomain)):
+        if value and (problem := _label_problem(value)):
+            yield f"spec.{name}: {problem}"
+
+
+def check_containers(pod: Pod) -> Iterator[str]:
+    if not pod.spec.containers:
+        yield "spec.containers: at least one container is required"
+    seen: dict[str, str] = {}  # names are unique across containers and initContainers
+    for path, c, _ in _each_container(pod.spec):
+        if problem := _label_problem(c.name):
+            yield f"{path}.name: {problem}"
+        elif c.name in seen:
+            yield f"{path}.name: {c.name!r} is already the name of {seen[c.name]}"
+        else:
+            seen[c.name] = path
+        if not c.image.strip():
+            yield f"{path}.image: required"
+
+
+def check_restart_policies(pod: Pod) -> Iterator[str]:
+    # A container-level restartPolicy exists only to make an init container a sidecar.
+    for path, c, init in _each_container(pod.spec):
+        if c.restart_policy is None:
+            continue
+        if not init:
+            yield (f"{path}.restartPolicy: only allowed on initContainers (where Always makes a"
+                   " sidecar)")
+        elif c.restart_policy != "Always":
+            yield f"{path}.restartPolicy: must be Always (got {c.restart_policy!r})"
+
+
+def check_env(pod: Pod) -> Iterator[str]:
+    for path, c, _ in _each_container(pod.spec):
+        for i, e in enumerate(c.env):
+            p = f"{path}.env[{i}]"
+            if not e.name or "=" in e.name:
+                yield f"{p}.name: must be non-empty and contain no '=' (got {e.name!r})"
+            if e.value and e.value_from:
+                yield f"{p}: may not have both value and valueFrom"
+            src = e.value_from
+            if src and bool(src.field_ref) == bool(src.resource_field_ref):
+                yield f"{p}.valueFrom: must have exactly one source"
+
+
+def check_ports(pod: Pod) -> Iterator[str]:
+    for path, c, _ in _each_container(pod.spec):
+        names: dict[str, int] = {}
+        for i, port in enumerate(c.ports):
+            p = f"{path}.ports[{i}]"
+            if not 1 <= port.container_port <= 65535:
+                yield f"{p}.containerPort: must be between 1 and 65535 (got {port.container_port})"
+            if port.host_port is not None and not 0 <= port.host_port <= 65535:
+                yield f"{p}.hostPort: must be between 0 and 65535 (got {port.host_port})"
+            # With hostNetwork the pod's ports are the node's: hostPort must equal containerPort.
+            if pod.spec.host_network and port.host_port not in (None, 0, port.container_port):
+                yield f"{p}.hostPort: must equal containerPort when hostNetwork is true"
+            if port.name is None:
+                continue
+            if problem := _port_name_problem(port.name):
+                yield f"{p}.name: {problem}"
+            elif port.name in names:
+                yield (f"{p}.name: duplicate port name {port.name!r} "
+                       f"(also ports[{names[port.name]}])")
+            else:
+                names[port.name] = i
+
+
+def check_volumes(pod: Pod) -> Iterator[str]:
+    seen: dict[str, int] = {}
+    for i, v in enumerate(pod.spec.volumes):
+        if problem := _label_problem(v.name):
+            yield f"spec.volumes[{i}].name: {problem}"
+        elif v.name in seen:
+            yield (f"spec.volumes[{i}].name: duplicate volume name {v.name!r} "
+                   f"(also volumes[{seen[v.name]}])")
+        else:
+            seen[v.name] = i
+
+
+def check_mounts(pod: Pod) -> Iterator[str]:
+    volumes = {v.name for v in pod.spec.volumes}
+    for path, c, _ in _each_container(pod.spec):
+        targets: dict[str, int] = {}
+        for i, m in enumerate(c.volume_mounts):
+            p = f"{path}.volumeMounts[{i}]"
+            if m.name not in volumes:
+                yield f"{p}.name: no volume named {m.name!r} in spec.volumes"
+            if not m.mount_path.startswith("/"):
+                yield f"{p}.mountPath: must be an absolute path (got {m.mount_path!r})"
+            target = posixpath.normpath(m.mount_path)
+            if target in targets:
+                yield (f"{p}.mountPath: {m.mount_path!r} is already mounted by "
+                       f"volumeMounts[{targets[target]}]")
+            targets.setdefault(target, i)
+            # validateLocalDescendingPath: subPath stays inside the volume.
+            if m.sub_path and (m.sub_path.startswith("/") or ".." in m.sub_path.split("/")):
+                yield f"{p}.subPath: must be a relative path without '..' (got {m.sub_path!r})"
+
+
+def check_resources(pod: Pod) -> Iterator[str]:
+    for path, c, _ in _each_container(pod.spec):
+        r = c.resources
+        for kind, values in (("requests", r.requests), ("limits", r.limits)):
+            for name, q in values.items():
+                if q.value < 0:
+                    yield f"{path}.resources.{kind}.{name}: must not be negative (got {q})"
+        for name, req in r.requests.items():
+            lim = r.limits.get(name)
+            if lim is not None and req > lim:
+                yield (f"{path}.resources.requests.{name}: must be less than or equal to the limit"
+                       f" ({req} > {lim})")
+
+
+def _one_action(obj: Probe | LifecycleHandler, actions: tuple[str, ...]) -> str | None:
+    given = [a for a in actions if getattr(obj, a) is not None]
+    if len(given) == 1:
+        return None
+    yaml_names = [_alias(a) for a in actions]
+    got = ", ".join(_alias(a) for a in given) or "none"
+    return f"must have exactly one of {', '.join(yaml_names)} (got {got})"
+
+
+def check_probes(pod: Pod) -> Iterator[str]:
+    probe_actions = ("exec", "http_get", "tcp_socket", "grpc")
+    hook_actions = ("exec", "http_get", "tcp_socket", "sleep")
+    for path, c, init in _each_container(pod.spec):
+        sidecar = init and c.restart_policy == "Always"
+        for attr in ("liveness_probe", "readiness_probe", "startup_probe"):
+            probe = getattr(c, attr)
+            if probe is None:
+                continue
+            p = f"{path}.{_alias(attr)}"
+            if init and not sidecar:
+                yield (f"{p}: not allowed on an init container (only on a sidecar: "
+                       "restartPolicy Always)")
+            if problem := _one_action(probe, probe_actions):
+                yield f"{p}: {problem}"
+            if attr != "readiness_probe" and probe.success_threshold != 1:
+                yield f"{p}.successThreshold: must be 1 (got {probe.success_threshold})"
+        if c.lifecycle is None:
+            continue
+        if init and not sidecar:
+            yield f"{path}.lifecycle: not allowed on an init container (only on a sidecar)"
+        for attr in ("post_start", "pre_stop"):
+            hook = getattr(c.lifecycle, attr)
+            if hook is not None and (problem := _one_action(hook, hook_actions)):
+                yield f"{path}.lifecycle.{_alias(attr)}: {problem}"
+
+
+def _ip_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    return None
+
+
+def check_dns(pod: Pod) -> Iterator[str]:
+    s = pod.spec
+    if s.dns_policy == "None" and not (s.dns_config and s.dns_config.nameservers):
+        yield "spec.dnsConfig.nameservers: required when dnsPolicy is None"
+    if s.dns_config:
+        for i, ns in enumerate(s.dns_config.nameservers):
+            if problem := _ip_problem(ns):
+                yield f"spec.dnsConfig.nameservers[{i}]: {problem}"
+    for i, alias in enumerate(s.host_aliases):
+        if problem := _ip_problem(alias.ip):
+            yield f"spec.hostAliases[{i}].ip: {problem}"
+
+
+CHECKS = (check_metadata, check_pod_fields, check_containers, check_restart_policies, check_env,
+          check_ports, check_volumes, check_mounts, check_resources, check_probes, check_dns)
+
+
+def check(pod: Pod) -> list[str]:
+    """Every semantic problem of a typed pod, as "path: message" lines."""
+    return [problem for fn in CHECKS for problem in fn(pod)]
+
+
+# --- volumes whose source minipod ignores -----------------------------------------------
+
+def _volumes(doc: dict) -> list:
+    vols = doc.get("spec").get("volumes") if isinstance(doc.get("spec"), dict) else None
+    return vols if isinstance(vols, list) else []
+
+
+def _volume_source_problems(raw: dict) -> list[str]:
+    """validateVolumeSource: one source per volume (checked on the raw document, because
+    sources minipod ignores are gone from the model)."""
+    problems = []
+    for i, v in enumerate(_volumes(raw)):
+        sources = [k for k, val in v.items() if k != "name" and val is not None] \
+            if isinstance(v, dict) else []
+        if len(sources) > 1:
+            problems.append(f"spec.volumes[{i}]: may not specify more than one volume source "
+                            f"(got {', '.join(map(str, sources))})")
+    return problems
+
+
+def _unsupported_volumes(raw: dict, kept: dict) -> set[str]:
+    """Names of volumes whose only source was dropped as not implemented (configMap...)."""
+    names = set()
+    for r, k in zip(_volumes(raw), _volumes(kept)):
+        if isinstance(r, dict) and isinstance(k, dict) and isinstance(r.get("name"), str):
+            had_source = any(v is not None for key, v in r.items() if key != "name")
+            if had_source and set(k) <= {"name"}:
+                names.add(r["name"])
+    return names
+
+
+def _drop_volumes(pod: Pod, names: set[str]) -> list[str]:
+    """Remove ignored volumes and the mounts of them, warning about each mount."""
+    warnings = []
+    for path, c, _ in _each_container(pod.spec):
+        for i, m in enumerate(c.volume_mounts):
+            if m.name in names:
+                warnings.append(f"{path}.volumeMounts[{i}]: volume {m.name!r} is ignored, so is"
+                                " this mount")
+        c.volume_mounts = [m for m in c.volume_mounts if m.name not in names]
+    pod.spec.volumes = [v for v in pod.spec.volumes if v.name not in names]
+    return warnings
+
+
+# --- pydantic errors for humans -------------------------------------------------------------
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    return repr(v)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            out += " (key)"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _reword(err: dict) -> str:
+    kind, v, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "missing":
+        msg = "required"
+    elif kind == "extra_forbidden":
+        msg = "unknown field"
+    elif kind.startswith("int_"):
+        msg = f"expected an integer (got {_show(v)})"
+    elif kind == "string_type":
+        msg = f"expected a string (got {_show(v)})"
+        if isinstance(v, (int, float, bool)):
+            msg += ": put it in quotes"
+    elif kind.startswith("bool_"):
+        msg = f"expected true or false (got {_show(v)})"
+    elif kind == "list_type":
+        msg = f"expected a list (got {_show(v)})"
+        if isinstance(v, dict):
+            msg += ": start each item with '- '"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        msg = f"expected a mapping (got {_show(v)})"
+    elif kind == "literal_error":
+        choices = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+        msg = f"must be one of {choices} (got {_show(v)})"
+    elif kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+    else:
+        msg = err["msg"]
+    path = _loc(err["loc"])
+    return f"{path}: {msg}" if path else msg
+
+
+# --- YAML --------------------------------------------------------------------------------------
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """A safe loader that records duplicate mapping keys instead of keeping the last silently."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[yaml.Mark, str, yaml.Mark]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[tuple[str, str], yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # `<<:` merges may override on purpose
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                self.duplicates.append((key_node.start_mark, key_node.value, seen[key]))
+            else:
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"{mark.line + 1}:{mark.column + 1}"  # PyYAML marks are 0-based
+
+
+def _char_at(text: str, mark: yaml.Mark) -> str:
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return line[mark.column] if mark.column < len(line) else ""
+
+
+def _parse_yaml(text: str, source: str) -> list[Any]:
+    """All documents of the stream, empty ones as None."""
+    loader = _Loader(text)
+    try:
+        docs = []
+        while loader.check_data():
+            docs.append(loader.get_data())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context or "invalid YAML"
+        if e.context and e.context_mark and e.problem and _at(e.context_mark) != _at(mark):
+            problem += f" ({e.context} at {_at(e.context_mark)})"
+        if mark and _char_at(text, mark) == "\t":
+            problem += ": a tab (indent YAML with spaces)"
+        raise SpecError(f"{source}:{_at(mark)}" if mark else source, [problem]) from None
+    except yaml.YAMLError as e:
+        raise SpecError(source, [f"invalid YAML: {e}"]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        msgs = [(mark, f"duplicate key {key!r} (first at line {first.line + 1})")
+                for mark, key, first in loader.duplicates]
+        if len(msgs) == 1:
+            raise SpecError(f"{source}:{_at(msgs[0][0])}", [msgs[0][1]])
+        raise SpecError(source, [f"{_at(mark)}: {msg}" for mark, msg in msgs])
+    return docs
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedPod:
+    pod: Pod
+    raw: dict  # the document as written
+    index: int  # 0-based document number in the file
+    source: str = ""  # the file name (or <stdin>), for messages
+
+
+@dataclass
+class LoadResult:
+    pods: list[LoadedPod]
+    warnings: list[str] = field(default_factory=list)
+
+
+_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+# k8s.io/apiserver names.SimpleNameGenerator: generateName + 5 random characters.
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
+    """(pod or None, problems, warnings) for one `kind: Pod` document."""
+    kept, problems, warnings = walk(doc)
+    problems += _volume_source_problems(doc)
+    try:
+        pod = Pod.model_validate(kept)
+    except ValidationError as e:
+        return None, problems + [_reword(err) for err in e.errors()], warnings
+    meta = pod.metadata
+    if not meta.name and meta.generate_name:
+        meta.name = meta.generate_name[:58] + "".join(random.choices(_NAME_CHARS, k=5))
+    problems += check(pod)
+    warnings += _drop_volumes(pod, _unsupported_volumes(doc, kept))
+    return pod, problems, warnings
+
+
+def loads(text: str, source: str = "<string>") -> LoadResult:
+    """Load every v1 Pod of a YAML stream; raise SpecError listing all problems of all documents."""
+    docs = _parse_yaml(text, source)
+    present = [(i, d) for i, d in enumerate(docs) if d is not None]
+    multi = len(present) > 1
+    pods: list[LoadedPod] = []
+    problems: list[str] = []
+    warnings: list[str] = []
+    skipped: list[str] = []
+    for index, doc in present:
+        prefix = f"doc {index + 1}: " if multi else ""
+        if not isinstance(doc, dict):
+            problems.append(f"{prefix}expected a Kubernetes object (a mapping), got {_show(doc)}")
+            continue
+        kind = doc.get("kind")
+        if not isinstance(kind, str) or not kind:
+            problems.append(f"{prefix}kind: required (minipod runs kind: Pod)")
+            continue
+        if kind != "Pod":
+            if kind.lower() == "pod":  # kinds are case-sensitive
+                problems.append(f"{prefix}kind: must be 'Pod' (got {kind!r})")
+            else:
+                skipped.append(kind)
+                warnings.append(f"{source}: document {index + 1} ({kind}): skipped: minipod runs"
+                                " v1 Pods only")
+            continue
+        if doc.get("apiVersion") != "v1":
+            problems.append(f"{prefix}apiVersion: must be v1 for kind Pod (got "
+                            f"{_show(doc.get('apiVersion'))})")
+            continue
+        pod, doc_problems, doc_warnings = _load_pod(doc)
+        problems += [prefix + p for p in doc_problems]
+        warnings += [f"{source}: {prefix}{w}" for w in doc_warnings]
+        if pod is not None:
+            pods.append(LoadedPod(pod=pod, raw=doc, index=index, source=source))
+    if problems:
+        raise SpecError(source, problems)
+    if not pods:
+        found = f" (found {', '.join(skipped)})" if skipped else " (the file is empty)"
+        templated = [k for k in skipped if k in _POD_TEMPLATE_KINDS]
+        if templated:  # the usual case: a tutorial's Deployment
+            found += f"; a {templated[0]}'s spec.template can be copied into a kind: Pod"
+        raise SpecError(source, [f"no v1 Pod in this file{found}"])
+    return LoadResult(pods=pods, warnings=warnings)
+
+
+def load(path: str) -> LoadResult:
+    """Load a manifest file ("-" reads stdin)."""
+    if path == "-":
+        return loads(sys.stdin.read(), "<stdin>")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SpecError(path, [f"cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(path, [f"not UTF-8 text: {e.reason} at byte {e.start}"]) from None
+    return loads(text, path)

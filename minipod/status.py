@@ -1,0 +1,206 @@
+"""What users read: kubectl-style tables, the Pod object with its status, crictl-style inspect.
+
+Pure functions of a PodRecord (plan + state on disk), plus live /proc reads for inspect.
+"""
+
+from __future__ import annotations
+
+import time
+
+from minipod import ns, state
+
+
+def age(seconds: float) -> str:
+    """kubectl's HumanDuration: 45s, 3m2s, 12m, 5h3m, 3d4h, 40d."""
+    s = int(max(seconds, 0))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if d < 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    return f"{d}d"
+
+
+def containers(rec: state.PodRecord) -> list[dict]:
+    """Container statuses in spec order (app containers)."""
+    st = rec.state.get("containers") or {}
+    out = []
+    for c in rec.plan["containers"]:
+        s = st.get(c["name"]) or {"name": c["name"], "restartCount": 0, "ready": False,
+                                  "state": {"waiting": {"reason": "ContainerCreating"}}}
+        out.append(s)
+    return out
+
+
+def phase(rec: state.PodRecord) -> str:
+    p = rec.state.get("phase") or state.PENDING
+    if not rec.state.get("final") and not rec.active and rec.state:
+        return "Unknown"  # the supervisor is gone and nobody recorded an outcome
+    return p
+
+
+def display_status(rec: state.PodRecord) -> str:
+    """The STATUS column, following kubectl's printPod."""
+    if rec.state.get("stopping"):
+        return "Terminating"
+    reason = phase(rec)
+    has_running = False
+    for c in reversed(containers(rec)):
+        s = c.get("state") or {}
+        if "waiting" in s and s["waiting"].get("reason"):
+            reason = s["waiting"]["reason"]
+        elif "terminated" in s:
+            t = s["terminated"]
+            reason = t.get("reason") or (f"Signal:{t['signal']}" if t.get("signal")
+                                         else f"ExitCode:{t.get('exitCode')}")
+        elif "running" in s and c.get("ready"):
+            has_running = True
+    if reason == "Completed" and has_running:
+        reason = "Running"
+    return reason
+
+
+def ready(rec: state.PodRecord) -> str:
+    cs = containers(rec)
+    n = sum(1 for c in cs if c.get("ready") and not rec.state.get("final"))
+    return f"{n}/{len(cs)}"
+
+
+def restarts(rec: state.PodRecord) -> int:
+    return sum(int(c.get("restartCount") or 0) for c in containers(rec))
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def ps(records: list[state.PodRecord]) -> str:
+    rows = [["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]]
+    now = time.time()
+    for r in records:
+        ip = (r.state.get("network") or {}).get("ip") or "<none>"
+        rows.append([r.name, ready(r), display_status(r), str(restarts(r)),
+                     age(now - r.plan["created"]), ip if not r.state.get("final") else "<none>"])
+    return table(rows)
+
+
+def _iso(t: float | None) -> str | None:
+    if not t:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def pod_object(rec: state.PodRecord) -> dict:
+    """The Kubernetes Pod as `kubectl get pod -o yaml` would show it."""
+    plan, st = rec.plan, rec.state
+    manifest = plan.get("manifest") or {}
+    meta = dict(manifest.get("metadata") or {})
+    meta.update(name=plan["name"], namespace=plan["namespace"], uid=plan["uid"],
+                creationTimestamp=_iso(plan["created"]))
+    spec = dict(manifest.get("spec") or {})
+    spec.setdefault("restartPolicy", plan["restart_policy"])
+    spec.setdefault("terminationGracePeriodSeconds", plan["grace_seconds"])
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec["nodeName"] = _node()
+    cs = []
+    for c in containers(rec):
+        s = {k: c.get(k) for k in ("name", "ready", "restartCount", "image", "imageID")}
+        s["started"] = "running" in (c.get("state") or {})
+        s["state"] = c.get("state") or {}
+        s["lastState"] = c.get("lastState") or {}
+        if c.get("containerID"):
+            s["containerID"] = "minipod://" + c["containerID"]
+        cs.append({k: v for k, v in s.items() if v is not None})
+    ph = phase(rec)
+    all_ready = bool(cs) and all(c.get("ready") for c in cs) and not st.get("final")
+    sandbox_up = bool(st.get("sandbox_pid")) and not st.get("final")
+    started = _iso(st.get("started_at"))
+
+    def cond(kind: str, ok: bool) -> dict:
+        return {"type": kind, "status": "True" if ok else "False",
+                "lastTransitionTime": started or _iso(plan["created"])}
+
+    ip = (st.get("network") or {}).get("ip")
+    status = {
+        "phase": ph,
+        "conditions": [cond("PodReadyToStartContainers", sandbox_up),
+                       cond("Initialized", True), cond("ContainersReady", all_ready),
+                       cond("Ready", all_ready), cond("PodScheduled", True)],
+        "hostIP": _host_ip(),
+        "podIP": ip if not st.get("final") else None,
+        "podIPs": [{"ip": ip}] if ip and not st.get("final") else None,
+        "startTime": started,
+        "containerStatuses": cs,
+        "qosClass": plan["qos_class"],
+    }
+    if st.get("message"):
+        status["message"] = st["message"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+            "status": {k: v for k, v in status.items() if v is not None}}
+
+
+def inspect(rec: state.PodRecord) -> dict:
+    """Runtime facts in the spirit of `crictl inspectp`: PIDs, namespace inodes, cgroups, net."""
+    plan, st = rec.plan, rec.state
+    sandbox_pid = st.get("sandbox_pid") or 0
+    net = st.get("network") or {}
+    cstat = st.get("containers") or {}
+    ctrs = []
+    for c in plan["init_containers"] + plan["containers"]:
+        s = cstat.get(c["name"], {})
+        pid = s.get("pid") or 0
+        ctrs.append({
+            "name": c["name"], "id": s.get("containerID", ""), "pid": pid,
+            "state": next(iter(s.get("state") or {"unknown": {}})),
+            "restartCount": s.get("restartCount", 0),
+            "image": c["image_ref"], "imageDigest": c["image_digest"],
+            "namespaces": ns.inodes(pid) if pid else {},
+            "cgroup": c["cgroup"], "argv": c["argv"], "logDir": c["log_dir"],
+            "capabilities": c["caps"],
+        })
+    return {
+        "name": plan["name"], "namespace": plan["namespace"], "uid": plan["uid"],
+        "phase": phase(rec), "status": display_status(rec),
+        "createdAt": _iso(plan["created"]), "qosClass": plan["qos_class"],
+        "supervisor": {"pid": st.get("supervisor_pid") if rec.active else 0,
+                       "janitorPid": st.get("janitor_pid") if rec.active else 0},
+        "sandbox": {"pid": sandbox_pid, "pause": st.get("pause") or {},
+                    "namespaces": ns.inodes(sandbox_pid) if sandbox_pid else {},
+                    "cgroup": plan["sandbox_cgroup"], "hostname": plan["hostname"]},
+        "cgroups": {"driver": st.get("cgroup_driver", ""), "pod": plan["pod_cgroup"],
+                    "parent": plan["cgroup_parent"], "limits": plan["pod_limits"]},
+        "network": {"ip": net.get("ip", ""), "gateway": net.get("gateway", ""),
+                    "prefixLength": net.get("prefixlen"), "bridge": plan["bridge"],
+                    "hostVeth": plan["host_veth"], "podInterface": "eth0",
+                    "subnet": plan["subnet"]},
+        "dirs": {"run": plan["run_dir"], "data": plan["data_dir"]},
+        "containers": ctrs,
+    }
+
+
+def _node() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _host_ip() -> str | None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's source
+            return s.getsockname()[0]
+    except OSError:
+        return None

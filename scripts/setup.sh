@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Set up minipod on a Debian 12 / Ubuntu 24.04 machine, as root, idempotently.
+#   scripts/setup.sh install   install what is missing (packages, venv, pause, busybox image)
+#   scripts/setup.sh demo      install, then run a pod from specs/ and show it
+#   scripts/setup.sh test      install, then run the whole test suite (exit code = pytest's)
+set -euo pipefail
+
+mode=${1:-install}
+shift || true
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${MINIPOD_VENV:-$repo/.venv}
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+[ "$(id -u)" = 0 ] || { echo "scripts/setup.sh: run as root (sudo $0 $mode)" >&2; exit 1; }
+
+packages=(python3 python3-venv python3-dev gcc libc6-dev libcap-dev make iproute2 iptables
+          busybox-static procps kmod)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+modprobe overlay 2>/dev/null || true
+
+# The distribution's Python, not whatever python3 comes first on PATH.
+py=/usr/bin/python3
+stamp="$venv/.minipod-installed"
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    "$py" -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+    say "installing minipod and its dependencies into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    touch "$stamp"
+fi
+if [ ! -x "$venv/libexec/minipod/pause" ] || [ "$repo/pause/pause.c" -nt "$venv/libexec/minipod/pause" ]; then
+    say "building pause"
+    make -s -C "$repo/pause" install PREFIX="$venv"
+fi
+ln -sf "$venv/bin/minipod" /usr/local/bin/minipod
+"$venv/bin/python" -m minipod.images.busybox >/dev/null
+
+case "$mode" in
+install)
+    say "minipod is installed: $(minipod version)"
+    ;;
+demo)
+    exec "$repo/scripts/demo.sh"
+    ;;
+test)
+    say "running the test suite"
+    cd "$repo"
+    exec "$venv/bin/pytest" -q -rs "$@" tests
+    ;;
+*)
+    echo "usage: $0 install|demo|test" >&2
+    exit 2
+    ;;
+esac

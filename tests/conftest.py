@@ -1,0 +1,179 @@
+"""Shared test fixtures.
+
+Integration tests run the real `minipod` CLI as root against an isolated configuration: their
+own runtime root, data root, image store, bridge, subnet and cgroup parent, all named with a
+random suffix, so they never meet a user's pods or another session's tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUFFIX = "%05x" % random.randrange(1 << 20)
+
+
+def reap_orphans() -> None:
+    """Detached supervisors are reparented to us (we are a child subreaper): reap them."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subreaper():
+    if os.geteuid() == 0:
+        from minipod import _libc
+
+        _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
+    yield
+    reap_orphans()
+
+
+def free_subnet(prefix: int = 24) -> str:
+    """A random 10.200-249.x.0/<prefix> that overlaps no route on this host."""
+    out = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"],
+                         capture_output=True, text=True).stdout
+    used = []
+    for line in out.splitlines():
+        words = line.split()
+        dst = words[1] if words[0] in ("local", "broadcast", "unreachable") else words[0]
+        if dst != "default":
+            try:
+                used.append(ipaddress.ip_network(dst, strict=False))
+            except ValueError:
+                pass
+    for _ in range(200):
+        net = ipaddress.ip_network(
+            f"10.{random.randrange(200, 250)}.{random.randrange(256)}.0/{prefix}", strict=False)
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise RuntimeError("no free test subnet")
+
+
+class Env:
+    """One isolated minipod installation for tests."""
+
+    def __init__(self, base: str, images: str, tag: str, subnet: str | None = None):
+        self.base = base
+        self.root = os.path.join(base, "run")
+        self.data = os.path.join(base, "data")
+        self.images = images
+        self.bridge = f"mpt{tag}"[:15]
+        self.subnet = subnet or free_subnet()
+        self.cgroup_parent = f"mpt{tag}.slice"
+        self.config = os.path.join(base, "config.toml")
+        os.makedirs(base, exist_ok=True)
+        self.write_config()
+        self.env = dict(os.environ, MINIPOD_CONFIG=self.config)
+
+    def write_config(self, **extra) -> None:
+        values = {"root": self.root, "data_root": self.data, "image_root": self.images,
+                  "bridge": self.bridge, "subnet": self.subnet,
+                  "cgroup_parent": self.cgroup_parent, "backoff_initial": 1.0,
+                  "backoff_max": 4.0, **extra}
+        with open(self.config, "w") as f:
+            for k, v in values.items():
+                f.write(f"{k} = {json.dumps(v)}\n")
+
+    def minipod(self, *args: str, check: bool = True, timeout: float = 120,
+                **kw) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "minipod", *args], env=self.env,
+                           capture_output=True, text=True, timeout=timeout, **kw)
+        reap_orphans()
+        if check and p.returncode != 0:
+            raise AssertionError(f"minipod {' '.join(args)} exited {p.returncode}:\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        return p
+
+    def inspect(self, name: str) -> dict:
+        return json.loads(self.minipod("inspect", name).stdout)
+
+    def pod(self, name: str) -> dict:
+        return json.loads(self.minipod("get", "pod", name, "-o", "json").stdout)
+
+    def write(self, name: str, text: str) -> str:
+        path = os.path.join(self.base, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    @staticmethod
+    def wait(cond, timeout: float = 30, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def host_state(self) -> dict:
+        """Everything a leak would change on the host, restricted to names this Env owns."""
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        ipt = ""
+        for table in ("nat", "filter"):
+            ipt += subprocess.run(["iptables-save", "-t", table], capture_output=True,
+                                  text=True).stdout
+        cgroups = []
+        for ctrl in sorted(os.listdir("/sys/fs/cgroup")):
+            d = os.path.join("/sys/fs/cgroup", ctrl, self.cgroup_parent)
+            if os.path.isdir(d):
+                cgroups += [p for p, _, _ in os.walk(d)]
+        procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True,
+                               text=True).stdout
+        leases = os.path.join(self.root, "networks", self.bridge)
+        with open("/proc/self/mountinfo") as f:
+            mounts = [ln for ln in f if self.base in ln]
+        return {
+            "links": sorted(ln.split(": ")[1].split("@")[0] for ln in links.splitlines()
+                            if self.bridge in ln or ": mp-" in ln),
+            "mounts": mounts,
+            "iptables": [ln for ln in ipt.splitlines() if self.bridge in ln],
+            "cgroups": cgroups,
+            "processes": [ln for ln in procs.splitlines()
+                          if self.base in ln and " Z" not in ln],
+            "leases": sorted(f for f in os.listdir(leases) if f[0].isdigit())
+            if os.path.isdir(leases) else [],
+            "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read().strip(),
+        }
+
+
+@pytest.fixture(scope="session")
+def image_store(tmp_path_factory):
+    """A busybox image provisioned once per session from the busybox-static package."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("busybox-static is not installed (scripts/setup.sh installs it)")
+    from minipod.images import busybox
+    from minipod.images.store import ImageStore
+
+    root = str(tmp_path_factory.mktemp("images"))
+    busybox.provision(ImageStore(root))
+    return root
+
+
+@pytest.fixture
+def mp(tmp_path, image_store):
+    """A fresh isolated minipod installation; fails the test if anything leaked."""
+    env = Env(str(tmp_path / "mp"), image_store, tag=SUFFIX + "%02x" % random.randrange(256))
+    before = env.host_state()
+    yield env
+    pods = os.path.join(env.root, "pods")
+    for name in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
+        env.minipod("rm", "-f", name, check=False)
+    after = env.host_state()
+    assert after == before, "the host changed: something leaked"
