@@ -37,6 +37,11 @@ class Config:
     pause: str = ""
     # Where the kubelet would read the node's resolv.conf (dnsPolicy Default).
     resolv_conf: str = "/etc/resolv.conf"
+    # Registry mirrors, insecure (plain HTTP) registries: see minipod/images/registries.py.
+    registries: str = "/etc/minipod/registries.toml"
+    # Registry credentials, docker-style ({"auths": {...}}); "" = $REGISTRY_AUTH_FILE, then
+    # $DOCKER_CONFIG/config.json, then ~/.docker/config.json.
+    auth_file: str = ""
     # Restart back-off (kubelet: 10 s doubling to 300 s); tests and labs use seconds.
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
@@ -61,6 +66,7 @@ _ENV = {
     "MINIPOD_CGROUP_DRIVER": "cgroup_driver",
     "MINIPOD_CGROUP_PARENT": "cgroup_parent",
     "MINIPOD_PAUSE": "pause",
+    "MINIPOD_REGISTRIES": "registries",
 }
 
 

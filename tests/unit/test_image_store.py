@@ -12,6 +12,7 @@ import io
 import json
 import os
 import stat
+import struct
 import tarfile
 import uuid
 from pathlib import Path
@@ -310,6 +311,10 @@ def test_gzip_layer_digest_diff_id_and_verification(store, tmp_path):
     assert leftovers(store) == []
 
 
+# struct vfs_cap_data, revision 2 with the effective bit: permitted = cap_setuid(7) | cap_net_raw(13).
+CAPS = struct.pack("<IIIII", 0x02000001, (1 << 7) | (1 << 13), 0, 0, 0)
+
+
 @needs_root
 def test_metadata_is_preserved(store, tmp_path):
     path, _ = write_layer(tmp_path, [
@@ -323,7 +328,14 @@ def test_metadata_is_preserved(store, tmp_path):
         member("home/u/", "dir", mode=0o700, uid=1000, gid=1000),
         member("dev/null", "chr", mode=0o666, dev=(1, 3)),
         member("run/fifo", "fifo", mode=0o600),
-        member("bin/ping", data=b"P", mode=0o755, pax={"SCHILY.xattr.user.note": "hello"}),
+        member("bin/ping", data=b"P", mode=0o755, pax={
+            "SCHILY.xattr.user.note": "hello",
+            # File capabilities (cap_net_raw + cap_setuid; a 0x80 byte that is not UTF-8) must
+            # survive: chown clears them, so they are set after it.
+            "SCHILY.xattr.security.capability": CAPS.decode("utf-8", "surrogateescape"),
+            # A layer must not forge overlay metadata.
+            "SCHILY.xattr.trusted.overlay.redirect": "/elsewhere",
+        }),
     ])
     root = Path(store.add_layer(path).path)
 
@@ -342,6 +354,8 @@ def test_metadata_is_preserved(store, tmp_path):
     assert stat.S_ISCHR(dev.st_mode) and (os.major(dev.st_rdev), os.minor(dev.st_rdev)) == (1, 3)
     assert stat.S_ISFIFO(os.lstat(root / "run/fifo").st_mode)
     assert os.getxattr(root / "bin/ping", "user.note") == b"hello"
+    assert os.getxattr(root / "bin/ping", "security.capability") == CAPS
+    assert "trusted.overlay.redirect" not in os.listxattr(root / "bin/ping")
     assert os.lstat(root / "usr/bin/su").st_mtime == 1_600_000_000
     assert os.lstat(root / "usr").st_mtime == 1_600_000_000  # set after its children were made
     assert mode(".") == 0o755  # a layer without a "./" entry gets an ordinary root
