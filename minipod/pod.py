@@ -68,6 +68,24 @@ class Pod:
             rb.commit()
         return started
 
+    def rebuild_sandbox(self) -> None:
+        """After pause died (and took the netns and the veth with it): release what is left of
+        the old network, then a new sandbox and network, as the kubelet re-creates a sandbox."""
+        from minipod.net import agent as agentmod
+
+        p = self.plan
+        agent = agentmod.start()  # never pyroute2 in the supervisor: it forks after this
+        try:
+            self._net_teardown(agent)
+            self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
+                p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+            att = self._run("set up the network", lambda: agent.setup_pod(
+                self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
+            self.network = dataclasses.asdict(att)
+            self.write_etc_files()
+        finally:
+            agent.close()
+
     def _make_dirs(self) -> None:
         p = self.plan
         etc = os.path.join(p.run_dir, "etc")

@@ -31,15 +31,23 @@ def age(seconds: float) -> str:
     return f"{d}d"
 
 
-def containers(rec: state.PodRecord) -> list[dict]:
-    """Container statuses in spec order (app containers)."""
+def _statuses(rec: state.PodRecord, key: str, waiting: str) -> list[dict]:
     st = rec.state.get("containers") or {}
     out = []
-    for c in rec.plan["containers"]:
+    for c in rec.plan[key]:
         s = st.get(c["name"]) or {"name": c["name"], "restartCount": 0, "ready": False,
-                                  "state": {"waiting": {"reason": "ContainerCreating"}}}
+                                  "state": {"waiting": {"reason": waiting}}}
         out.append(s)
     return out
+
+
+def containers(rec: state.PodRecord) -> list[dict]:
+    """App container statuses in spec order."""
+    return _statuses(rec, "containers", "ContainerCreating")
+
+
+def init_containers(rec: state.PodRecord) -> list[dict]:
+    return _statuses(rec, "init_containers", "PodInitializing")
 
 
 def phase(rec: state.PodRecord) -> str:
@@ -49,10 +57,35 @@ def phase(rec: state.PodRecord) -> str:
     return p
 
 
+def _init_status(rec: state.PodRecord) -> str | None:
+    """'Init:1/2', 'Init:CrashLoopBackOff', 'Init:Error' while init containers run."""
+    inits = init_containers(rec)
+    if not inits or rec.state.get("apps_started") or rec.state.get("final"):
+        return None
+    for i, c in enumerate(inits):
+        s = c.get("state") or {}
+        t = s.get("terminated")
+        sidecar = c.get("kind") == "sidecar"
+        if t and t.get("exitCode") == 0 and not sidecar:
+            continue
+        if sidecar and c.get("started"):
+            continue
+        if t and t.get("exitCode"):
+            return "Init:" + (t.get("reason") or f"ExitCode:{t['exitCode']}")
+        w = s.get("waiting") or {}
+        if w.get("reason") and w["reason"] not in ("PodInitializing", "ContainerCreating"):
+            return "Init:" + w["reason"]
+        return f"Init:{i}/{len(inits)}"
+    return f"Init:{len(inits)}/{len(inits)}"
+
+
 def display_status(rec: state.PodRecord) -> str:
     """The STATUS column, following kubectl's printPod."""
     if rec.state.get("stopping"):
         return "Terminating"
+    init = _init_status(rec)
+    if init:
+        return init
     reason = phase(rec)
     has_running = False
     for c in reversed(containers(rec)):
@@ -71,13 +104,14 @@ def display_status(rec: state.PodRecord) -> str:
 
 
 def ready(rec: state.PodRecord) -> str:
-    cs = containers(rec)
+    """Ready app containers and sidecars (a sidecar's readiness counts toward the pod's)."""
+    cs = containers(rec) + [c for c in init_containers(rec) if c.get("kind") == "sidecar"]
     n = sum(1 for c in cs if c.get("ready") and not rec.state.get("final"))
     return f"{n}/{len(cs)}"
 
 
 def restarts(rec: state.PodRecord) -> int:
-    return sum(int(c.get("restartCount") or 0) for c in containers(rec))
+    return sum(int(c.get("restartCount") or 0) for c in containers(rec) + init_containers(rec))
 
 
 def table(rows: list[list[str]]) -> str:
@@ -113,17 +147,13 @@ def pod_object(rec: state.PodRecord) -> dict:
     spec.setdefault("terminationGracePeriodSeconds", plan["grace_seconds"])
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec["nodeName"] = _node()
-    cs = []
-    for c in containers(rec):
-        s = {k: c.get(k) for k in ("name", "ready", "restartCount", "image", "imageID")}
-        s["started"] = "running" in (c.get("state") or {})
-        s["state"] = c.get("state") or {}
-        s["lastState"] = c.get("lastState") or {}
-        if c.get("containerID"):
-            s["containerID"] = "minipod://" + c["containerID"]
-        cs.append({k: v for k, v in s.items() if v is not None})
+    cs = [_k8s_status(c) for c in containers(rec)]
+    ics = [_k8s_status(c) for c in init_containers(rec)]
     ph = phase(rec)
-    all_ready = bool(cs) and all(c.get("ready") for c in cs) and not st.get("final")
+    sidecars = [c for c in init_containers(rec) if c.get("kind") == "sidecar"]
+    all_ready = bool(cs) and all(c.get("ready") for c in cs + sidecars) \
+        and not st.get("final")
+    initialized = not ics or bool(st.get("apps_started"))
     sandbox_up = bool(st.get("sandbox_pid")) and not st.get("final")
     started = _iso(st.get("started_at"))
 
@@ -135,12 +165,13 @@ def pod_object(rec: state.PodRecord) -> dict:
     status = {
         "phase": ph,
         "conditions": [cond("PodReadyToStartContainers", sandbox_up),
-                       cond("Initialized", True), cond("ContainersReady", all_ready),
+                       cond("Initialized", initialized), cond("ContainersReady", all_ready),
                        cond("Ready", all_ready), cond("PodScheduled", True)],
         "hostIP": _host_ip(),
         "podIP": ip if not st.get("final") else None,
         "podIPs": [{"ip": ip}] if ip and not st.get("final") else None,
         "startTime": started,
+        "initContainerStatuses": ics or None,
         "containerStatuses": cs,
         "qosClass": plan["qos_class"],
     }
@@ -148,6 +179,17 @@ def pod_object(rec: state.PodRecord) -> dict:
         status["message"] = st["message"]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
             "status": {k: v for k, v in status.items() if v is not None}}
+
+
+def _k8s_status(c: dict) -> dict:
+    s = {k: c.get(k) for k in ("name", "ready", "restartCount", "image", "imageID")}
+    s["started"] = "running" in (c.get("state") or {})
+    s["state"] = {k: {f: x for f, x in v.items() if f != "stopSent"}
+                  for k, v in (c.get("state") or {}).items()}
+    s["lastState"] = c.get("lastState") or {}
+    if c.get("containerID"):
+        s["containerID"] = "minipod://" + c["containerID"]
+    return {k: v for k, v in s.items() if v is not None}
 
 
 def inspect(rec: state.PodRecord) -> dict:

@@ -1,6 +1,6 @@
-"""The per-pod supervisor: builds the pod, then reaps, logs, restarts and finally tears it down.
+"""The per-pod supervisor: builds the pod, then drives it through its life as the kubelet does.
 
-    python -m minipod.supervisor RUN_DIR [--ready-fd N] [--agent-fd N] [--foreground]
+    python -m minipod.supervisor RUN_DIR [--ready-fd N] [--agent-fd N] [--foreground 0|1]
 
 Two processes per pod. The first forks at once: the child is the supervisor proper, the parent
 stays behind as the *janitor*: a child subreaper that only waits. If the supervisor dies
@@ -11,6 +11,11 @@ on a PID 1 that might never reap it.
 
 The supervisor is single-threaded and never changes its own namespaces: namespace work happens
 in freshly forked children (see child.py), network work in a helper process (net/agent.py).
+The life of a pod (kubelet semantics, see the shared reference kubelet-semantics.md):
+    init containers one at a time, each to exit 0 (sidecars: started, then kept running)
+    -> app containers, restarted per restartPolicy with back-off
+    -> termination: app containers in parallel (SIGTERM, grace, SIGKILL), then sidecars in
+       reverse order -> teardown.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import time
 
 from minipod import _libc, logs, state
 from minipod.plan import PodPlan
+
+MAX_EVENTS = 200
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +73,16 @@ def _tell(fd: int, msg: dict) -> None:
 class Ctr:
     """One container's runtime state (a kubelet containerStatus, more or less)."""
 
-    def __init__(self, c: dict):
+    def __init__(self, c: dict, kind: str):
         self.c = c
         self.name = c["name"]
+        self.kind = kind  # "init" | "sidecar" | "app"
         self.pid = 0
         self.id = ""
         self.restarts = 0
-        self.state: dict = {"waiting": {"reason": "ContainerCreating"}}
+        self.instance = -1  # log file number; -1 = never started
+        self.state: dict = {"waiting": {"reason": "PodInitializing" if kind == "app"
+                                        else "ContainerCreating"}}
         self.last_state: dict = {}
         self.writer: logs.Writer | None = None
         self.fds: dict[int, str] = {}
@@ -80,13 +90,22 @@ class Ctr:
         self.started_mono = 0.0
         self.backoff = 0.0
         self.restart_at: float | None = None
+        self.completed = False  # an init container that exited 0
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pid)
+
+    def exit_code(self) -> int | None:
+        t = self.state.get("terminated")
+        return None if t is None else t.get("exitCode")
 
     def status(self) -> dict:
-        return {"name": self.name, "pid": self.pid, "containerID": self.id,
-                "restartCount": self.restarts, "state": self.state,
-                "lastState": self.last_state, "ready": "running" in self.state,
-                "instance": self.restarts, "image": self.c["image"],
-                "imageID": self.c["image_digest"]}
+        return {"name": self.name, "kind": self.kind, "pid": self.pid,
+                "containerID": self.id, "restartCount": self.restarts, "state": self.state,
+                "lastState": self.last_state, "ready": self.running and self.kind != "init",
+                "started": self.running, "instance": max(self.instance, 0),
+                "image": self.c["image"], "imageID": self.c["image_digest"]}
 
 
 class Supervisor:
@@ -104,72 +123,270 @@ class Supervisor:
         self.driver = cgroups.detect(self.cfg.cgroup_root, self.cfg.cgroup_driver)
         self.pause = pausemod.find(self.cfg.pause)
         self.pod = Pod(self.plan, self.driver, self.pause.argv)
-        self.ctrs = {c.name: Ctr(dataclasses.asdict(c)) for c in self.plan.containers}
+        self.inits = [Ctr(dataclasses.asdict(c), "sidecar" if c.sidecar else "init")
+                      for c in self.plan.init_containers]
+        self.apps = [Ctr(dataclasses.asdict(c), "app") for c in self.plan.containers]
+        self.ctrs = {c.name: c for c in self.inits + self.apps}
         self.sel = selectors.DefaultSelector()
         self.phase = state.PENDING
+        self.apps_started = False
+        self.stopping = False    # terminating: no more starts or restarts
+        self.user_stop = False
         self.stop_deadline: float | None = None
-        self.stopping = False
-        self.force = False
-        self.agent = None
+        self.finished = False
         self.started_at = 0.0
+        self.events: list[dict] = []
         self.width = max(len(n) for n in self.ctrs)
 
     # --- life --------------------------------------------------------------------------------
 
     def run(self, ready_fd: int, agent_fd: int) -> int:
+        from minipod.errors import SetupError
         from minipod.net import agent as agentmod
 
         self._signals()
-        self.agent = agentmod.Agent.from_fd(agent_fd) if agent_fd >= 0 else agentmod.start()
+        agent = agentmod.Agent.from_fd(agent_fd) if agent_fd >= 0 else agentmod.start()
         self.write_state()
-        first = [ctr.c for ctr in self.ctrs.values()]
+        first = self._first_batch()
         try:
-            started = self.pod.setup(self.agent, first)
-        except Exception as e:
+            started = self.pod.setup(agent, [c.c for c in first])
+        except SetupError as e:
             self.phase = state.FAILED
             _tell(ready_fd, {"ok": False, "error": str(e)})
-            self.agent.close()
+            agent.close()
             self.write_state(final=True, message=str(e))
             return 1
         # The agent's work is done; keeping it would keep pyroute2's memory alive for nothing.
-        # Teardown runs in-process at the very end, when no more forks follow.
-        self.agent.close()
-        self.agent = None
+        agent.close()
         self.started_at = time.time()
-        for c, s in started:
-            self._running(self.ctrs[c["name"]], s)
-        self.phase = state.RUNNING
+        self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
+                   f"IP {self.pod.network.get('ip', '')}")
+        for ctr, s in zip(first, started):
+            self._running(ctr, s[1])
+        self.apps_started = first == self.apps
+        self.phase = state.RUNNING if self.apps_started else state.PENDING
         self.write_state()
         _tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
         self._say(f"pod {self.plan.name} is running, IP {self.pod.network.get('ip', '')}")
+        self._advance()
         self.loop()
         return self.finish()
 
+    def _first_batch(self) -> list[Ctr]:
+        """What pod setup starts: the first init container, or all app containers."""
+        return self.inits[:1] if self.inits else self.apps
+
     def loop(self) -> None:
-        while not self._done():
-            timeout = self._next_timeout()
-            for key, _ in self.sel.select(timeout):
+        while not self.finished:
+            for key, _ in self.sel.select(self._next_timeout()):
                 key.data(key.fileobj)
             self._timers()
-
-    def _done(self) -> bool:
-        busy = any(ctr.pid or ctr.fds or ctr.restart_at is not None for ctr in self.ctrs.values())
-        return not busy
+            if self.stopping:
+                self._terminate_step()
 
     def finish(self) -> int:
-        """All containers are gone for good: tear the pod down and record the outcome."""
+        """Every container is gone for good: tear the pod down and record the outcome."""
         if self.phase != state.FAILED:
-            codes = [ctr.state.get("terminated", {}).get("exitCode", 0) for ctr in self.ctrs.values()]
-            self.phase = state.SUCCEEDED if all(c == 0 for c in codes) else state.FAILED
+            codes = [c.exit_code() for c in self.apps]
+            ok = self.apps_started and all(code == 0 for code in codes)
+            self.phase = state.SUCCEEDED if ok else state.FAILED
         try:
             self.pod.teardown()
         finally:
             self.write_state(final=True)
-        self._say(f"pod {self.plan.name} {'stopped' if self.stopping else 'completed'} "
+        self._say(f"pod {self.plan.name} {'stopped' if self.user_stop else 'completed'} "
                   f"({self.phase})")
-        return 0 if self.phase == state.SUCCEEDED or self.stopping else 1
+        return 0 if self.phase == state.SUCCEEDED or self.user_stop else 1
 
-    # --- signals, children ---------------------------------------------------------------------
+    # --- the kubelet's sequence: init containers, then app containers ----------------------------
+
+    def _advance(self) -> None:
+        """Start whatever is due next. Called after every event that could change it."""
+        if self.stopping:
+            return
+        for ctr in self.inits:
+            if ctr.kind == "sidecar":
+                if ctr.instance < 0 and ctr.restart_at is None:
+                    self._start(ctr)
+                if not ctr.running:
+                    return  # the next step waits until the sidecar is started
+                continue
+            if ctr.completed:
+                continue
+            if not ctr.running and ctr.restart_at is None:
+                self._start(ctr)
+            return
+        if not self.apps_started:
+            self.apps_started = True
+            self.phase = state.RUNNING
+            for ctr in self.apps:
+                self._start(ctr)
+
+    def _start(self, ctr: Ctr) -> None:
+        from minipod.errors import SetupError
+
+        if ctr.instance >= 0:
+            ctr.restarts += 1
+            if "terminated" in ctr.state:
+                ctr.last_state = ctr.state
+        try:
+            started = self.pod.start(ctr.c)
+        except SetupError as e:
+            ctr.instance += 1
+            ctr.state = {"terminated": {"reason": "StartError", "exitCode": 128,
+                                        "message": str(e), "finishedAt": logs.timestamp()}}
+            self.event("Warning", "Failed", str(e), ctr)
+            self._after_exit(ctr, 128)
+            return
+        self._running(ctr, started)
+
+    # --- exits and restarts ------------------------------------------------------------------
+
+    def _exited(self, ctr: Ctr, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say
+        # Read the OOM counter before anything else touches the cgroup (runc does the same).
+        ooms = self.driver.oom_kills(ctr.c["cgroup"])
+        oom = ooms > ctr.oom_before
+        ctr.oom_before = ooms
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        if oom:
+            self.event("Warning", "OOMKilling", f"memory limit reached: container {ctr.name} "
+                       "was killed by the kernel's OOM killer", ctr)
+        ctr.pid = 0
+        ctr.state = {"terminated": {"reason": reason, "exitCode": code,
+                                    "startedAt": ctr.state.get("running", {}).get("startedAt"),
+                                    "finishedAt": logs.timestamp(), "containerID": ctr.id}}
+        self._say(f"container {ctr.name} exited with code {code} ({reason})")
+        self._after_exit(ctr, code)
+
+    def _after_exit(self, ctr: Ctr, code: int) -> None:
+        if self.stopping:
+            self.write_state()
+            return
+        policy = self.plan.restart_policy
+        if ctr.kind == "sidecar":
+            restart = True  # sidecars are restarted whatever the pod's policy
+        elif ctr.kind == "init":
+            if code == 0:
+                ctr.completed = True
+                restart = False
+            elif policy == "Never":
+                self.phase = state.FAILED
+                self._say(f"init container {ctr.name} failed and restartPolicy is Never")
+                self.begin_termination(self.plan.grace_seconds)
+                return
+            else:
+                restart = True  # an Always pod's init containers behave as OnFailure
+        else:
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+        if restart:
+            self._schedule_restart(ctr)
+        elif ctr.kind == "app" and all(not c.running and c.restart_at is None
+                                       for c in self.apps):
+            self.begin_termination(self.plan.grace_seconds)  # the pod has completed
+            return
+        self.write_state()
+        self._advance()
+
+    def _schedule_restart(self, ctr: Ctr) -> None:
+        """kubelet back-off: the first restart is immediate, then initial, 2x ... up to max; a
+        container that ran cleanly for 2 x max starts over."""
+        if time.monotonic() - ctr.started_mono > 2 * self.cfg.backoff_max:
+            ctr.backoff = 0.0
+        delay = ctr.backoff
+        ctr.backoff = (min(self.cfg.backoff_max, ctr.backoff * 2) if ctr.backoff
+                       else self.cfg.backoff_initial)
+        ctr.restart_at = time.monotonic() + delay
+        if delay:
+            ctr.last_state, ctr.state = ctr.state, {"waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {delay:g}s restarting failed container={ctr.name} "
+                           f"pod={self.plan.name}"}}
+            self.event("Warning", "BackOff", f"Back-off restarting failed container "
+                       f"{ctr.name} in pod {self.plan.name}", ctr)
+            self._say(f"container {ctr.name}: back-off {delay:g}s before restarting")
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        for ctr in self.ctrs.values():
+            if ctr.restart_at is not None and ctr.restart_at <= now and not ctr.fds:
+                ctr.restart_at = None
+                if not self.stopping:
+                    self._start(ctr)
+                    self._advance()
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            self.stop_deadline = None
+            for ctr in self.ctrs.values():
+                if ctr.running:
+                    self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)
+
+    def _next_timeout(self) -> float | None:
+        times = [c.restart_at for c in self.ctrs.values() if c.restart_at is not None]
+        if self.stop_deadline is not None:
+            times.append(self.stop_deadline)
+        if not times:
+            return None
+        return max(0.0, min(times) - time.monotonic())
+
+    # --- termination ---------------------------------------------------------------------------
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.stopping and self.user_stop:
+            if signum == signal.SIGINT:  # a second Ctrl-C: don't wait for the grace period
+                self.stop_deadline = time.monotonic()
+            return
+        grace = self.plan.grace_seconds
+        req = state.read_json(os.path.join(self.run_dir, "stop.json"))
+        if req and req.get("grace") is not None:
+            grace = int(req["grace"])
+        self.user_stop = True
+        self._say(f"stopping pod {self.plan.name} (grace period {grace}s)")
+        self.begin_termination(grace)
+
+    def begin_termination(self, grace: int) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + grace
+        elif grace == 0:
+            self.stop_deadline = time.monotonic()
+        for ctr in self.ctrs.values():
+            ctr.restart_at = None
+            if "waiting" in ctr.state and not ctr.running:
+                ctr.state = {"waiting": {"reason": ctr.state["waiting"].get("reason", "")}}
+        self._terminate_step()
+        self.write_state()
+
+    def _terminate_step(self) -> None:
+        """App (and init) containers all at once, as the kubelet does (podman stops them one
+        after another); sidecars only once those are gone, newest first."""
+        if self.stop_deadline is not None and self.stop_deadline <= time.monotonic():
+            self._timers()
+        first = [c for c in self.ctrs.values() if c.kind != "sidecar" and c.running]
+        for ctr in first:
+            self._signal_stop(ctr)
+        if not first:
+            for ctr in reversed(self.inits):
+                if ctr.kind == "sidecar" and ctr.running:
+                    self._signal_stop(ctr)
+                    break
+        busy = any(c.running or c.fds for c in self.ctrs.values())
+        self.finished = not busy
+
+    def _signal_stop(self, ctr: Ctr) -> None:
+        if ctr.state.get("running", {}).get("stopSent"):
+            return
+        ctr.state["running"]["stopSent"] = True
+        self.event("Normal", "Killing", f"Stopping container {ctr.name}", ctr)
+        sig = ctr.c["stop_signal"]
+        if self.stop_deadline is not None and self.stop_deadline <= time.monotonic():
+            sig = signal.SIGKILL
+        try:
+            os.kill(ctr.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # --- signals and children ------------------------------------------------------------------
 
     def _signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -188,36 +405,6 @@ class Supervisor:
                 self.request_stop(signum)
         self._reap()
 
-    def request_stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.stopping:
-            if signum == signal.SIGINT:  # a second Ctrl-C: don't wait for the grace period
-                self.force = True
-                self._kill_all_containers(signal.SIGKILL)
-            return
-        self.stopping = True
-        grace = self.plan.grace_seconds
-        req = state.read_json(os.path.join(self.run_dir, "stop.json"))
-        if req and req.get("grace") is not None:
-            grace = int(req["grace"])
-        self._say(f"stopping pod {self.plan.name} (grace period {grace}s)")
-        for ctr in self.ctrs.values():
-            ctr.restart_at = None
-            if not ctr.pid:
-                ctr.state = ctr.state if "terminated" in ctr.state else {
-                    "terminated": {"reason": "Completed", "exitCode": 0}}
-        self.stop_deadline = time.monotonic() + grace
-        # All containers at once, as the kubelet does (podman stops them one after another).
-        for ctr in self.ctrs.values():
-            if ctr.pid:
-                sig = signal.SIGKILL if grace == 0 else ctr.c["stop_signal"]
-                _kill(ctr.pid, sig)
-        self.write_state()
-
-    def _kill_all_containers(self, sig: int) -> None:
-        for ctr in self.ctrs.values():
-            if ctr.pid:
-                self.driver.kill(ctr.c["cgroup"], sig)
-
     def _reap(self) -> None:
         from minipod.pod import reap
 
@@ -226,97 +413,73 @@ class Supervisor:
             if pid in by_pid:
                 self._exited(by_pid[pid], status)
             elif pid == self.pod.sandbox_pid:
-                self._say("the sandbox (pause) died: stopping the pod")
-                self.pod.sandbox_pid = 0
-                self.phase = state.FAILED
-                self.request_stop(signal.SIGTERM)
-                self._kill_all_containers(signal.SIGKILL)
+                self._sandbox_died()
 
-    def _exited(self, ctr: Ctr, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say
-        ooms = self.driver.oom_kills(ctr.c["cgroup"])
-        reason = "OOMKilled" if ooms > ctr.oom_before else ("Completed" if code == 0 else "Error")
-        ctr.oom_before = ooms
-        ctr.pid = 0
-        ctr.state = {"terminated": {"reason": reason, "exitCode": code,
-                                    "startedAt": ctr.state.get("running", {}).get("startedAt"),
-                                    "finishedAt": logs.timestamp(), "containerID": ctr.id}}
-        self._say(f"container {ctr.name} exited with code {code} ({reason})")
-        if not self.stopping:
-            self._maybe_restart(ctr, code)
-        self.write_state()
-
-    # --- restarts ---------------------------------------------------------------------------
-
-    def _maybe_restart(self, ctr: Ctr, code: int) -> None:
-        policy = self.plan.restart_policy
-        if policy == "Never" or (policy == "OnFailure" and code == 0):
+    def _sandbox_died(self) -> None:
+        """The kubelet's answer to a dead sandbox: kill every container, build a new sandbox
+        (a new IP is possible), and run the init containers again."""
+        self.pod.sandbox_pid = 0
+        self.event("Normal", "SandboxChanged",
+                   "Pod sandbox changed, it will be killed and re-created.")
+        self._say("the sandbox (pause) died: re-creating the pod sandbox")
+        if self.stopping:
             return
-        # kubelet back-off: the first restart is immediate, then initial, 2x ... up to max; a
-        # container that ran cleanly for 2 x max starts over.
-        ran = time.monotonic() - ctr.started_mono
-        if ran > 2 * self.cfg.backoff_max:
-            ctr.backoff = 0.0
-        delay = ctr.backoff
-        ctr.backoff = (min(self.cfg.backoff_max, ctr.backoff * 2) if ctr.backoff
-                       else self.cfg.backoff_initial)
-        ctr.restart_at = time.monotonic() + delay
-        if delay:
-            ctr.last_state, ctr.state = ctr.state, {"waiting": {
-                "reason": "CrashLoopBackOff",
-                "message": f"back-off {delay:g}s restarting failed container={ctr.name}"}}
-            self._say(f"container {ctr.name}: back-off {delay:g}s before restarting")
-
-    def _timers(self) -> None:
-        now = time.monotonic()
         for ctr in self.ctrs.values():
-            if ctr.restart_at is not None and ctr.restart_at <= now and not ctr.fds:
-                ctr.restart_at = None
-                self._restart(ctr)
-        if self.stop_deadline is not None and now >= self.stop_deadline:
-            self.stop_deadline = None
-            self._kill_all_containers(signal.SIGKILL)
-
-    def _next_timeout(self) -> float | None:
-        times = [c.restart_at for c in self.ctrs.values() if c.restart_at is not None]
-        if self.stop_deadline is not None:
-            times.append(self.stop_deadline)
-        if not times:
-            return None
-        return max(0.0, min(times) - time.monotonic())
-
-    def _restart(self, ctr: Ctr) -> None:
+            if ctr.running:
+                self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(c.running for c in self.ctrs.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self._reap_only()
         from minipod.errors import SetupError
 
-        if "terminated" in ctr.state:
-            ctr.last_state = ctr.state
-        ctr.restarts += 1
         try:
-            started = self.pod.start(ctr.c)
+            self.pod.rebuild_sandbox()
         except SetupError as e:
-            ctr.state = {"terminated": {"reason": "StartError", "exitCode": 128,
-                                        "message": str(e), "finishedAt": logs.timestamp()}}
-            self._say(str(e))
-            self._maybe_restart(ctr, 128)
-            self.write_state()
+            self.phase = state.FAILED
+            self.event("Warning", "FailedCreatePodSandBox", str(e))
+            self.begin_termination(0)
             return
-        self._running(ctr, started)
+        for ctr in self.ctrs.values():
+            ctr.completed = False
+            ctr.restart_at = None
+            if ctr.kind == "app":
+                ctr.state = {"waiting": {"reason": "PodInitializing"}}
+        self.apps_started = False
+        self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
+                   f"IP {self.pod.network.get('ip', '')}")
         self.write_state()
+        self._advance()
+
+    def _reap_only(self) -> None:
+        """Reap exits while we wait for kills, recording them without reacting."""
+        from minipod.pod import reap
+
+        stopping, self.stopping = self.stopping, True
+        try:
+            by_pid = {ctr.pid: ctr for ctr in self.ctrs.values() if ctr.pid}
+            for pid, status in reap():
+                if pid in by_pid:
+                    self._exited(by_pid[pid], status)
+        finally:
+            self.stopping = stopping
 
     # --- running containers and their output -------------------------------------------------
 
     def _running(self, ctr: Ctr, s) -> None:
         ctr.pid = s.pid
         ctr.id = os.urandom(32).hex()
+        ctr.instance += 1
         ctr.started_mono = time.monotonic()
         ctr.state = {"running": {"startedAt": logs.timestamp()}}
+        self.event("Normal", "Started", f"Started container {ctr.name}", ctr)
         echo = self._echo(ctr.name) if self.foreground else None
-        ctr.writer = logs.Writer(ctr.c["log_dir"], ctr.restarts, echo)
+        ctr.writer = logs.Writer(ctr.c["log_dir"], ctr.instance, echo)
         for fd, stream in ((s.stdout, "stdout"), (s.stderr, "stderr")):
             os.set_blocking(fd, False)
             ctr.fds[fd] = stream
             self.sel.register(fd, selectors.EVENT_READ, lambda f, c=ctr: self._output(c, f))
+        self.write_state()
 
     def _output(self, ctr: Ctr, fd: int) -> None:
         try:
@@ -353,7 +516,22 @@ class Supervisor:
             except OSError:
                 pass
 
-    # --- state -------------------------------------------------------------------------------
+    # --- state and events ----------------------------------------------------------------------
+
+    def event(self, kind: str, reason: str, message: str, ctr: Ctr | None = None) -> None:
+        """Record a kubelet-style event; repeats of the last one are counted, not appended."""
+        now = time.time()
+        obj = f"spec.containers{{{ctr.name}}}" if ctr else ""
+        last = self.events[-1] if self.events else None
+        if last and (last["type"], last["reason"], last["message"], last["object"]) == \
+                (kind, reason, message, obj):
+            last["count"] += 1
+            last["lastTimestamp"] = now
+        else:
+            self.events.append({"type": kind, "reason": reason, "message": message,
+                                "object": obj, "count": 1, "firstTimestamp": now,
+                                "lastTimestamp": now})
+            del self.events[:-MAX_EVENTS]
 
     def write_state(self, final: bool = False, message: str = "") -> None:
         st = {
@@ -370,16 +548,11 @@ class Supervisor:
             "network": self.pod.network,
             "started_at": self.started_at,
             "finished_at": time.time() if final else 0,
+            "apps_started": self.apps_started,
             "containers": {n: c.status() for n, c in self.ctrs.items()},
+            "events": self.events,
         }
         state.write_json(os.path.join(self.run_dir, "state.json"), st)
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":
