@@ -1,0 +1,235 @@
+"""Pod lifecycle with kubelet semantics, observed through minipod's CLI and the host.
+
+The test Env configures a restart back-off of 1 s doubling to 4 s (the kubelet's 10 s .. 300 s
+would make these tests take minutes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.network,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def container(mp, pod: str, name: str) -> dict:
+    st = mp.pod(pod)["status"]
+    for c in st.get("initContainerStatuses", []) + st.get("containerStatuses", []):
+        if c["name"] == name:
+            return c
+    raise KeyError(name)
+
+
+def ps_status(mp, pod: str) -> str:
+    for line in mp.minipod("ps").stdout.splitlines()[1:]:
+        if line.split()[0] == pod:
+            return line.split()[2]
+    return ""
+
+
+def volume(mp, pod: str, vol: str, name: str) -> str:
+    path = os.path.join(mp.inspect(pod)["dirs"]["data"], "volumes", vol, name)
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+INIT = """
+apiVersion: v1
+kind: Pod
+metadata: {name: init}
+spec:
+  volumes: [{name: data, emptyDir: {}}]
+  initContainers:
+  - name: flaky
+    image: busybox
+    command: ["sh", "-c", "echo x >> /d/tries; [ $(wc -l < /d/tries) -ge 3 ]"]
+    volumeMounts: [{name: data, mountPath: /d}]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sleep", "3600"]
+"""
+
+
+def test_init_container_retried_until_it_succeeds(mp):
+    mp.minipod("run", "-d", mp.write("init.yaml", INIT))
+    seen = set()
+
+    def running():
+        seen.add(ps_status(mp, "init"))
+        return ps_status(mp, "init") == "Running"
+
+    mp.wait(running, timeout=30, what="the pod to initialise")
+    assert any(s.startswith("Init:") for s in seen), seen
+    assert volume(mp, "init", "data", "tries") == "x\nx\nx\n"
+    flaky = container(mp, "init", "flaky")
+    assert flaky["restartCount"] == 2
+    assert flaky["state"]["terminated"]["reason"] == "Completed"
+    assert container(mp, "init", "app")["ready"] is True
+    cond = {c["type"]: c["status"] for c in mp.pod("init")["status"]["conditions"]}
+    assert cond["Initialized"] == cond["Ready"] == "True"
+
+
+def test_init_failure_with_restart_policy_never_fails_the_pod(mp):
+    spec = INIT.replace("spec:\n", "spec:\n  restartPolicy: Never\n", 1)
+    mp.minipod("run", "-d", mp.write("init.yaml", spec))
+    mp.wait(lambda: mp.pod("init")["status"]["phase"] == "Failed", what="the pod to fail")
+    assert container(mp, "init", "flaky")["restartCount"] == 0
+    assert "running" not in container(mp, "init", "app")["state"]
+
+
+SIDECAR = """
+apiVersion: v1
+kind: Pod
+metadata: {name: side}
+spec:
+  restartPolicy: Never
+  volumes: [{name: data, emptyDir: {}}]
+  initContainers:
+  - name: logshipper
+    image: busybox
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'echo stopped >> /opt/sidecar; exit 0' TERM; tail -F /opt/logs.txt & wait"]
+    volumeMounts: [{name: data, mountPath: /opt}]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "for i in 1 2 3; do echo logging $i >> /opt/logs.txt; sleep 1; done; sleep 1"]
+    volumeMounts: [{name: data, mountPath: /opt}]
+"""
+
+
+def test_sidecar_starts_before_and_stops_after_the_app(mp):
+    mp.minipod("run", "-d", mp.write("side.yaml", SIDECAR))
+    mp.wait(lambda: mp.pod("side")["status"]["phase"] == "Succeeded", timeout=30,
+            what="the pod to complete")
+    side = container(mp, "side", "logshipper")
+    app = container(mp, "side", "app")
+    assert side["state"]["terminated"]["startedAt"] < app["state"]["terminated"]["startedAt"]
+    assert side["state"]["terminated"]["finishedAt"] >= app["state"]["terminated"]["finishedAt"]
+    assert volume(mp, "side", "data", "sidecar") == "stopped\n"  # SIGTERM, not SIGKILL
+    logs = mp.minipod("logs", "side", "-c", "logshipper").stdout
+    assert "logging 1\nlogging 2\nlogging 3\n" in logs
+
+
+def test_crash_loop_back_off_grows(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: crash
+    image: busybox
+    command: ["sh", "-c", "cut -d' ' -f1 /proc/uptime >> /d/starts; exit 1"]
+    volumeMounts: [{name: data, mountPath: /d}]
+"""
+    mp.minipod("run", "-d", mp.write("crash.yaml", spec))
+    mp.wait(lambda: len(volume(mp, "crash", "data", "starts").split()) >= 5, timeout=40,
+            what="five starts")
+    assert ps_status(mp, "crash") in ("CrashLoopBackOff", "Error")
+    starts = [float(t) for t in volume(mp, "crash", "data", "starts").split()]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # Configured: immediate, then 1 s, 2 s, 4 s (capped at 4 s).
+    for gap, delay in zip(gaps, [0, 1, 2, 4]):
+        assert gap >= delay - 0.02, (gaps, delay)  # /proc/uptime has 10 ms steps
+    assert gaps[3] > gaps[1]
+    c = container(mp, "crash", "crash")
+    assert c["restartCount"] >= 4
+    assert c["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_oom_killed(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox
+    command: ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=1"]
+    resources:
+      limits: {memory: 16Mi}
+"""
+    mp.minipod("run", "-d", mp.write("oom.yaml", spec))
+    mp.wait(lambda: mp.pod("oom")["status"]["phase"] == "Failed", what="the OOM kill")
+    t = container(mp, "oom", "hog")["state"]["terminated"]
+    assert t["reason"] == "OOMKilled" and t["exitCode"] == 137
+    assert ps_status(mp, "oom") == "OOMKilled"
+
+
+def test_stop_waits_for_the_grace_period_in_parallel(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeps}
+spec:
+  containers:
+  - {name: a, image: busybox, command: ["sleep", "3600"]}
+  - {name: b, image: busybox, command: ["sleep", "3600"]}
+"""
+    mp.minipod("run", "-d", mp.write("sleeps.yaml", spec))
+    t = time.monotonic()
+    mp.minipod("stop", "--grace", "2", "sleeps")
+    took = time.monotonic() - t
+    # sleep as PID 1 ignores SIGTERM: both wait out the 2 s grace together, then SIGKILL.
+    assert 1.9 <= took < 15, took
+    for name in ("a", "b"):
+        assert container(mp, "sleeps", name)["state"]["terminated"]["exitCode"] == 137
+
+
+def test_sandbox_death_recreates_the_pod(mp):
+    mp.minipod("run", "-d", mp.write("init.yaml", INIT))
+    mp.wait(lambda: ps_status(mp, "init") == "Running", timeout=30, what="the pod")
+    before = mp.inspect("init")
+    os.kill(before["sandbox"]["pid"], signal.SIGKILL)
+
+    def recreated():
+        info = mp.inspect("init")
+        app = next(c for c in info["containers"] if c["name"] == "app")
+        return info if (info["sandbox"]["pid"] not in (0, before["sandbox"]["pid"])
+                        and app["state"] == "running") else None
+
+    after = mp.wait(recreated, timeout=30, what="a new sandbox")
+    # (Namespace inode numbers are recycled, so a new netns may show the old number.)
+    app = next(c for c in after["containers"] if c["name"] == "app")
+    assert app["namespaces"]["net"] == after["sandbox"]["namespaces"]["net"]
+    # The init container ran again in the new sandbox.
+    assert volume(mp, "init", "data", "tries").count("x") >= 4
+    reasons = [e["reason"] for e in mp.inspect("init").get("events", [])] or \
+        _events(mp, "init")
+    assert "SandboxChanged" in reasons
+
+
+def test_completed_pod_releases_its_sandbox(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - {name: ok, image: busybox, command: ["true"]}
+"""
+    mp.minipod("run", "-d", mp.write("done.yaml", spec))
+    mp.wait(lambda: mp.pod("done")["status"]["phase"] == "Succeeded", what="completion")
+    assert ps_status(mp, "done") == "Completed"
+    info = mp.inspect("done")
+    assert info["sandbox"]["pid"] == 0 and info["supervisor"]["pid"] == 0
+    assert not os.path.exists(f"/sys/class/net/{info['network']['hostVeth']}")
+
+
+def _events(mp, pod):
+    import json
+
+    with open(os.path.join(mp.root, "pods", pod, "state.json")) as f:
+        return [e["reason"] for e in json.load(f).get("events", [])]
