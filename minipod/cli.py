@@ -72,11 +72,41 @@ def cmd_get(args) -> int:
 
             print(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False), end="")
         return 0
+    if args.watch:
+        return _watch(cfg, args.name)
     if not recs:
         print("No resources found", file=sys.stderr)
         return 0
     print(status.ps(recs))
     return 0
+
+
+def _watch(cfg, name: str | None, interval: float = 0.5) -> int:
+    """kubectl get -w: the table once, then a row whenever a pod's row changes."""
+    import time
+
+    from minipod import state, status
+
+    seen: dict[str, tuple] = {}
+    header = True
+    while True:
+        names = [name] if name else state.names(cfg.root)
+        recs = []
+        for n in names:
+            try:
+                recs.append(state.PodRecord(cfg.root, n))
+            except MinipodError:
+                pass
+        rows = status.ps(recs).splitlines() if recs else []
+        for rec, row in zip(recs, rows[1:]):
+            key = tuple(row.split()[1:4]) + tuple(row.split()[5:])  # all but AGE
+            if seen.get(rec.name) != key:
+                seen[rec.name] = key
+                if header:
+                    print(rows[0])
+                    header = False
+                print(row, flush=True)
+        time.sleep(interval)
 
 
 def cmd_inspect(args) -> int:
@@ -187,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("kind", help="pod | pods")
     sp.add_argument("name", nargs="?")
     sp.add_argument("-o", "--output", choices=["json", "yaml", "wide"])
+    sp.add_argument("-w", "--watch", action="store_true", help="print a row at every change")
     sp = add("inspect", cmd_inspect, "runtime details of a pod (PIDs, namespaces, cgroups, IP)")
     sp.add_argument("name")
     sp = add("logs", cmd_logs, "print a container's logs")

@@ -317,3 +317,17 @@ def _restarted(mp, name, old_pid):
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
+
+
+def test_python_pause_fallback(mp):
+    """Without a C pause (no compiler), the sandbox runs the Python pause; inspect says so."""
+    mp.write_config(pause="python")
+    spec = WEB.replace("spec:\n", "spec:\n  shareProcessNamespace: true\n", 1)
+    mp.minipod("run", "-d", mp.write("web.yaml", spec))
+    info = mp.inspect("web")
+    assert info["sandbox"]["pause"]["kind"] == "python"
+    ps = mp.minipod("exec", "web", "-c", "shell", "--", "ps", "-o", "pid,args").stdout
+    first = ps.splitlines()[1].split(None, 1)
+    assert first[0] == "1" and "pause_fallback.py" in first[1]
+    ip = mp.pod("web")["status"]["podIP"]
+    assert mp.wait(lambda: _try(lambda: http_get(f"http://{ip}/")), what="httpd")
