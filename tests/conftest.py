@@ -138,8 +138,10 @@ class Env:
         with open("/proc/self/mountinfo") as f:
             mounts = [ln for ln in f if self.base in ln]
         return {
+            # Our bridge and every veth enslaved to it ("master <bridge>"); other sessions'
+            # pods on this machine have veths too, on bridges of their own.
             "links": sorted(ln.split(": ")[1].split("@")[0] for ln in links.splitlines()
-                            if self.bridge in ln or ": mp-" in ln),
+                            if self.bridge in ln),
             "mounts": mounts,
             "iptables": [ln for ln in ipt.splitlines() if self.bridge in ln],
             "cgroups": cgroups,

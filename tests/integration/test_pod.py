@@ -331,3 +331,53 @@ def test_python_pause_fallback(mp):
     assert first[0] == "1" and "pause_fallback.py" in first[1]
     ip = mp.pod("web")["status"]["podIP"]
     assert mp.wait(lambda: _try(lambda: http_get(f"http://{ip}/")), what="httpd")
+
+
+def test_subnet_overlapping_a_host_route_is_refused(mp):
+    import subprocess
+
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show", "scope", "link"],
+                            capture_output=True, text=True).stdout.split()
+    if not routes:
+        pytest.skip("no link-scope route on this host to collide with")
+    mp.write_config(subnet=routes[0])
+    p = mp.minipod("run", "-d", mp.write("web.yaml", WEB), check=False)
+    assert p.returncode == 1 and "overlaps" in p.stderr and routes[0] in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1
+
+
+def test_resolv_conf_and_hostname_files(mp):
+    mp.minipod("run", "-d", mp.write("web.yaml", WEB))
+    resolv = mp.minipod("exec", "web", "--", "cat", "/etc/resolv.conf").stdout
+    with open("/etc/resolv.conf") as f:
+        host_servers = [ln.split()[1] for ln in f if ln.startswith("nameserver")]
+    if host_servers and "127.0.0.53" not in host_servers:
+        assert [ln.split()[1] for ln in resolv.splitlines()
+                if ln.startswith("nameserver")] == host_servers[:3]
+    assert mp.minipod("exec", "web", "--", "cat", "/etc/hostname").stdout == "web\n"
+
+
+def test_logs_follow_until_the_container_ends(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: counter}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: count
+    image: busybox
+    command: ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.3; done"]
+"""
+    mp.minipod("run", "-d", mp.write("c.yaml", spec))
+    out = mp.minipod("logs", "-f", "counter", timeout=30).stdout
+    assert out == "1\n2\n3\n"
+    assert mp.minipod("logs", "counter", "--timestamps").stdout.splitlines()[0].endswith("Z 1")
+
+
+def test_multi_document_manifest_runs_every_pod(mp):
+    two = WEB + "---\n" + WEB.replace("name: web\nspec", "name: web2\nspec")
+    out = mp.minipod("run", "-d", mp.write("two.yaml", two)).stdout
+    assert out.split() == ["web", "web2"]
+    ips = {mp.pod(n)["status"]["podIP"] for n in ("web", "web2")}
+    assert len(ips) == 2
