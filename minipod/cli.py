@@ -119,6 +119,30 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from minipod import describe
+
+    names = args.names[1:] if args.names[:1] in (["pod"], ["pods"], ["po"]) else args.names
+    recs = _records(_cfg(args), names or None)
+    if not recs:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print("\n\n".join(describe.describe(r).rstrip("\n") for r in recs))
+    return 0
+
+
+def cmd_events(args) -> int:
+    from minipod import describe
+
+    recs = _records(_cfg(args), [args.name] if args.name else None)
+    text = describe.events(recs, wide=args.output == "wide")
+    if not text:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print(text.rstrip("\n"))
+    return 0
+
+
 def cmd_logs(args) -> int:
     from minipod import logs, state
 
@@ -218,6 +242,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?")
     sp.add_argument("-o", "--output", choices=["json", "yaml", "wide"])
     sp.add_argument("-w", "--watch", action="store_true", help="print a row at every change")
+    sp = add("describe", cmd_describe, "show a pod in detail, as kubectl describe pod does")
+    sp.add_argument("names", nargs="*", metavar="name", help="pod names (`describe pod NAME` "
+                    "works too)")
+    sp = add("events", cmd_events, "list events (Created, Started, Killing, BackOff, ...)")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("-o", "--output", choices=["wide"])
     sp = add("inspect", cmd_inspect, "runtime details of a pod (PIDs, namespaces, cgroups, IP)")
     sp.add_argument("name")
     sp = add("logs", cmd_logs, "print a container's logs")
@@ -243,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="+", metavar="name")
     sp.add_argument("-f", "--force", action="store_true")
     add("version", cmd_version, "print the version")
+    from minipod.images import commands as image_commands  # pull, images, rmi, image ...
+
+    image_commands.add_parsers(sub)
     return p
 
 

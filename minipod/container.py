@@ -10,6 +10,7 @@ go (the network must be up before the workload runs, as with the kubelet's CNI A
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from minipod import caps, child, ns, rootfs
@@ -110,9 +111,19 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
             os.setgid(gid)
             os.setuid(uid)  # from uid 0 to another: the kernel clears permitted/effective caps
         caps.limit(c["caps"], c["no_new_privs"])
+        # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give the
+        # workload the default actions (a pipeline's writer must die of SIGPIPE).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         child.close_fds_except(ch.keep_fds())
         ch.stage = f"exec {c['argv'][0]}"
-        os.execvpe(c["argv"][0], c["argv"], env)
+        try:
+            os.execvpe(c["argv"][0], c["argv"], env)
+        except OSError as e:
+            from minipod.actions import exec_error
+
+            ch.send("E " + exec_error(c["argv"][0], e))
+            os._exit(127)
 
     h = child.fork(stage_a)
     os.close(out_w)

@@ -20,7 +20,7 @@ import tty as ttymod
 # container's mount namespace, Python's modules are no longer on its filesystem.
 import prctl  # noqa: F401 - used by minipod.caps in the child
 
-from minipod import caps, child, ns
+from minipod import actions, child, ns
 from minipod.errors import Conflict, MinipodError
 
 
@@ -43,7 +43,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
         ch.wait_go()
         ch.stage = "join the container's namespaces"
         # mnt last (see ns.join); pid applies to the child we fork next.
-        ns.join(pid, ["ipc", "uts", "net", "pid", "mnt"])
+        ns.join(pid, actions.CONTAINER_NAMESPACES)
         grandchild = os.fork()
         if grandchild:
             # Stay as the parent so the exit status travels back: mirror it. Close our copy of
@@ -53,24 +53,22 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
             code = os.waitstatus_to_exitcode(status)
             os._exit(128 - code if code < 0 else code)
         ch.stage = "prepare the process"
-        os.chdir(c["cwd"] if os.path.isdir(c["cwd"]) else "/")
         if tty:
             _attach_pty(sock_child)
         elif not stdin:
             fd = os.open("/dev/null", os.O_RDONLY)
             os.dup2(fd, 0)
-        caps.drop_bounding(c["caps"])
-        caps.limit(c["caps"], c["no_new_privs"])
+        # The container's user, working directory and capabilities (after the pty: it is
+        # opened as root); then the container's signal dispositions, not Python's.
+        actions.restore_signals()
+        actions.prepare_process(c)
         child.close_fds_except(ch.keep_fds())
         ch.stage = f'exec "{argv[0]}"'
         try:
             os.execvpe(argv[0], argv, env)
-        except FileNotFoundError:
-            ch.send(f"E exec \"{argv[0]}\": executable file not found in $PATH")
-            os._exit(127)
-        except PermissionError:
-            ch.send(f"E exec \"{argv[0]}\": permission denied")
-            os._exit(126)
+        except OSError as e:
+            ch.send("E " + actions.exec_error(argv[0], e))
+            os._exit(127 if isinstance(e, FileNotFoundError) else 126)
 
     h = child.fork(body)
     try:

@@ -10,12 +10,15 @@ import os
 import signal
 
 
-def watch(run_dir: str, supervisor: int) -> int:
+def watch(run_dir_fd: int, supervisor: int) -> int:
+    """Wait for the supervisor; `run_dir_fd` brings the pod's run directory once it has one."""
     # Ctrl-C reaches the whole foreground process group: it is the supervisor's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # `minipod run` in the foreground forwards SIGTERM here (its only child): pass it on.
     signal.signal(signal.SIGTERM, lambda *_: _forward(supervisor))
+    with os.fdopen(run_dir_fd, "rb") as f:
+        run_dir = f.readline().decode().strip()
     code = None
     while code is None:
         try:
@@ -26,6 +29,8 @@ def watch(run_dir: str, supervisor: int) -> int:
             continue
         if pid == supervisor:
             code = os.waitstatus_to_exitcode(status)
+    if not run_dir:
+        return 0  # the CLI had no pod for us (an invalid manifest): nothing was created
     from minipod import state
 
     st = state.read_json(os.path.join(run_dir, "state.json")) or {}

@@ -162,8 +162,7 @@ NOT_IMPLEMENTED: frozenset[str] = frozenset({
     "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
     "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
     *_containers(
-        "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "stdin", "tty",
-        "imagePullPolicy", "terminationMessagePath", "env[].valueFrom", "ports[].hostPort",
+        "stdin", "tty", "terminationMessagePath", "env[].valueFrom", "ports[].hostPort",
         "ports[].hostIP", "securityContext.runAsNonRoot"),
     # --- not modelled: meaningless without a cluster, or not built ----------------------------
     "metadata.finalizers",

@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import sys
-import time
 
 from minipod import _libc, state
 from minipod.errors import Conflict, MinipodError, SetupError
@@ -27,6 +26,16 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
     for w in res.warnings:
         print(f"warning: {w}", file=err)
     store = ImageStore(cfg.image_root)
+    # imagePullPolicy, with Kubernetes' defaults (Always for :latest), before planning: the
+    # plan pins the exact layers.
+    from minipod.images import pull
+
+    wanted = set()
+    for lp in res.pods:
+        for c in [*(lp.pod.spec.init_containers or []), *lp.pod.spec.containers]:
+            if (c.image, c.image_pull_policy) not in wanted:
+                wanted.add((c.image, c.image_pull_policy))
+                pull.ensure(store, cfg, c.image, c.image_pull_policy, err=err)
     plans = [planmod.build(lp, cfg, store, path) for lp in res.pods]
     seen = set()
     for p in plans:
@@ -38,78 +47,105 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         err=sys.stderr) -> int:
-    agent = None
-    if not dry_run:
-        # pyroute2 takes 0.1-0.2 s to import: start the network helper now, so that import
-        # overlaps parsing, validation and planning instead of following them.
-        from minipod.net import agent as agentmod
-
-        agent = agentmod.start()
+    if dry_run:
+        plans = load_plans(path, cfg, err)
+        json.dump([p.to_json() for p in plans], out, indent=2, default=str)
+        out.write("\n")
+        return 0
+    # Start the first pod's background processes now: their imports (and the network agent's
+    # pyroute2) then overlap our parsing and validation instead of following them.
+    spare = Daemon(detach)
     try:
         plans = load_plans(path, cfg, err)
-        if dry_run:
-            json.dump([p.to_json() for p in plans], out, indent=2, default=str)
-            out.write("\n")
-            return 0
-        procs = []
-        for i, p in enumerate(plans):
-            procs.append(launch(p, cfg, agent if i == 0 else None, detach))
-            agent = None  # handed to the first pod's supervisor; others start their own
     except BaseException:
-        if agent is not None:
-            agent.close()
+        spare.cancel()
         raise
+    pids = []
+    for i, p in enumerate(plans):
+        pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach)))
     if detach:
         for p in plans:
             print(p.name, file=out)
         return 0
-    return wait_foreground(procs)
+    return wait_foreground(pids)
 
 
-def launch(plan, cfg, agent, detach: bool) -> int:
-    """Start the pod's supervisor; return its (janitor) PID once the pod runs."""
-    run_dir = state.claim(cfg.root, plan.name)
+class Daemon:
+    """A pod's janitor + supervisor pair (daemon.py), started before it is given its pod."""
+
+    def __init__(self, detach: bool):
+        plan_r, self.plan_w = os.pipe()
+        self.ready_r, ready_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _exec_daemon(plan_r, ready_w, detach)
+        os.close(plan_r)
+        os.close(ready_w)
+
+    def cancel(self) -> None:
+        """No pod after all: EOF on the plan pipe makes both exit, having created nothing."""
+        os.close(self.plan_w)
+        os.close(self.ready_r)
+        os.waitpid(self.pid, 0)
+
+    def hand(self, run_dir: str) -> dict:
+        """Give it the pod; return its answer once the pod runs (or has been rolled back)."""
+        os.write(self.plan_w, run_dir.encode() + b"\n")
+        os.close(self.plan_w)
+        with os.fdopen(self.ready_r, "rb") as f:
+            line = f.readline()
+        return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
+
+
+def launch(plan, cfg, daemon: Daemon) -> int:
+    """Give the pod to its daemon; return the daemon's PID once the pod runs."""
+    try:
+        run_dir = _claim(plan.name, cfg)
+    except BaseException:
+        daemon.cancel()
+        raise
     try:
         state.write_json(os.path.join(run_dir, "plan.json"), plan.to_json())
-        r, w = os.pipe()
-        agent_fd = agent.fileno() if agent is not None else -1
-        pid = os.fork()
-        if pid == 0:
-            _exec_supervisor(run_dir, w, agent_fd, detach)
-        os.close(w)
-        if agent is not None:
-            agent.pid = None  # the supervisor owns it now: close our end, don't wait for it
-            agent.close()
-        with os.fdopen(r, "rb") as f:
-            line = f.readline()
-        msg = json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
+        msg = daemon.hand(run_dir)
         if not msg.get("ok"):
-            os.waitpid(pid, 0)
+            os.waitpid(daemon.pid, 0)
             raise SetupError(f'pod "{plan.name}": {msg.get("error")}')
-        return pid
+        return daemon.pid
     except BaseException:
         state.remove_dir(run_dir)  # the supervisor rolled everything else back
         raise
 
 
-def _exec_supervisor(run_dir: str, ready_w: int, agent_fd: int, detach: bool) -> None:
+def _claim(name: str, cfg) -> str:
+    """The pod's run directory. A stopped pod of the same name is replaced (its record and
+    logs go), as running a manifest again after Ctrl-C should just work; a running one is not."""
+    try:
+        return state.claim(cfg.root, name)
+    except Conflict:
+        try:
+            rec = state.PodRecord(cfg.root, name)
+        except MinipodError:
+            rec = None
+        if rec is None or rec.active:
+            raise
+        remove(name, cfg)
+        return state.claim(cfg.root, name)
+
+
+def _exec_daemon(plan_r: int, ready_w: int, detach: bool) -> None:
     try:
         if detach:
             os.setsid()
             null = os.open("/dev/null", os.O_RDWR)
-            log = os.open(os.path.join(run_dir, "supervisor.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
         else:
             # If `minipod run` itself is killed, stop the pod rather than orphan it.
             _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
-        for fd in (ready_w, agent_fd):
-            if fd >= 0:
-                os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", "minipod.supervisor", run_dir, "--ready-fd", str(ready_w),
-                "--agent-fd", str(agent_fd), "--foreground", "0" if detach else "1"]
+        for fd in (plan_r, ready_w):
+            os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "minipod.daemon", "--plan-fd", str(plan_r),
+                "--ready-fd", str(ready_w), "--foreground", "0" if detach else "1"]
         os.execv(sys.executable, argv)
     finally:
         os._exit(127)
@@ -187,12 +223,3 @@ def remove(name: str, cfg, force: bool = False) -> None:
 
     shutil.rmtree(rec.plan["data_dir"], ignore_errors=True)
     state.remove_dir(rec.dir)
-
-
-def wait_until(cond, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()

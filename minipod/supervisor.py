@@ -1,16 +1,8 @@
 """The per-pod supervisor: builds the pod, then drives it through its life as the kubelet does.
 
-    python -m minipod.supervisor RUN_DIR [--ready-fd N] [--agent-fd N] [--foreground 0|1]
-
-Two processes per pod. The first forks at once: the child is the supervisor proper, the parent
-stays behind as the *janitor*: a child subreaper that only waits. If the supervisor dies
-without finishing (SIGKILL, a crash), its children -- pause and the containers, which die with
-it through PR_SET_PDEATHSIG -- are reparented to the janitor, which reaps them and tears the pod
-down from the plan on disk. So a killed supervisor leaves nothing behind, and no zombie waits
-on a PID 1 that might never reap it.
-
-The supervisor is single-threaded and never changes its own namespaces: namespace work happens
-in freshly forked children (see child.py), network work in a helper process (net/agent.py).
+It runs as the child of the janitor (see daemon.py for how both start). It is single-threaded
+and never changes its own namespaces: namespace work happens in freshly forked children (see
+child.py), network work in a helper process (net/agent.py).
 The life of a pod (kubelet semantics, see the shared reference kubelet-semantics.md):
     init containers one at a time, each to exit 0 (sidecars: started, then kept running)
     -> app containers, restarted per restartPolicy with back-off
@@ -28,40 +20,14 @@ import signal
 import sys
 import time
 
-from minipod import _libc, logs, state
+from minipod import logs, state
 from minipod.plan import PodPlan
 
 MAX_EVENTS = 200
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    run_dir = argv[0]
-    opts = dict(zip(argv[1::2], argv[2::2]))
-    ready_fd = int(opts.get("--ready-fd", -1))
-    agent_fd = int(opts.get("--agent-fd", -1))
-    foreground = opts.get("--foreground") == "1"
-    _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
-    pid = os.fork()
-    if pid:
-        from minipod.janitor import watch
-
-        for fd in (ready_fd, agent_fd):
-            if fd >= 0:
-                os.close(fd)
-        return watch(run_dir, pid)
-    # Both are subreapers (the flag is not inherited across fork): containers' PID 1s are
-    # grandchildren (see container.py) and must be reparented to the supervisor, not lost.
-    _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
-    try:
-        sup = Supervisor(run_dir, foreground)
-        return sup.run(ready_fd, agent_fd)
-    except BaseException as e:  # noqa: BLE001 - last resort: tell the CLI, let the janitor clean
-        _tell(ready_fd, {"ok": False, "error": f"supervisor: {type(e).__name__}: {e}"})
-        raise
-
-
-def _tell(fd: int, msg: dict) -> None:
+def tell(fd: int, msg: dict) -> None:
+    """Answer the CLI that waits on the ready pipe (once)."""
     if fd >= 0:
         try:
             os.write(fd, (json.dumps(msg) + "\n").encode())
@@ -91,10 +57,25 @@ class Ctr:
         self.backoff = 0.0
         self.restart_at: float | None = None
         self.completed = False  # an init container that exited 0
+        self.probers: list = []
+        self.post_start_pending = False
+        self.pre_stop_pending = False
+        self.stop_deadline: float | None = None  # SIGKILL at this time (monotonic)
 
     @property
     def running(self) -> bool:
         return bool(self.pid)
+
+    @property
+    def started(self) -> bool:
+        """Running, past its startup probe and postStart hook (what a sidecar must be before
+        the next init container may start)."""
+        return self.running and not self.post_start_pending and \
+            all(p.started for p in self.probers)
+
+    @property
+    def ready(self) -> bool:
+        return self.started and self.kind != "init" and all(p.ready for p in self.probers)
 
     def exit_code(self) -> int | None:
         t = self.state.get("terminated")
@@ -103,8 +84,8 @@ class Ctr:
     def status(self) -> dict:
         return {"name": self.name, "kind": self.kind, "pid": self.pid,
                 "containerID": self.id, "restartCount": self.restarts, "state": self.state,
-                "lastState": self.last_state, "ready": self.running and self.kind != "init",
-                "started": self.running, "instance": max(self.instance, 0),
+                "lastState": self.last_state, "ready": self.ready,
+                "started": self.started, "instance": max(self.instance, 0),
                 "image": self.c["image"], "imageID": self.c["image_digest"]}
 
 
@@ -112,6 +93,7 @@ class Supervisor:
     def __init__(self, run_dir: str, foreground: bool):
         from minipod import cgroups, config
         from minipod import pause as pausemod
+        from minipod.health import Health
         from minipod.pod import Pod
 
         import prctl  # noqa: F401 - imported once here, not in every forked container
@@ -136,23 +118,25 @@ class Supervisor:
         self.finished = False
         self.started_at = 0.0
         self.events: list[dict] = []
+        self.health = Health(self)
+        self.dirty = False  # events or statuses changed since state.json was written
+        self.stop_requested_at = 0.0
+        self.stop_grace: int | None = None
         self.width = max(len(n) for n in self.ctrs)
 
     # --- life --------------------------------------------------------------------------------
 
-    def run(self, ready_fd: int, agent_fd: int) -> int:
+    def run(self, ready_fd: int, agent) -> int:
         from minipod.errors import SetupError
-        from minipod.net import agent as agentmod
 
         self._signals()
-        agent = agentmod.Agent.from_fd(agent_fd) if agent_fd >= 0 else agentmod.start()
         self.write_state()
         first = self._first_batch()
         try:
             started = self.pod.setup(agent, [c.c for c in first])
         except SetupError as e:
             self.phase = state.FAILED
-            _tell(ready_fd, {"ok": False, "error": str(e)})
+            tell(ready_fd, {"ok": False, "error": str(e)})
             agent.close()
             self.write_state(final=True, message=str(e))
             return 1
@@ -166,9 +150,9 @@ class Supervisor:
         self.apps_started = first == self.apps
         self.phase = state.RUNNING if self.apps_started else state.PENDING
         self.write_state()
-        _tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
+        tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
         self._say(f"pod {self.plan.name} is running, IP {self.pod.network.get('ip', '')}")
-        self._advance()
+        self.advance()
         self.loop()
         return self.finish()
 
@@ -183,6 +167,8 @@ class Supervisor:
             self._timers()
             if self.stopping:
                 self._terminate_step()
+            if self.dirty:
+                self.write_state()
 
     def finish(self) -> int:
         """Every container is gone for good: tear the pod down and record the outcome."""
@@ -200,7 +186,7 @@ class Supervisor:
 
     # --- the kubelet's sequence: init containers, then app containers ----------------------------
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
         """Start whatever is due next. Called after every event that could change it."""
         if self.stopping:
             return
@@ -208,7 +194,7 @@ class Supervisor:
             if ctr.kind == "sidecar":
                 if ctr.instance < 0 and ctr.restart_at is None:
                     self._start(ctr)
-                if not ctr.running:
+                if not ctr.started:
                     return  # the next step waits until the sidecar is started
                 continue
             if ctr.completed:
@@ -254,6 +240,10 @@ class Supervisor:
             self.event("Warning", "OOMKilling", f"memory limit reached: container {ctr.name} "
                        "was killed by the kernel's OOM killer", ctr)
         ctr.pid = 0
+        ctr.stop_deadline = None
+        ctr.probers = []
+        ctr.post_start_pending = ctr.pre_stop_pending = False
+        self.health.cancel(ctr)
         ctr.state = {"terminated": {"reason": reason, "exitCode": code,
                                     "startedAt": ctr.state.get("running", {}).get("startedAt"),
                                     "finishedAt": logs.timestamp(), "containerID": ctr.id}}
@@ -287,7 +277,7 @@ class Supervisor:
             self.begin_termination(self.plan.grace_seconds)  # the pod has completed
             return
         self.write_state()
-        self._advance()
+        self.advance()
 
     def _schedule_restart(self, ctr: Ctr) -> None:
         """kubelet back-off: the first restart is immediate, then initial, 2x ... up to max; a
@@ -314,17 +304,18 @@ class Supervisor:
                 ctr.restart_at = None
                 if not self.stopping:
                     self._start(ctr)
-                    self._advance()
-        if self.stop_deadline is not None and now >= self.stop_deadline:
-            self.stop_deadline = None
-            for ctr in self.ctrs.values():
-                if ctr.running:
-                    self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)
+                    self.advance()
+            if ctr.running and ctr.stop_deadline is not None and ctr.stop_deadline <= now:
+                self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)  # the grace period is over
+        if not self.stopping:
+            self.health.run_due()
 
     def _next_timeout(self) -> float | None:
         times = [c.restart_at for c in self.ctrs.values() if c.restart_at is not None]
-        if self.stop_deadline is not None:
-            times.append(self.stop_deadline)
+        times += [c.stop_deadline for c in self.ctrs.values()
+                  if c.running and c.stop_deadline is not None]
+        if not self.stopping and (t := self.health.next_time()) is not None:
+            times.append(t)
         if not times:
             return None
         return max(0.0, min(times) - time.monotonic())
@@ -335,12 +326,17 @@ class Supervisor:
         if self.stopping and self.user_stop:
             if signum == signal.SIGINT:  # a second Ctrl-C: don't wait for the grace period
                 self.stop_deadline = time.monotonic()
+                for ctr in self.ctrs.values():
+                    if ctr.running:
+                        ctr.stop_deadline = self.stop_deadline
             return
         grace = self.plan.grace_seconds
         req = state.read_json(os.path.join(self.run_dir, "stop.json"))
         if req and req.get("grace") is not None:
             grace = int(req["grace"])
         self.user_stop = True
+        self.stop_requested_at = time.time()
+        self.stop_grace = grace
         self._say(f"stopping pod {self.plan.name} (grace period {grace}s)")
         self.begin_termination(grace)
 
@@ -348,6 +344,7 @@ class Supervisor:
         if not self.stopping:
             self.stopping = True
             self.stop_deadline = time.monotonic() + grace
+            self.health.cancel(keep_hooks=True)  # probes stop; a running preStop goes on
         elif grace == 0:
             self.stop_deadline = time.monotonic()
         for ctr in self.ctrs.values():
@@ -360,29 +357,34 @@ class Supervisor:
     def _terminate_step(self) -> None:
         """App (and init) containers all at once, as the kubelet does (podman stops them one
         after another); sidecars only once those are gone, newest first."""
-        if self.stop_deadline is not None and self.stop_deadline <= time.monotonic():
-            self._timers()
         first = [c for c in self.ctrs.values() if c.kind != "sidecar" and c.running]
         for ctr in first:
-            self._signal_stop(ctr)
+            self.stop_container(ctr, self.stop_deadline, f"Stopping container {ctr.name}")
         if not first:
             for ctr in reversed(self.inits):
                 if ctr.kind == "sidecar" and ctr.running:
-                    self._signal_stop(ctr)
+                    self.stop_container(ctr, self.stop_deadline,
+                                        f"Stopping container {ctr.name}")
                     break
-        busy = any(c.running or c.fds for c in self.ctrs.values())
+        busy = any(c.running or c.fds for c in self.ctrs.values()) or self.health.inflight
         self.finished = not busy
 
-    def _signal_stop(self, ctr: Ctr) -> None:
-        if ctr.state.get("running", {}).get("stopSent"):
+    def stop_container(self, ctr: Ctr, deadline: float, message: str) -> None:
+        """preStop (if any), then the stop signal; SIGKILL at the deadline (see _timers)."""
+        if ctr.stop_deadline is not None:
+            ctr.stop_deadline = min(ctr.stop_deadline, deadline)
             return
-        ctr.state["running"]["stopSent"] = True
-        self.event("Normal", "Killing", f"Stopping container {ctr.name}", ctr)
-        sig = ctr.c["stop_signal"]
-        if self.stop_deadline is not None and self.stop_deadline <= time.monotonic():
-            sig = signal.SIGKILL
+        ctr.stop_deadline = deadline
+        self.event("Normal", "Killing", message, ctr)
+        if not self.health.pre_stop(ctr, deadline):
+            self.send_stop_signal(ctr)
+
+    def send_stop_signal(self, ctr: Ctr) -> None:
+        if not ctr.running:
+            return
+        late = ctr.stop_deadline is not None and ctr.stop_deadline <= time.monotonic()
         try:
-            os.kill(ctr.pid, sig)
+            os.kill(ctr.pid, signal.SIGKILL if late else ctr.c["stop_signal"])
         except ProcessLookupError:
             pass
 
@@ -414,6 +416,8 @@ class Supervisor:
                 self._exited(by_pid[pid], status)
             elif pid == self.pod.sandbox_pid:
                 self._sandbox_died()
+            else:
+                self.health.reaped(pid, status)
 
     def _sandbox_died(self) -> None:
         """The kubelet's answer to a dead sandbox: kill every container, build a new sandbox
@@ -449,7 +453,7 @@ class Supervisor:
         self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
                    f"IP {self.pod.network.get('ip', '')}")
         self.write_state()
-        self._advance()
+        self.advance()
 
     def _reap_only(self) -> None:
         """Reap exits while we wait for kills, recording them without reacting."""
@@ -461,6 +465,8 @@ class Supervisor:
             for pid, status in reap():
                 if pid in by_pid:
                     self._exited(by_pid[pid], status)
+                else:
+                    self.health.reaped(pid, status)
         finally:
             self.stopping = stopping
 
@@ -472,7 +478,9 @@ class Supervisor:
         ctr.instance += 1
         ctr.started_mono = time.monotonic()
         ctr.state = {"running": {"startedAt": logs.timestamp()}}
+        self.event("Normal", "Created", f"Created container {ctr.name}", ctr)
         self.event("Normal", "Started", f"Started container {ctr.name}", ctr)
+        self.health.started(ctr)
         echo = self._echo(ctr.name) if self.foreground else None
         ctr.writer = logs.Writer(ctr.c["log_dir"], ctr.instance, echo)
         for fd, stream in ((s.stdout, "stdout"), (s.stderr, "stderr")):
@@ -521,7 +529,9 @@ class Supervisor:
     def event(self, kind: str, reason: str, message: str, ctr: Ctr | None = None) -> None:
         """Record a kubelet-style event; repeats of the last one are counted, not appended."""
         now = time.time()
-        obj = f"spec.containers{{{ctr.name}}}" if ctr else ""
+        self.dirty = True
+        field = "initContainers" if ctr and ctr.kind != "app" else "containers"
+        obj = f"spec.{field}{{{ctr.name}}}" if ctr else ""
         last = self.events[-1] if self.events else None
         if last and (last["type"], last["reason"], last["message"], last["object"]) == \
                 (kind, reason, message, obj):
@@ -534,6 +544,7 @@ class Supervisor:
             del self.events[:-MAX_EVENTS]
 
     def write_state(self, final: bool = False, message: str = "") -> None:
+        self.dirty = False
         st = {
             "phase": self.phase,
             "final": final,
@@ -549,11 +560,9 @@ class Supervisor:
             "started_at": self.started_at,
             "finished_at": time.time() if final else 0,
             "apps_started": self.apps_started,
+            "stop_requested_at": self.stop_requested_at,
+            "stop_grace": self.stop_grace,
             "containers": {n: c.status() for n, c in self.ctrs.items()},
             "events": self.events,
         }
         state.write_json(os.path.join(self.run_dir, "state.json"), st)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -75,6 +75,7 @@ class Env:
         self.subnet = subnet or free_subnet()
         self.cgroup_parent = f"mpt{tag}.slice"
         self.config = os.path.join(base, "config.toml")
+        self.registries = ""
         os.makedirs(base, exist_ok=True)
         self.write_config()
         self.env = dict(os.environ, MINIPOD_CONFIG=self.config)
@@ -84,6 +85,8 @@ class Env:
                   "bridge": self.bridge, "subnet": self.subnet,
                   "cgroup_parent": self.cgroup_parent, "backoff_initial": 1.0,
                   "backoff_max": 4.0, **extra}
+        if self.registries:
+            values.setdefault("registries", self.registries)
         with open(self.config, "w") as f:
             for k, v in values.items():
                 f.write(f"{k} = {json.dumps(v)}\n")
@@ -168,10 +171,33 @@ def image_store(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def lab_registry(tmp_path_factory):
+    """Debian's docker-registry on 127.0.0.1 with the lab images under their docker.io names,
+    so `image: busybox` (pull policy Always) pulls locally, never from Docker Hub; None when
+    docker-registry is not installed (pulls then fall back to the local store, with a
+    warning)."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "fixtures"))
+    from registry import distribution
+
+    if os.geteuid() != 0 or not os.access(distribution.BINARY, os.X_OK):
+        yield None
+        return
+    reg = distribution.start_lab(str(tmp_path_factory.mktemp("registry")))
+    yield reg
+    reg.remove()
+
+
 @pytest.fixture
-def mp(tmp_path, image_store):
+def mp(tmp_path, image_store, lab_registry):
     """A fresh isolated minipod installation; fails the test if anything leaked."""
     env = Env(str(tmp_path / "mp"), image_store, tag=SUFFIX + "%02x" % random.randrange(256))
+    if lab_registry is not None:
+        from registry import distribution
+
+        env.registries = distribution.mirror_config(os.path.join(env.base, "registries.toml"),
+                                                    lab_registry.url)
+        env.write_config()
     before = env.host_state()
     yield env
     pods = os.path.join(env.root, "pods")

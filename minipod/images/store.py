@@ -7,6 +7,9 @@ Layout under the image root (default /var/lib/minipod/images):
                              every image that has it; used as an overlay lowerdir as it is
     repositories.json        {"docker.io/library/busybox:latest": "sha256:<manifest>", ...}
     repositories.lock        flock(2) held while repositories.json is rewritten
+    content.lock             flock(2): shared while a pull/import adds blobs it has not tagged
+                             yet, exclusive while rmi/gc delete blobs and layers
+    ingest/                  partial downloads (<hex>.partial, resumable) and import staging
 
 Layer directory names are short on purpose: overlay takes all lowerdirs in one mount option
 string, and mount options are limited to one page (4096 bytes).
@@ -16,18 +19,19 @@ crash leaves at most a `.tmp-*` entry behind, never a half-written blob, layer o
 Blobs are verified against their digest when written, and the small JSON blobs again when read.
 
 `resolve()` runs on every `minipod run`: it reads repositories.json and two small JSON blobs and
-stats the layer directories, nothing more. tarfile, gzip and shutil are imported only when a layer
-is added or an image removed.
+stats the layer directories, nothing more. The tar rules live in layer.py; tarfile, gzip and
+shutil are imported only when a layer is added or an image removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 from dataclasses import dataclass
-from typing import IO, Callable, NamedTuple, TypeVar
+from typing import IO, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from minipod.errors import MinipodError, NotFound
 from minipod.images.reference import parse
@@ -125,6 +129,8 @@ class ImageStore:
         self.layers = os.path.join(self.root, "layers")
         self.repositories = os.path.join(self.root, "repositories.json")
         self._lock_path = os.path.join(self.root, "repositories.lock")
+        self._content_lock = os.path.join(self.root, "content.lock")
+        self.ingest = os.path.join(self.root, "ingest")
 
     def _mkdir(self, path: str) -> None:
         """Create `path` and any missing parents up to the store root, all mode 0700."""
@@ -241,6 +247,40 @@ class ImageStore:
             if tmp:
                 _unlink(tmp)
 
+    def adopt_blob(self, path: str, digest: str) -> str:
+        """Move a file the caller has already verified to hash to `digest` into blobs/.
+
+        For large downloads: the puller hashed every byte on the way in, so re-reading the file
+        would only cost time. `path` must be on the store's filesystem (use `ingest/`); it is
+        gone afterwards either way (renamed, or dropped because the blob was already there).
+        """
+        final = self.blob_path(digest)
+        self._mkdir(os.path.dirname(final))
+        os.chmod(path, 0o644)
+        if os.path.exists(final):
+            _unlink(path)
+        else:
+            os.rename(path, final)
+        return final
+
+    @contextlib.contextmanager
+    def content_lock(self, exclusive: bool) -> Iterator[None]:
+        """Shared: I am adding content that is not tagged yet (pull, import).
+        Exclusive: I am deleting content (rmi, gc), so nobody may be half-way through adding.
+
+        Without it, rmi could delete a blob that a concurrent pull found present and skipped,
+        and the pull would then tag an image whose layer is gone.
+        """
+        import fcntl
+
+        self._mkdir(self.root)
+        fd = os.open(self._content_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     def _install(self, digest: str, write: Callable[[IO[bytes]], object]) -> None:
         algo = digest.partition(":")[0]
         tmp = self._write_tmp(os.path.join(self.blobs, algo), write)
@@ -258,6 +298,8 @@ class ImageStore:
         raises StoreError and leaves nothing behind (no blob, no layer). An unsafe member
         (absolute, `..`, through a symlink) raises LayerError, likewise leaving nothing.
         """
+        from minipod.images import layer as layermod  # tarfile & co. only when a layer is added
+
         tar_path = os.fspath(tar_path)
         if digest:
             _check_digest(digest)
@@ -275,7 +317,7 @@ class ImageStore:
             with open(tar_path, "rb") as src:
 
                 def ingest(out: IO[bytes] | None) -> None:
-                    result.append(_ingest(src, tar_path, copy_to=out, unpack_to=tmp_dir or None))
+                    result.append(layermod.ingest(src, tar_path, copy_to=out, unpack_to=tmp_dir or None))
 
                 if copy:
                     tmp_blob = self._write_tmp(os.path.join(self.blobs, "sha256"), ingest)
@@ -435,13 +477,19 @@ class ImageStore:
             out.append(ImageSummary(ref=key, digest=digest, size=size))
         return out
 
-    def remove(self, ref: str) -> str:
+    def tags(self) -> dict[str, str]:
+        """{normalized reference: manifest (or index) digest} for every tag in the store."""
+        return self._read_repositories()
+
+    def remove(self, ref: str, keep: Iterable[str] = ()) -> str:
         """Untag `ref`; delete its blobs and layers unless another tag still uses them.
 
         Returns the manifest digest it pointed at. The caller must make sure no pod has these
         layers mounted: overlay does not allow changing a lowerdir under a live mount.
         Only the removed image's own blobs are candidates for deletion (not a sweep of the
         whole store), so a blob that a concurrent pull has written but not yet tagged is safe.
+        `keep`: more manifest digests whose content must stay (images that pods still use
+        although no tag points at them any more). Runs under the exclusive content lock.
         """
         r = parse(ref)
         key = str(r)
@@ -451,11 +499,17 @@ class ImageStore:
                 raise ImageNotFound(r.familiar(), key)
             digest = repos.pop(key)
             doomed = self._closure(digest)
-            for other in set(repos.values()):
+            for other in set(repos.values()) | set(keep):
                 doomed -= self._closure(other)
             return digest, doomed
 
-        digest, doomed = self._update_repositories(untag)
+        with self.content_lock(exclusive=True):
+            digest, doomed = self._update_repositories(untag)
+            self._delete(doomed)
+        return digest
+
+    def _delete(self, doomed: Iterable[str]) -> None:
+        """Delete blobs and "layer:<diff_id>" entries (from closure()); gone = done."""
         for item in sorted(doomed):
             try:
                 path = self.layer_dir(item[6:]) if item.startswith("layer:") else self.blob_path(item)
@@ -473,7 +527,9 @@ class ImageStore:
                     _rmtree(trash)
             else:
                 _unlink(path)
-        return digest
+
+    def closure(self, digest: str) -> set[str]:
+        return self._closure(digest)
 
     def _closure(self, digest: str) -> set[str]:
         """Blob digests and "layer:<diff_id>" entries an image (or index) needs."""
@@ -512,266 +568,3 @@ def _rmtree(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         _unlink(path)
-
-
-# -- layer unpacking ----------------------------------------------------------------------
-#
-# Python 3.11.2's tarfile has no extraction filters, and its extract() follows symlinks in
-# the final path component (open "wb"), links hardlinks with AT_SYMLINK_FOLLOW and never
-# checks member names. So members are created here one by one:
-#   - names that are absolute or contain ".." are refused;
-#   - every parent directory is lstat'ed: a symlink there is refused (that is how a layer
-#     would write through "evil -> /etc"); missing parents are created 0755;
-#   - an existing entry at the final path is removed first (a later member replaces an
-#     earlier one, as in an overlay), then created with O_EXCL|O_NOFOLLOW / link without
-#     following / mknod, so nothing is ever written through a symlink;
-#   - hardlink targets get the same checks and must already exist in this layer.
-# The temporary layer directory is private to this process, so nothing races with the checks.
-
-
-class _HashingReader:
-    """A read-only file that hashes (and optionally copies) every byte read through it."""
-
-    def __init__(self, f: IO[bytes], copy_to: IO[bytes] | None = None) -> None:
-        self._f = f
-        self._copy = copy_to
-        self.sha256 = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        if data:
-            self.sha256.update(data)
-            if self._copy is not None:
-                self._copy.write(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def digest(self) -> str:
-        return f"sha256:{self.sha256.hexdigest()}"
-
-
-def _ingest(
-    src: IO[bytes], what: str, *, copy_to: IO[bytes] | None, unpack_to: str | None
-) -> tuple[str, str]:
-    """Read a layer tarball once: return (digest, diff_id); copy the raw bytes to `copy_to`;
-    unpack into `unpack_to`. Plain tar and gzip (single or multi-member) are accepted."""
-    import gzip
-    import tarfile
-    import zlib
-
-    raw = _HashingReader(src, copy_to)
-    head = src.peek(6)[:6] if hasattr(src, "peek") else b""
-    if head[:2] == b"\x1f\x8b":
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-    elif head[:4] == b"\x28\xb5\x2f\xfd":
-        raise LayerError(f"{what}: zstd-compressed layers are not supported (Python 3.11 has no zstd)")
-    elif head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
-        raise LayerError(f"{what}: bzip2/xz compression is not an OCI layer format (tar or tar+gzip)")
-    else:
-        stream = raw  # type: ignore[assignment]
-    plain = _HashingReader(stream)
-    try:
-        if unpack_to is not None:
-            with tarfile.open(fileobj=plain, mode="r|") as tf:  # type: ignore[call-overload]
-                ex = _Extractor(unpack_to, what)
-                for member in tf:
-                    ex.add(tf, member)
-                ex.finish()
-        # Read to the end so the hashes cover everything (the zero blocks after the tar's
-        # end-of-archive marker, the gzip trailer).
-        while plain.read(_CHUNK):
-            pass
-        while raw.read(_CHUNK):
-            pass
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise LayerError(f"{what}: corrupt or truncated gzip data: {e}") from None
-    except tarfile.TarError as e:
-        raise LayerError(f"{what}: not a valid tar archive: {e}") from None
-    return raw.digest(), plain.digest()
-
-
-def _split_member(name: str, what: str) -> tuple[str, ...]:
-    """'./usr/bin/x' -> ('usr', 'bin', 'x'); '.' -> (). Refuses absolute names and '..'."""
-    if name.startswith("/"):
-        raise LayerError(f"{what}: member {name!r} has an absolute path; refusing to unpack")
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise LayerError(f"{what}: member {name!r} contains '..'; refusing to unpack")
-    return parts
-
-
-class _Extractor:
-    def __init__(self, root: str, what: str) -> None:
-        self.root = root
-        self.what = what
-        self.dirs: set[str] = set()  # relative paths checked to be real directories
-        self.dir_times: list[tuple[str, int]] = []
-
-    def _fail(self, name: str, why: str) -> LayerError:
-        return LayerError(f"{self.what}: member {name!r}: {why}")
-
-    def _parent(self, parts: tuple[str, ...], name: str, create: bool = True) -> str:
-        """The directory holding `parts`' last component, made of real directories only."""
-        path, rel = self.root, ""
-        for part in parts:
-            rel = f"{rel}/{part}" if rel else part
-            path = os.path.join(path, part)
-            if rel in self.dirs:
-                continue
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                if not create:
-                    raise self._fail(name, f"directory {rel!r} does not exist in this layer") from None
-                os.mkdir(path)
-                os.chmod(path, 0o755)  # explicit: independent of the umask
-                self.dirs.add(rel)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise self._fail(name, f"would be written through the symlink {rel!r}; refusing")
-            if not stat.S_ISDIR(st.st_mode):
-                raise self._fail(name, f"{rel!r} is not a directory")
-            self.dirs.add(rel)
-        return path
-
-    def _make_room(self, path: str, rel: str, is_dir: bool) -> None:
-        import shutil
-
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            if is_dir:
-                return  # a directory entry again: keep its contents, update its metadata
-            shutil.rmtree(path)  # never follows symlinks inside
-            self.dirs = {d for d in self.dirs if d != rel and not d.startswith(rel + "/")}
-        else:
-            os.unlink(path)
-
-    def add(self, tf, m) -> None:  # tf: tarfile.TarFile, m: tarfile.TarInfo
-        try:
-            self._add(tf, m)
-        except LayerError:
-            raise
-        except OSError as e:
-            raise self._fail(m.name, f"{e.strerror or e} ({e.filename or self.root})") from None
-
-    def _add(self, tf, m) -> None:
-        parts = _split_member(m.name, self.what)
-        if parts and parts[-1].startswith(".wh."):
-            self._whiteout(m, parts)
-            return
-        if not parts:  # "./": the layer root itself
-            if not m.isdir():
-                raise self._fail(m.name, "the layer root must be a directory")
-            self._set_dir_meta(self.root, m)
-            return
-        parent = self._parent(parts[:-1], m.name)
-        path = os.path.join(parent, parts[-1])
-        rel = "/".join(parts)
-        if m.islnk():
-            src = self._link_source(m)
-            if src == path:
-                return
-            self._make_room(path, rel, False)
-            os.link(src, path, follow_symlinks=False)  # a hardlink to a symlink stays a symlink
-            return
-        self._make_room(path, rel, m.isdir())
-        ns = int(m.mtime * 1_000_000_000)
-        if m.isreg():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                data = tf.extractfile(m)
-                while chunk := data.read(_CHUNK):
-                    _write_all(fd, chunk)
-                # chown before chmod: chown clears setuid/setgid; xattrs after chown: it clears
-                # security.capability.
-                os.fchown(fd, m.uid, m.gid)
-                os.fchmod(fd, m.mode & 0o7777)
-                self._xattrs(fd, m)
-                os.utime(fd, ns=(ns, ns))
-            finally:
-                os.close(fd)
-        elif m.isdir():
-            if not os.path.isdir(path):
-                os.mkdir(path, 0o700)
-            self.dirs.add(rel)
-            self._set_dir_meta(path, m)
-        elif m.issym():
-            os.symlink(m.linkname, path)
-            os.chown(path, m.uid, m.gid, follow_symlinks=False)
-            os.utime(path, ns=(ns, ns), follow_symlinks=False)
-        elif m.ischr() or m.isblk() or m.isfifo():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
-            os.mknod(path, kind | 0o600, os.makedev(m.devmajor, m.devminor))
-            os.chown(path, m.uid, m.gid, follow_symlinks=False)
-            os.chmod(path, m.mode & 0o7777)  # a node we just made: not a symlink
-            os.utime(path, ns=(ns, ns), follow_symlinks=False)
-        else:
-            raise self._fail(m.name, f"unsupported tar member type {m.type!r}")
-
-    def _set_dir_meta(self, path: str, m) -> None:
-        os.chown(path, m.uid, m.gid, follow_symlinks=False)
-        os.chmod(path, m.mode & 0o7777)
-        self._xattrs(path, m)
-        # Creating entries inside a directory changes its mtime: set it after the last member.
-        self.dir_times.append((path, int(m.mtime * 1_000_000_000)))
-
-    def _link_source(self, m) -> str:
-        parts = _split_member(m.linkname, self.what)
-        if not parts:
-            raise self._fail(m.name, f"hardlink to {m.linkname!r} (the layer root)")
-        src = os.path.join(self._parent(parts[:-1], m.name, create=False), parts[-1])
-        try:
-            st = os.lstat(src)
-        except FileNotFoundError:
-            raise self._fail(m.name, f"hardlink target {m.linkname!r} is not in this layer") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise self._fail(m.name, f"hardlink target {m.linkname!r} is a directory")
-        return src
-
-    def _whiteout(self, m, parts: tuple[str, ...]) -> None:
-        """OCI whiteouts -> overlayfs: `.wh.<name>` becomes a 0:0 char device named <name>;
-        `.wh..wh..opq` marks its directory opaque (trusted.overlay.opaque=y)."""
-        parent = self._parent(parts[:-1], m.name)
-        base = parts[-1]
-        if base == ".wh..wh..opq":
-            os.setxattr(parent, "trusted.overlay.opaque", b"y")
-            return
-        if base.startswith(".wh..wh."):
-            return  # other AUFS bookkeeping (.wh..wh.plnk, ...): meaningless for overlay
-        target = os.path.join(parent, base[len(".wh."):])
-        if os.path.lexists(target):
-            # A whiteout hides only lower layers' files; this layer's own entry stays.
-            return
-        os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
-        os.chown(target, m.uid, m.gid, follow_symlinks=False)
-
-    @staticmethod
-    def _xattrs(target: int | str, m) -> None:
-        # PAX SCHILY.xattr.* records (GNU tar --xattrs, Go's archive/tar). tarfile decoded the
-        # values as UTF-8 with surrogateescape; encoding back that way restores the raw bytes.
-        # Only user.* and file capabilities: trusted.* (overlay's own metadata) and
-        # security.selinux must not be forged by an image.
-        for key, value in m.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
-                continue
-            name = key[len("SCHILY.xattr."):]
-            if name.startswith("user.") or name == "security.capability":
-                os.setxattr(target, name, value.encode("utf-8", "surrogateescape"))
-
-    def finish(self) -> None:
-        for path, ns in reversed(self.dir_times):
-            try:
-                os.utime(path, ns=(ns, ns), follow_symlinks=False)
-            except FileNotFoundError:
-                pass  # replaced by a later member
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

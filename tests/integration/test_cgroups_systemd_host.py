@@ -117,9 +117,17 @@ def test_pod_slice_and_scope_are_units_with_limits(driver, pod):
 
         driver.set_limits(app, Limits(memory_max=96 * MI))
         assert driver.read(app, "memory.max") == str(96 * MI)
+
+        # `minipod exec`: a second process joins the running scope.
+        second = waiting_child("import time; time.sleep(300)")
+        driver.join(app, second.pid)
+        release(second)
+        assert driver.procs(app) == sorted([child.pid, second.pid])
     finally:
         driver.kill(app)
         child.wait()
+        if "second" in locals():
+            second.wait()
     assert driver.procs(app) == []
     teardown(driver, pod, app)
     assert not os.path.exists(f"{ROOT}/{app}")

@@ -233,3 +233,82 @@ def _events(mp, pod):
 
     with open(os.path.join(mp.root, "pods", pod, "state.json")) as f:
         return [e["reason"] for e in json.load(f).get("events", [])]
+
+
+PROBES = """
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 2   # sleep as PID 1 ignores SIGTERM: keep the kill short
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: web
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www"]
+    readinessProbe:
+      httpGet: {path: /index.html, port: 80}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 80}
+      periodSeconds: 1
+  - name: lively
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/alive; exec sleep 3600"]
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 2
+    lifecycle:
+      postStart:
+        exec: {command: [sh, -c, "echo started >> /d/hooks"]}
+      preStop:
+        exec: {command: [sh, -c, "echo stopping >> /d/hooks"]}
+    volumeMounts: [{name: data, mountPath: /d}]
+"""
+
+
+def test_probes_and_hooks(mp):
+    mp.minipod("run", "-d", mp.write("probed.yaml", PROBES))
+    # An httpGet readiness probe made by minipod itself: busybox has no curl.
+    mp.wait(lambda: container(mp, "probed", "web")["ready"], what="readiness")
+    mp.wait(lambda: container(mp, "probed", "lively")["ready"], what="postStart")
+    assert volume(mp, "probed", "data", "hooks") == "started\n"  # postStart ran
+
+    # A failing readiness probe only flips Ready; the container is not restarted.
+    mp.minipod("exec", "probed", "-c", "web", "--", "rm", "/www/index.html")
+    mp.wait(lambda: not container(mp, "probed", "web")["ready"], what="unready")
+    assert container(mp, "probed", "web")["restartCount"] == 0
+    cond = {c["type"]: c["status"] for c in mp.pod("probed")["status"]["conditions"]}
+    assert cond["Ready"] == "False"
+    assert mp.minipod("ps").stdout.splitlines()[1].split()[1] == "1/2"
+
+    # A failing liveness probe restarts the container (after preStop ran).
+    mp.minipod("exec", "probed", "-c", "lively", "--", "rm", "/tmp/alive")
+    mp.wait(lambda: container(mp, "probed", "lively")["restartCount"] == 1, what="restart")
+    assert volume(mp, "probed", "data", "hooks").startswith("started\nstopping\nstarted")
+    events = mp.minipod("events", "probed").stdout
+    assert "Unhealthy" in events and "Liveness probe failed" in events
+    assert "failed liveness probe, will be restarted" in events
+    assert "Readiness probe failed: HTTP probe failed with statuscode: 404" in events
+
+
+def test_pre_stop_runs_within_the_grace_period(mp):
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sleep", "3600"]
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, "echo bye > /d/prestop"]}
+    volumeMounts: [{name: data, mountPath: /d}]
+"""
+    mp.minipod("run", "-d", mp.write("hooked.yaml", spec))
+    mp.minipod("stop", "--grace", "3", "hooked")
+    assert volume(mp, "hooked", "data", "prestop") == "bye\n"
