@@ -312,3 +312,41 @@ spec:
     mp.minipod("run", "-d", mp.write("hooked.yaml", spec))
     mp.minipod("stop", "--grace", "3", "hooked")
     assert volume(mp, "hooked", "data", "prestop") == "bye\n"
+
+
+def test_logs_previous_describe_and_watch(mp):
+    import subprocess
+    import sys
+
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: again}
+spec:
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "touch /d/n; echo run $(wc -l < /d/n); echo x >> /d/n; sleep 1; exit 3"]
+    volumeMounts: [{name: data, mountPath: /d}]
+"""
+    watch = subprocess.Popen([sys.executable, "-m", "minipod", "get", "pods", "-w"], env=mp.env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        mp.minipod("run", "-d", mp.write("again.yaml", spec))
+        mp.wait(lambda: container(mp, "again", "app")["restartCount"] >= 1, what="a restart")
+        mp.wait(lambda: "run 1" in mp.minipod("logs", "again").stdout, what="second run's log")
+        assert mp.minipod("logs", "again", "--previous").stdout == "run 0\n"
+        text = mp.minipod("describe", "pod", "again").stdout
+        assert "Name:         again" in text and "Restart Count:  " in text
+        assert "Last State:     Terminated" in text and "Exit Code:    3" in text
+        mp.wait(lambda: "BackOff" in mp.minipod("events", "again").stdout, what="back-off")
+        events = mp.minipod("events", "again").stdout
+        assert "Started" in events and "Back-off restarting failed container app" in events
+    finally:
+        watch.terminate()
+        out = watch.communicate(timeout=10)[0]
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "READY", "STATUS"]
+    statuses = [ln.split()[2] for ln in lines[1:]]
+    assert "Running" in statuses and len(statuses) >= 2  # a row per change
