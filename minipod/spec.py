@@ -741,6 +741,34 @@ _POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
+def _from_template(doc: dict, kind: str) -> tuple[dict, str]:
+    """The Pod a workload's spec.template describes, named <name>-pod as podman names it."""
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    tmpl = doc["spec"].get("template") if isinstance(doc["spec"].get("template"), dict) else {}
+    tmeta = tmpl.get("metadata") if isinstance(tmpl.get("metadata"), dict) else {}
+    name = f"{meta.get('name') or 'workload'}-pod"
+    pod_meta = {k: v for k, v in tmeta.items() if k in ("labels", "annotations")}
+    pod_meta["name"] = name
+    if meta.get("namespace"):
+        pod_meta["namespace"] = meta["namespace"]
+    pod_doc = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
+               "spec": tmpl.get("spec") if isinstance(tmpl.get("spec"), dict) else {}}
+    replicas = doc["spec"].get("replicas")
+    note = f'running its pod template as pod "{name}"'
+    if isinstance(replicas, int) and replicas > 1:
+        note += f" (one pod, not {replicas} replicas)"
+    note += "; replicas, selectors and rollouts are not implemented"
+    return pod_doc, note
+
+
+def _template_path(message: str) -> str:
+    """Point a problem found in a converted template back at the workload's own paths."""
+    for field in ("spec.", "metadata."):
+        if message.startswith(field):
+            return "spec.template." + message
+    return message
+
+
 def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
     """(pod or None, problems, warnings) for one `kind: Pod` document."""
     kept, problems, warnings = walk(doc)
@@ -775,6 +803,16 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
         if not isinstance(kind, str) or not kind:
             problems.append(f"{prefix}kind: required (minipod runs kind: Pod)")
             continue
+        if kind in _POD_TEMPLATE_KINDS and isinstance(doc.get("spec"), dict):
+            # What podman kube play does: run the workload's pod template as one pod.
+            pod_doc, note = _from_template(doc, kind)
+            pod, doc_problems, doc_warnings = _load_pod(pod_doc)
+            problems += [prefix + _template_path(p) for p in doc_problems]
+            warnings.append(f"{source}: document {index + 1} ({kind}): {note}")
+            warnings += [f"{source}: {prefix}{_template_path(w)}" for w in doc_warnings]
+            if pod is not None:
+                pods.append(LoadedPod(pod=pod, raw=pod_doc, index=index, source=source))
+            continue
         if kind != "Pod":
             if kind.lower() == "pod":  # kinds are case-sensitive
                 problems.append(f"{prefix}kind: must be 'Pod' (got {kind!r})")
@@ -796,9 +834,6 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
         raise SpecError(source, problems)
     if not pods:
         found = f" (found {', '.join(skipped)})" if skipped else " (the file is empty)"
-        templated = [k for k in skipped if k in _POD_TEMPLATE_KINDS]
-        if templated:  # the usual case: a tutorial's Deployment
-            found += f"; a {templated[0]}'s spec.template can be copied into a kind: Pod"
         raise SpecError(source, [f"no v1 Pod in this file{found}"])
     return LoadResult(pods=pods, warnings=warnings)
 

@@ -350,3 +350,21 @@ spec:
     assert lines[0].split()[:3] == ["NAME", "READY", "STATUS"]
     statuses = [ln.split()[2] for ln in lines[1:]]
     assert "Running" in statuses and len(statuses) >= 2  # a row per change
+
+
+def test_seed_sidecar_deployment_runs_as_written(mp, lab_registry):
+    """The lab's logging sidecar, exactly as the seed wrote it (a Deployment of alpine:latest):
+    minipod runs its pod template, the sidecar tails what the app writes over an emptyDir."""
+    if lab_registry is None:
+        pytest.skip("needs docker-registry for alpine:latest")
+    from conftest import REPO
+
+    path = os.path.join(REPO, "tests", "fixtures", "manifests", "logging-sidecar-deployment.yaml")
+    p = mp.minipod("run", "-d", path)
+    assert p.stdout.strip() == "myapp-pod"
+    mp.wait(lambda: "logging" in mp.minipod("logs", "myapp-pod", "-c", "logshipper").stdout,
+            timeout=30, what="the sidecar to ship a line")
+    side = container(mp, "myapp-pod", "logshipper")
+    app = container(mp, "myapp-pod", "myapp")
+    assert side["state"]["running"]["startedAt"] <= app["state"]["running"]["startedAt"]
+    assert ps_status(mp, "myapp-pod") == "Running"

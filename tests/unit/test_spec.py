@@ -65,11 +65,21 @@ def test_fixture_validates(path):
 
 
 @pytest.mark.parametrize("path", DEPLOYMENT_FILES, ids=lambda p: p.name)
-def test_deployment_as_written_is_not_a_pod(path):
+def test_deployment_runs_its_pod_template(path):
+    """As podman kube play does: one pod from spec.template, named <deployment>-pod."""
+    res = load(str(path))
+    [loaded] = res.pods
+    assert loaded.pod.metadata.name.endswith("-pod")
+    assert loaded.raw["kind"] == "Pod" and loaded.raw["spec"]["containers"]
+    assert any("(Deployment): running its pod template as pod" in w for w in res.warnings)
+
+
+def test_problems_in_a_template_name_the_workload_paths():
+    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n"
+            "    spec:\n      containers:\n      - {name: c, imagee: busybox}\n")
     with pytest.raises(SpecError) as e:
-        load(str(path))
-    assert "no v1 Pod in this file (found " in str(e.value)
-    assert "a Deployment's spec.template can be copied into a kind: Pod" in str(e.value)
+        loads(text, "d.yaml")
+    assert "spec.template.spec.containers[0].imagee: unknown field" in str(e.value)
 
 
 def test_pods01_webserver():
@@ -356,14 +366,13 @@ def test_two_pods_in_one_file():
 
 
 def test_not_implemented_field_warns_with_its_path():
-    text = POD + "    livenessProbe:\n      exec: {command: [true]}\n  hostNetwork: true\n"
-    text = text.replace("command: [true]", "command: ['true']")
+    text = POD + "    tty: true\n  hostNetwork: true\n"
     result = loads(text, "pod.yaml")
     assert result.warnings == [
-        "pod.yaml: spec.containers[0].livenessProbe: not implemented by minipod yet, ignored",
+        "pod.yaml: spec.containers[0].tty: not implemented by minipod yet, ignored",
         "pod.yaml: spec.hostNetwork: not implemented by minipod yet, ignored"]
     pod = result.pods[0].pod
-    assert pod.spec.containers[0].liveness_probe is None and pod.spec.host_network is False
+    assert pod.spec.containers[0].tty is False and pod.spec.host_network is False
 
 
 def test_not_implemented_init_container_field_warns_too():
