@@ -280,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minipod import trace
+
+    trace.mark("cli: main")
     argv = sys.argv[1:] if argv is None else argv
     # Everything after the first "--" is the command of `exec`, verbatim (argparse would read
     # its options as ours).

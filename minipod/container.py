@@ -131,9 +131,16 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
     try:
         join_cgroup(h.pid)
         h.go()
-        pid = int(h.expect("P "))
+        # "P <pid>" (from A) and "R" (from B) race each other: B may be ready before A,
+        # which forked it, gets to report its PID.
+        got: dict[str, str] = {}
+        while len(got) < 2:
+            line = h.read()
+            if line is None:
+                raise child.ChildError("the process exited before it was ready")
+            got[line[:1]] = line[2:]
+        pid = int(got["P"])
         os.waitpid(h.pid, 0)  # A is done; B is ours now (subreaper) and may set its death signal
-        h.expect("R")
         return Pending(c["name"], h, pid, out_r, err_r)
     except BaseException:
         for fd in (out_r, err_r):

@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
     plan_fd = int(opts["--plan-fd"])
     ready_fd = int(opts.get("--ready-fd", -1))
     foreground = opts.get("--foreground") == "1"
-    from minipod import _libc
+    from minipod import _libc, trace
+
+    trace.mark("daemon: start")
 
     # Both are subreapers (the flag is not inherited across fork): the janitor adopts what a
     # dead supervisor leaves; the supervisor adopts its containers' PID 1s, which are
@@ -43,8 +45,10 @@ def main(argv: list[str]) -> int:
     from minipod.net import agent as agentmod
 
     agent = agentmod.start()
-    from minipod.supervisor import Supervisor, tell
+    from minipod.supervisor import Host, Supervisor, tell
 
+    host = Host()
+    trace.mark("supervisor: imported, waiting for the plan")
     with os.fdopen(plan_fd, "rb") as f:
         run_dir = f.readline().decode().strip()
     if not run_dir:
@@ -59,7 +63,7 @@ def main(argv: list[str]) -> int:
         os.dup2(log, 2)
         os.close(log)
     try:
-        return Supervisor(run_dir, foreground).run(ready_fd, agent)
+        return Supervisor(run_dir, foreground, host).run(ready_fd, agent)
     except BaseException as e:  # noqa: BLE001 - last resort: tell the CLI, let the janitor clean
         tell(ready_fd, {"ok": False, "error": f"supervisor: {type(e).__name__}: {e}"})
         raise

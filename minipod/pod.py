@@ -21,7 +21,7 @@ import shutil
 import signal
 import time
 
-from minipod import child, container, sandbox
+from minipod import child, container, sandbox, trace
 from minipod.cgroups import Driver, Limits
 from minipod.errors import SetupError
 from minipod.plan import PodPlan, hosts_file
@@ -48,19 +48,23 @@ class Pod:
             self._make_dirs()
             rb.push("cgroups", self.remove_cgroups)
             self._make_cgroups()
+            trace.mark("pod: cgroups")
             rb.push("sandbox", self.kill_all)
             self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
                 p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+            trace.mark("pod: sandbox")
             # The containers' mount work first: meanwhile the agent finishes importing pyroute2
             # (it was started by the CLI before validation). Their processes wait before exec.
             pending = []
             rb.push("containers", lambda: [x.abort() for x in pending])
             for c in first:
                 pending.append(self.prepare(c))
+            trace.mark("pod: containers prepared")
             rb.push("network", lambda: self._net_teardown(agent))
             att = self._run("set up the network", lambda: agent.setup_pod(
                 self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
             self.network = dataclasses.asdict(att)
+            trace.mark("pod: network")
             self.write_etc_files()
             started = [(c, self._run(f'start container "{c["name"]}"', x.release))
                        for c, x in zip(first, pending)]

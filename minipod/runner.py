@@ -13,7 +13,7 @@ import select
 import signal
 import sys
 
-from minipod import _libc, state
+from minipod import _libc, state, trace
 from minipod.errors import Conflict, MinipodError, SetupError
 
 
@@ -54,9 +54,11 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         return 0
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
+    trace.mark("cli: start daemon")
     spare = Daemon(detach)
     try:
         plans = load_plans(path, cfg, err)
+        trace.mark("cli: planned")
     except BaseException:
         spare.cancel()
         raise
@@ -107,6 +109,7 @@ def launch(plan, cfg, daemon: Daemon) -> int:
     try:
         state.write_json(os.path.join(run_dir, "plan.json"), plan.to_json())
         msg = daemon.hand(run_dir)
+        trace.mark("cli: pod ready")
         if not msg.get("ok"):
             os.waitpid(daemon.pid, 0)
             raise SetupError(f'pod "{plan.name}": {msg.get("error")}')

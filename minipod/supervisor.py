@@ -36,6 +36,24 @@ def tell(fd: int, msg: dict) -> None:
             pass
 
 
+class Host:
+    """What a supervisor needs that does not depend on its pod: the configuration, the cgroup
+    driver, the pause binary and the modules of the steps. The daemon prepares it while the
+    CLI is still validating, so none of it is on the pod's critical path."""
+
+    def __init__(self):
+        from minipod import cgroups, config
+        from minipod import pause as pausemod
+
+        import minipod.health  # noqa: F401
+        import minipod.pod  # noqa: F401
+        import prctl  # noqa: F401 - imported once here, not in every forked container
+
+        self.cfg = config.load()
+        self.driver = cgroups.detect(self.cfg.cgroup_root, self.cfg.cgroup_driver)
+        self.pause = pausemod.find(self.cfg.pause)
+
+
 class Ctr:
     """One container's runtime state (a kubelet containerStatus, more or less)."""
 
@@ -90,20 +108,14 @@ class Ctr:
 
 
 class Supervisor:
-    def __init__(self, run_dir: str, foreground: bool):
-        from minipod import cgroups, config
-        from minipod import pause as pausemod
+    def __init__(self, run_dir: str, foreground: bool, host: "Host"):
         from minipod.health import Health
         from minipod.pod import Pod
-
-        import prctl  # noqa: F401 - imported once here, not in every forked container
 
         self.run_dir = run_dir
         self.foreground = foreground
         self.plan = PodPlan.from_json(state.read_json(os.path.join(run_dir, "plan.json")))
-        self.cfg = config.load()
-        self.driver = cgroups.detect(self.cfg.cgroup_root, self.cfg.cgroup_driver)
-        self.pause = pausemod.find(self.cfg.pause)
+        self.cfg, self.driver, self.pause = host.cfg, host.driver, host.pause
         self.pod = Pod(self.plan, self.driver, self.pause.argv)
         self.inits = [Ctr(dataclasses.asdict(c), "sidecar" if c.sidecar else "init")
                       for c in self.plan.init_containers]
