@@ -246,3 +246,14 @@ class _Walk:
         if not isinstance(value, dict):
             return value
         return self.object(value, type_name, path, pattern, quiet)
+
+
+_YAML_NAMES = {"host_pid": "hostPID", "host_ipc": "hostIPC", "host_ip": "hostIP"}
+
+
+def yaml_name(name: str) -> str:
+    """A model attribute's name in YAML: camelCase, with the API's few capitalised acronyms."""
+    if name in _YAML_NAMES:
+        return _YAML_NAMES[name]
+    first, *rest = name.split("_")
+    return first + "".join(w.capitalize() for w in rest)
