@@ -58,7 +58,7 @@ def v2_without_controllers() -> str | None:
 @pytest.fixture
 def names():
     """(slice, scope) with a random token; asserts the host has none of it before and after."""
-    token = f"minipodtest-{secrets.token_hex(4)}"
+    token = f"minipodtest_{secrets.token_hex(4)}"  # no "-": systemd would nest a slice by it
     ours = lambda: {p for p in host_listing() if token in p}  # noqa: E731
     before = host_listing()
     assert ours() == set()

@@ -1,0 +1,15 @@
+#!/bin/bash
+# Make a Debian/Ubuntu machine ready to run minipod and its tests: the same set-up as
+# `scripts/setup.sh install` (system packages, the venv at <repo>/.venv, the pause binary,
+# the busybox image), without starting any pod. Vagrant runs it as root at `vagrant up`;
+# on any other machine: sudo vagrant/provision.sh [REPO_DIR]
+set -euo pipefail
+repo=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+[[ $(id -u) == 0 ]] || { echo "provision.sh: run as root (sudo)" >&2; exit 2; }
+
+echo "== $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), PID 1 $(cat /proc/1/comm)," \
+    "cgroup fs $(stat -fc %T /sys/fs/cgroup)"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh box has no package lists: setup.sh installs only what is missing, but it needs lists.
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+exec "$repo/scripts/setup.sh" install
