@@ -50,6 +50,8 @@ if [ ! -x "$venv/libexec/minipod/pause" ] || [ "$repo/pause/pause.c" -nt "$venv/
     say "building pause"
     make -s -C "$repo/pause" install PREFIX="$venv"
 fi
+# Byte-code now: where PYTHONDONTWRITEBYTECODE is set, every command would compile minipod anew.
+"$venv/bin/python" -m compileall -q "$repo/minipod" >/dev/null
 ln -sf "$venv/bin/minipod" /usr/local/bin/minipod
 "$venv/bin/python" -m minipod.images.busybox >/dev/null
 

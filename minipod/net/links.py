@@ -158,10 +158,10 @@ def ensure_bridge(name: str, gateway_cidr: str, mtu: int | None = None) -> bool:
 
 def delete_link(name: str) -> None:
     """Delete link `name` (for a veth: both ends). Already gone = done."""
+    if not link_exists(name):
+        return  # before importing pyroute2: `rm` after a clean stop finds nothing to delete
     from pyroute2 import NetlinkError
 
-    if not link_exists(name):
-        return
     with _iproute() as ipr:
         index = _lookup(ipr, name)
         if index is None:
