@@ -42,7 +42,6 @@ class Pod:
 
     def setup(self, agent, first: list[dict]) -> list[tuple[dict, container.Started]]:
         """Build the pod and start `first` (container plans as dicts). Rolls back on failure."""
-        p = self.plan
         with Rollback() as rb:
             rb.push("pod directories", self.remove_dirs)
             self._make_dirs()
@@ -50,22 +49,18 @@ class Pod:
             self._make_cgroups()
             trace.mark("pod: cgroups")
             rb.push("sandbox", self.kill_all)
-            self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
-                p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+            self._start_sandbox()
             trace.mark("pod: sandbox")
             # The containers' mount work first: meanwhile the agent finishes importing pyroute2
-            # (it was started by the CLI before validation). Their processes wait before exec.
+            # (the daemon started it while the CLI was validating). They wait before exec.
             pending = []
             rb.push("containers", lambda: [x.abort() for x in pending])
             for c in first:
                 pending.append(self.prepare(c))
             trace.mark("pod: containers prepared")
             rb.push("network", lambda: self._net_teardown(agent))
-            att = self._run("set up the network", lambda: agent.setup_pod(
-                self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
-            self.network = dataclasses.asdict(att)
+            self._attach_network(agent)
             trace.mark("pod: network")
-            self.write_etc_files()
             started = [(c, self._run(f'start container "{c["name"]}"', x.release))
                        for c, x in zip(first, pending)]
             pending.clear()
@@ -77,18 +72,26 @@ class Pod:
         the old network, then a new sandbox and network, as the kubelet re-creates a sandbox."""
         from minipod.net import agent as agentmod
 
-        p = self.plan
         agent = agentmod.start()  # never pyroute2 in the supervisor: it forks after this
         try:
             self._net_teardown(agent)
-            self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
-                p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
-            att = self._run("set up the network", lambda: agent.setup_pod(
-                self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
-            self.network = dataclasses.asdict(att)
-            self.write_etc_files()
+            self._start_sandbox()
+            self._attach_network(agent)
         finally:
             agent.close()
+
+    def _start_sandbox(self) -> None:
+        p = self.plan
+        self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
+            p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+
+    def _attach_network(self, agent) -> None:
+        """The veth into the sandbox's netns, an IP; then the /etc files that name the IP."""
+        p = self.plan
+        att = self._run("set up the network", lambda: agent.setup_pod(
+            self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
+        self.network = dataclasses.asdict(att)
+        self.write_etc_files()
 
     def _make_dirs(self) -> None:
         p = self.plan
