@@ -96,7 +96,7 @@ cp "$kernel" "$work/vmlinuz"
 cp "$initrd" "$work/initrd"
 
 log "make the ext4 image ($size, sparse)"
-mkfs.ext4 -q -F -L minipod-root -d "$root" "$work/root.img" "$size"
+mkfs.ext4 -q -F -L minipod-root -d "$root" "$work/root.img" "$size" >&2  # stdout is our answer
 
 # Move into place last, kernel before image: the image's presence means "complete".
 mv "$work/vmlinuz" "$base.vmlinuz.tmp" && mv "$base.vmlinuz.tmp" "$base.vmlinuz"
