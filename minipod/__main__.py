@@ -1,3 +1,3 @@
-from minipod.cli import main
+from minipod.cli import entry
 
-raise SystemExit(main())
+entry()

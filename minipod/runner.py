@@ -219,9 +219,11 @@ def remove(name: str, cfg, force: bool = False) -> None:
         if not force:
             raise Conflict(f'pod "{name}" is running: stop it first, or use rm -f')
         stop(name, cfg, grace=0)
-    from minipod.janitor import cleanup
+        rec = state.PodRecord(cfg.root, name)
+    if not rec.state.get("final") or "cleanup incomplete" in rec.state.get("message", ""):
+        from minipod.janitor import cleanup
 
-    cleanup(rec.dir, "removed")  # idempotent: after a crash this is what frees everything
+        cleanup(rec.dir, "removed")  # idempotent: after a crash this is what frees everything
     import shutil
 
     shutil.rmtree(rec.plan["data_dir"], ignore_errors=True)

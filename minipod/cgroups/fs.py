@@ -174,12 +174,22 @@ def rmdir_retry(path: str, timeout: float = 1.0) -> None:
         except FileNotFoundError:
             return
         except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+            # Child groups keep it busy for good (another pod in minipod.slice): waiting only
+            # helps while the blockers are processes on their way out.
+            children = e.errno == errno.EBUSY and _has_children(path)
+            if e.errno != errno.EBUSY or children or time.monotonic() >= deadline:
                 members = procs_tree(path) if e.errno == errno.EBUSY else set()
                 why = f" (members: {sorted(members)})" if members else ""
                 raise FileError(f"rmdir {path}: {e.strerror}{why}", path, e.errno) from None
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _has_children(path: str) -> bool:
+    try:
+        return any(e.is_dir() for e in os.scandir(path))
+    except OSError:
+        return False
 
 
 def pids(path: str) -> list[int]:

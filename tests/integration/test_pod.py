@@ -381,3 +381,8 @@ def test_multi_document_manifest_runs_every_pod(mp):
     assert out.split() == ["web", "web2"]
     ips = {mp.pod(n)["status"]["podIP"] for n in ("web", "web2")}
     assert len(ips) == 2
+    # Removing one pod leaves the other -- and the slice and bridge they share -- alone.
+    mp.minipod("rm", "-f", "web")
+    ip2 = mp.pod("web2")["status"]["podIP"]
+    assert mp.wait(lambda: _try(lambda: http_get(f"http://{ip2}/")), what="web2 still serving")
+    assert os.path.isdir(f"/sys/class/net/{mp.bridge}")
