@@ -386,3 +386,22 @@ def test_multi_document_manifest_runs_every_pod(mp):
     ip2 = mp.pod("web2")["status"]["podIP"]
     assert mp.wait(lambda: _try(lambda: http_get(f"http://{ip2}/")), what="web2 still serving")
     assert os.path.isdir(f"/sys/class/net/{mp.bridge}")
+
+
+@pytest.mark.systemd
+@pytest.mark.skipif(not os.path.isdir("/run/systemd/system"), reason="PID 1 is not systemd")
+def test_systemd_units_show_the_pod(mp):
+    """With the systemd driver the pod is a real slice, its pause and containers real scopes."""
+    import subprocess
+
+    mp.minipod("run", "-d", mp.write("web.yaml", WEB))
+    assert mp.inspect("web")["cgroups"]["driver"] == "systemd"
+    slice_ = mp.cgroup_parent.removesuffix(".slice") + "-web.slice"
+    out = subprocess.run(["systemctl", "status", "--no-pager", "-l", slice_],
+                         capture_output=True, text=True).stdout
+    assert "pause" in out and "httpd" in out and "sleep 3600" in out, out
+    mp.minipod("rm", "-f", "web")
+    units = subprocess.run(["systemctl", "list-units", "--all", "--no-legend", "--plain",
+                            f"{mp.cgroup_parent.removesuffix('.slice')}*"],
+                           capture_output=True, text=True).stdout
+    assert units.strip() == "", units
