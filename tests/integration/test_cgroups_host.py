@@ -174,6 +174,10 @@ def oom(d: Driver, parent: str, group: str) -> None:
 
 def test_detected_driver_applies_limits_and_tracks_a_process(names):
     d = detect(CGROUP_ROOT)
+    if d.name == "systemd":
+        # A transient scope exists only once it has a process, so limits can't be read
+        # before join(): test_cgroups_systemd_host.py checks them on running units.
+        pytest.skip("systemd driver: covered by test_cgroups_systemd_host.py")
     limits_then_lifecycle(d, *names)
 
 
