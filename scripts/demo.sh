@@ -11,6 +11,8 @@ step minipod run -d "$repo/specs/web.yaml"
 step minipod ps
 ip=$(minipod get pod web -o json | "$repo/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["status"]["podIP"])')
 echo; echo "pod IP: $ip"
+# The container is running; its httpd needs a moment more to listen (no readiness probe here).
+for _ in $(seq 50); do busybox wget -q -O /dev/null "http://$ip/" 2>/dev/null && break; sleep 0.1; done
 step busybox wget -q -O- "http://$ip/"
 step minipod exec web -c shell -- wget -q -O- http://localhost/
 step minipod exec web -c shell -- hostname
