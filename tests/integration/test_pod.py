@@ -405,3 +405,18 @@ def test_systemd_units_show_the_pod(mp):
                             f"{mp.cgroup_parent.removesuffix('.slice')}*"],
                            capture_output=True, text=True).stdout
     assert units.strip() == "", units
+
+
+def test_quick_start_demo(mp):
+    """The README's first command ends in scripts/demo.sh: it must work as written."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(mp.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    p = subprocess.run([os.path.join(REPO, "scripts", "demo.sh")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("hello from web") == 2 and "\nweb\n" in p.stdout
+    assert mp.minipod("ps").stdout == ""
