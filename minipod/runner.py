@@ -129,6 +129,10 @@ def _claim(name: str, cfg) -> str:
             rec = state.PodRecord(cfg.root, name)
         except MinipodError:
             rec = None
+        if rec is not None and rec.active and rec.state.get("final"):
+            # Its supervisor has finished and is on its way out: let it go first.
+            wait_gone(rec.state["supervisor_pid"], rec.state.get("supervisor_start"), 10)
+            rec = state.PodRecord(cfg.root, name)
         if rec is None or rec.active:
             raise
         remove(name, cfg)

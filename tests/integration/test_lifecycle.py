@@ -368,3 +368,49 @@ def test_seed_sidecar_deployment_runs_as_written(mp, lab_registry):
     app = container(mp, "myapp-pod", "myapp")
     assert side["state"]["running"]["startedAt"] <= app["state"]["running"]["startedAt"]
     assert ps_status(mp, "myapp-pod") == "Running"
+
+
+def test_second_ctrl_c_skips_the_grace_period(mp):
+    import subprocess
+    import sys
+
+    spec = """
+apiVersion: v1
+kind: Pod
+metadata: {name: slow}
+spec:
+  terminationGracePeriodSeconds: 600
+  containers:
+  - {name: a, image: busybox, command: ["sleep", "3600"]}
+"""
+    path = mp.write("slow.yaml", spec)
+    p = subprocess.Popen([sys.executable, "-m", "minipod", "run", path], env=mp.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        mp.wait(lambda: ps_status(mp, "slow") == "Running", what="the pod")
+        os.killpg(p.pid, signal.SIGINT)
+        mp.wait(lambda: ps_status(mp, "slow") == "Terminating", what="Terminating")
+        os.killpg(p.pid, signal.SIGINT)  # sleep ignores SIGTERM: without this, 600 s
+        p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert container(mp, "slow", "a")["state"]["terminated"]["exitCode"] == 137
+
+
+def test_running_a_manifest_again_replaces_the_stopped_pod(mp):
+    path = mp.write("done.yaml", """
+apiVersion: v1
+kind: Pod
+metadata: {name: again}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: a, image: busybox, command: ["true"]}
+""")
+    mp.minipod("run", "-d", path)
+    first = mp.pod("again")["metadata"]["uid"]
+    mp.wait(lambda: mp.pod("again")["status"]["phase"] == "Succeeded", what="completion")
+    mp.minipod("run", "-d", path)
+    assert mp.pod("again")["metadata"]["uid"] != first
