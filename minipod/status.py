@@ -165,8 +165,8 @@ def pod_object(rec: state.PodRecord) -> dict:
     status = {
         "phase": ph,
         "conditions": [cond("PodReadyToStartContainers", sandbox_up),
-                       cond("Initialized", initialized), cond("ContainersReady", all_ready),
-                       cond("Ready", all_ready), cond("PodScheduled", True)],
+                       cond("Initialized", initialized), cond("Ready", all_ready),
+                       cond("ContainersReady", all_ready), cond("PodScheduled", True)],
         "hostIP": _host_ip(),
         "podIP": ip if not st.get("final") else None,
         "podIPs": [{"ip": ip}] if ip and not st.get("final") else None,

@@ -104,7 +104,16 @@ class Ctr:
                 "containerID": self.id, "restartCount": self.restarts, "state": self.state,
                 "lastState": self.last_state, "ready": self.ready,
                 "started": self.started, "instance": max(self.instance, 0),
-                "image": self.c["image"], "imageID": self.c["image_digest"]}
+                "image": self.c["image"], "imageID": _image_id(self.c)}
+
+
+def _image_id(c: dict) -> str:
+    """As containerd reports it: repository@digest (docker.io/library/busybox@sha256:...)."""
+    ref = c["image_ref"].split("@", 1)[0]
+    slash = ref.rfind("/")
+    if ":" in ref[slash + 1:]:
+        ref = ref[:slash + 1] + ref[slash + 1:].split(":", 1)[0]
+    return f"{ref}@{c['image_digest']}"
 
 
 class Supervisor:
