@@ -20,8 +20,17 @@ def _cfg(args):
 
 def _records(cfg, names=None):
     from minipod import state
+    from minipod.errors import NotFound
 
-    return [state.PodRecord(cfg.root, n) for n in (names or state.names(cfg.root))]
+    if names:
+        return [state.PodRecord(cfg.root, n) for n in names]
+    out = []
+    for n in state.names(cfg.root):
+        try:
+            out.append(state.PodRecord(cfg.root, n))
+        except NotFound:
+            pass  # being created (no plan yet) or removed right now
+    return out
 
 
 def cmd_run(args) -> int:
