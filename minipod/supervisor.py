@@ -79,6 +79,7 @@ class Ctr:
         self.post_start_pending = False
         self.pre_stop_pending = False
         self.stop_deadline: float | None = None  # SIGKILL at this time (monotonic)
+        self.killed = False  # SIGKILL sent to this instance
 
     @property
     def running(self) -> bool:
@@ -262,6 +263,7 @@ class Supervisor:
                        "was killed by the kernel's OOM killer", ctr)
         ctr.pid = 0
         ctr.stop_deadline = None
+        ctr.killed = False
         ctr.probers = []
         ctr.post_start_pending = ctr.pre_stop_pending = False
         self.health.cancel(ctr)
@@ -326,7 +328,9 @@ class Supervisor:
                 if not self.stopping:
                     self._start(ctr)
                     self.advance()
-            if ctr.running and ctr.stop_deadline is not None and ctr.stop_deadline <= now:
+            if ctr.running and ctr.stop_deadline is not None and ctr.stop_deadline <= now \
+                    and not ctr.killed:
+                ctr.killed = True  # once: then we wait for the reap
                 self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)  # the grace period is over
         if not self.stopping:
             self.health.run_due()
@@ -334,7 +338,7 @@ class Supervisor:
     def _next_timeout(self) -> float | None:
         times = [c.restart_at for c in self.ctrs.values() if c.restart_at is not None]
         times += [c.stop_deadline for c in self.ctrs.values()
-                  if c.running and c.stop_deadline is not None]
+                  if c.running and c.stop_deadline is not None and not c.killed]
         if not self.stopping and (t := self.health.next_time()) is not None:
             times.append(t)
         if not times:

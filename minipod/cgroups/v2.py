@@ -12,6 +12,7 @@ whose controller is not enabled is an error, never silently dropped.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -94,7 +95,12 @@ class V2Driver(Driver):
         if sig == signal.SIGKILL and os.path.exists(kill_file):
             # Linux >= 5.14: the kernel kills the whole subtree, including processes forked
             # while it works, which a kill(2) loop can miss.
-            fs.write(kill_file, 1)
+            try:
+                fs.write(kill_file, 1)
+            except fs.FileError as e:
+                # Gone meanwhile (systemd removes an emptied scope's cgroup): nothing to kill.
+                if e.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
             return
         fs.signal_all(fs.procs_tree(path), sig)
 

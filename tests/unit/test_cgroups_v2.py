@@ -311,3 +311,21 @@ def test_detect_picks_v2_on_a_cgroup2_root(tmp_path, monkeypatch):
     assert d.name == "cgroupfs-v2" and d.root == str(tmp_path)
     with pytest.raises(CgroupError, match="unknown driver 'cgroupv3'"):
         detect(str(tmp_path), kind="cgroupv3")
+
+
+def test_kill_of_a_group_that_vanishes_meanwhile_is_a_no_op(fake, monkeypatch):
+    """systemd removes an emptied scope's cgroup on its own: the kill that races it must not
+    fail (it did, and took the supervisor down, in the systemd guest)."""
+    d = V2Driver(fake.root)
+    d.create(GROUP)
+
+    def gone(path, value):
+        raise fs.FileError(f"write {value!r} to {path}: No such file or directory", path,
+                           errno.ENOENT)
+
+    monkeypatch.setattr(fs, "write", gone)
+    d.kill(GROUP, signal.SIGKILL)  # no exception
+    monkeypatch.setattr(fs, "write", lambda path, value: (_ for _ in ()).throw(
+        fs.FileError(f"write to {path}: Permission denied", path, errno.EACCES)))
+    with pytest.raises(fs.FileError):
+        d.kill(GROUP, signal.SIGKILL)
