@@ -204,7 +204,8 @@ def test_foreground_run_and_ctrl_c(mp):
     import subprocess
     import sys
 
-    path = mp.write("web.yaml", WEB)
+    # httpd and sleep as PID 1 ignore SIGTERM: a short grace period keeps the test short.
+    path = mp.write("web.yaml", WEB.replace("spec:\n", "spec:\n  terminationGracePeriodSeconds: 3\n", 1))
     p = subprocess.Popen([sys.executable, "-m", "minipod", "run", path], env=mp.env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
