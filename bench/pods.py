@@ -116,6 +116,21 @@ def _wait_for(pid: int, deadline: float) -> int | None:
             os.kill(pid, signal.SIGKILL)
 
 
+def rmdir_retry(path: str) -> bool:
+    """rmdir a cgroup, reaping and retrying for ~1 s while zombies keep it busy; True if
+    this call removed it."""
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            reap()
+            time.sleep(0.01)
+    return False
+
+
 def reap() -> None:
     while True:
         try:
@@ -197,15 +212,7 @@ def remove_cgroup_tree(name: str) -> None:
             time.sleep(0.01)
             reap()
         for d, _, _ in sorted(os.walk(top), key=lambda x: -x[0].count("/")):
-            for _ in range(100):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    reap()
-                    time.sleep(0.01)
+            rmdir_retry(d)
 
 
 def remove_iptables(match: str) -> list[str]:
@@ -512,16 +519,8 @@ class Podman:
         gone = []
         for d in sorted(new, key=len, reverse=True):  # children first
             for sub, _, _ in sorted(os.walk(d), key=lambda x: -len(x[0])):
-                for _ in range(100):
-                    try:
-                        os.rmdir(sub)
-                        gone.append(sub)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        reap()
-                        time.sleep(0.01)
+                if rmdir_retry(sub):
+                    gone.append(sub)
         return gone
 
     def setup(self) -> None:
