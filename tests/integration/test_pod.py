@@ -421,3 +421,14 @@ def test_quick_start_demo(mp):
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("hello from web") == 2 and "\nweb\n" in p.stdout
     assert mp.minipod("ps").stdout == ""
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(mp):
+    import json
+
+    out = mp.minipod("run", "--dry-run", mp.write("web.yaml", WEB)).stdout
+    [plan] = json.loads(out)
+    assert plan["name"] == "web" and [c["name"] for c in plan["containers"]] == ["web", "shell"]
+    assert plan["containers"][0]["limits"]["memory_max"] == 64 << 20
+    assert mp.minipod("ps").stdout == ""
+    assert not os.path.isdir(os.path.join(mp.root, "pods", "web"))
