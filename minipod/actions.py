@@ -527,32 +527,59 @@ def _command_child(argv: list[str], prepare: Callable[[], dict[str, str]], out_w
     os._exit(127)
 
 
-def kill_tree(root: int, proc_fd: int) -> None:
-    """SIGKILL `root` and every descendant. Each found process is stopped first and the tree
-    walked again until nothing new appears, so a process cannot fork its way out between our
-    walk and our kill. Then the process group goes too (root is a session leader)."""
-    stopped: set[int] = set()
-    while True:
-        found = descendants(root, proc_fd) | {root}
-        new = found - stopped
-        if not new:
-            break
-        for pid in new:
-            _kill(pid, signal.SIGSTOP)
-        stopped |= new
+def kill_tree(root: int, proc_fd: int, wait: float = 2.0) -> None:
+    """SIGKILL `root` and every descendant, and wait (up to `wait` s) until they have exited.
+
+    Each found process is held by a pidfd (so a recycled PID is never signalled) and stopped
+    first, and the tree walked again until nothing new appears, so a process cannot fork its
+    way out between our walk and our kill. SIGKILL only starts an exit; waiting on the pidfds
+    means that when we report "timed out" nothing the command started still runs.
+    """
+    held: dict[int, int | None] = {}
     try:
-        os.killpg(root, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for pid in stopped:
-        _kill(pid, signal.SIGKILL)
+        while new := (descendants(root, proc_fd) | {root}) - held.keys():
+            for pid in new:
+                held[pid] = _pidfd(pid)
+                _signal(held[pid], signal.SIGSTOP)
+        try:
+            os.killpg(root, signal.SIGKILL)  # root is a session leader: its group goes too
+        except (ProcessLookupError, PermissionError):
+            pass
+        for fd in held.values():
+            _signal(fd, signal.SIGKILL)
+        _wait_exited([fd for fd in held.values() if fd is not None], wait)
+    finally:
+        for fd in held.values():
+            if fd is not None:
+                os.close(fd)
 
 
-def _kill(pid: int, sig: int) -> None:
+def _pidfd(pid: int) -> int | None:
     try:
-        os.kill(pid, sig)
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None  # it exited since the walk
+
+
+def _signal(pidfd: int | None, sig: int) -> None:
+    if pidfd is None:
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
         pass
+
+
+def _wait_exited(pidfds: list[int], wait: float) -> None:
+    """A pidfd turns readable when its process has exited (zombie or reaped)."""
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    left, deadline = len(pidfds), time.monotonic() + wait
+    while left and (ms := int((deadline - time.monotonic()) * 1000)) > 0:
+        for fd, _ in poller.poll(ms):
+            poller.unregister(fd)
+            left -= 1
 
 
 def descendants(root: int, proc_fd: int) -> set[int]:
