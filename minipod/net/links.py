@@ -19,6 +19,7 @@ import ipaddress
 import os
 import random
 import socket
+import struct
 from typing import Any
 
 from minipod.net import NetError
@@ -26,6 +27,13 @@ from minipod.net import NetError
 CLONE_NEWNET = 0x40000000
 IFNAMSIZ = 16  # including the NUL: names are at most 15 characters
 POD_IFNAME = "eth0"
+
+# rtnetlink constants for delete_link's hand-built message (linux/netlink.h, rtnetlink.h).
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+RTM_DELLINK = 17
+IFLA_IFNAME = 3
 
 
 class LinkError(NetError):
@@ -157,20 +165,29 @@ def ensure_bridge(name: str, gateway_cidr: str, mtu: int | None = None) -> bool:
 
 
 def delete_link(name: str) -> None:
-    """Delete link `name` (for a veth: both ends). Already gone = done."""
-    if not link_exists(name):
-        return  # before importing pyroute2: `rm` after a clean stop finds nothing to delete
-    from pyroute2 import NetlinkError
+    """Delete link `name` (for a veth: both ends). Already gone = done.
 
-    with _iproute() as ipr:
-        index = _lookup(ipr, name)
-        if index is None:
-            return
-        try:
-            ipr.link("del", index=index)
-        except NetlinkError as e:
-            if _code(e) not in (errno.ENODEV, errno.ENOENT):
-                raise LinkError(f"delete link {name}: {_strerror(e)}") from None
+    One RTM_DELLINK by name over a plain netlink socket, not pyroute2: teardown runs in the
+    supervisor, which never imported pyroute2 (the network agent did, and has exited), and
+    importing it for this one message would cost ~60 ms of every last pod's `rm`.
+    """
+    if not link_exists(name):
+        return  # `rm` after a clean stop finds nothing to delete
+    check_ifname(name)
+    ifname = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(ifname), IFLA_IFNAME) + ifname
+    attr += b"\0" * (-len(attr) % 4)
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr  # struct ifinfomsg
+    header = struct.pack("=IHHII", 16 + len(body), RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0) as nl:  # 0 = NETLINK_ROUTE
+        nl.send(header + body)
+        reply = nl.recv(4096)
+    # The ack is an NLMSG_ERROR whose error field is 0 or -errno.
+    (kind,) = struct.unpack_from("=H", reply, 4)
+    (err,) = struct.unpack_from("=i", reply, 16) if kind == NLMSG_ERROR else (0,)
+    if -err in (0, errno.ENODEV, errno.ENOENT):
+        return
+    raise LinkError(f"delete link {name}: {os.strerror(-err)}")
 
 
 def check_subnet(subnet: str, bridge: str) -> None:

@@ -368,6 +368,25 @@ def test_teardown_after_the_pod_netns_died(net, netns):
     assert ours(cfg, veths) == NOTHING
 
 
+@kernel
+def test_delete_link_removes_both_veth_ends_and_reports_refusals(net, netns):
+    from minipod.net import links
+
+    cfg, veths = net
+    pid = netns()
+    host_end = veth_name(veths)
+    run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "mpx0", "netns", str(pid))
+    links.delete_link(host_end)
+    assert host_end not in link_names()
+    assert "mpx0" not in in_ns(pid, "ip", "-o", "link")  # the peer went with it
+    links.delete_link(host_end)  # already gone: done
+    # The kernel's refusal comes back as an error naming the link: a netns's lo can't go.
+    code = "from minipod.net import links; links.delete_link('lo')"
+    r = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code],
+                       capture_output=True, text=True)
+    assert "LinkError: delete link lo: Operation not supported" in r.stderr
+
+
 # ---- subnet conflicts ------------------------------------------------------------------------
 
 @kernel
