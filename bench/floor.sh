@@ -92,7 +92,7 @@ EOF
     done
     # Both have exec'd when each cgroup leaf holds a process running the final program.
     local first want
-    first=$(cgroup_dirs | head -1)
+    read -r first < <(cgroup_dirs)  # not `| head -1`: with pipefail, SIGPIPE to cgroup_dirs fails the script
     for name in web sleep; do
         local found="" i p c
         read -r want < "$dir/$name.comm"
@@ -110,7 +110,7 @@ EOF
 
 down() {
     local d first pids i
-    first=$(cgroup_dirs | head -1)
+    read -r first < <(cgroup_dirs)  # not `| head -1`: with pipefail, SIGPIPE to cgroup_dirs fails the script
     # Kill everything in the pod, wait until every leaf is empty, then remove the leaves.
     for ((i = 0; i < 2000; i++)); do
         pids=$(cat "$first"/*/cgroup.procs 2>/dev/null || true)
