@@ -35,6 +35,8 @@ class Config:
     pod_pids_limit: int = -1
     # Path of the pause binary; "" = search (see minipod.pause).
     pause: str = ""
+    # Path of the C janitor; "" = search (see minipod.janitor), "python" = the Python janitor.
+    janitor: str = ""
     # Where the kubelet would read the node's resolv.conf (dnsPolicy Default).
     resolv_conf: str = "/etc/resolv.conf"
     # Registry mirrors, insecure (plain HTTP) registries: see minipod/images/registries.py.
@@ -66,6 +68,7 @@ _ENV = {
     "MINIPOD_CGROUP_DRIVER": "cgroup_driver",
     "MINIPOD_CGROUP_PARENT": "cgroup_parent",
     "MINIPOD_PAUSE": "pause",
+    "MINIPOD_JANITOR": "janitor",
     "MINIPOD_REGISTRIES": "registries",
 }
 

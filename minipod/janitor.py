@@ -1,24 +1,42 @@
 """The janitor: the supervisor's parent, which cleans up if the supervisor dies unfinished.
 
-It is a child subreaper that only waits, so it costs one sleeping interpreter (its pages are
-shared with the supervisor it forked). Imports beyond os/signal happen only if it has to act.
+Two implementations keep one protocol. The C janitor (pause/janitor.c, ~0.5 MB RSS) is used
+when built; it execs `python -m minipod.janitor RUN_DIR WHY` only when there is something to
+clean. Without a C compiler this Python one runs instead (daemon.py forks it before any
+import, so it costs one sleeping interpreter, ~10 MB RSS / ~3 MB private per pod).
+
+The protocol: the supervisor writes its run directory, one line, when it gets a pod, and
+"done", one line, once it has torn the pod down and recorded its end. A supervisor that exits
+without "done" died unfinished: the janitor tears the pod down from the plan on disk.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 
 
-def watch(run_dir_fd: int, supervisor: int) -> int:
-    """Wait for the supervisor; `run_dir_fd` brings the pod's run directory once it has one."""
+def find(configured: str = "") -> str | None:
+    """The C janitor to exec, or None for this Python one. `configured` (config `janitor`,
+    $MINIPOD_JANITOR): a path to try first, or "python" to ask for the Python janitor."""
+    if configured == "python":
+        return None
+    from minipod import pause
+
+    return pause.first_executable([p for p in (configured, *pause.installed("janitor")) if p])
+
+
+def watch(pipe_fd: int, supervisor: int) -> int:
+    """Wait for the supervisor, whose messages (see the module doc) come on `pipe_fd`."""
     # Ctrl-C reaches the whole foreground process group: it is the supervisor's to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # `minipod run` in the foreground forwards SIGTERM here (its only child): pass it on.
     signal.signal(signal.SIGTERM, lambda *_: _forward(supervisor))
-    with os.fdopen(run_dir_fd, "rb") as f:
-        run_dir = f.readline().decode().strip()
+    msg = b""
+    while b"\n" not in msg and (chunk := os.read(pipe_fd, 4096)):
+        msg += chunk
     code = None
     while code is None:
         try:
@@ -29,12 +47,18 @@ def watch(run_dir_fd: int, supervisor: int) -> int:
             continue
         if pid == supervisor:
             code = os.waitstatus_to_exitcode(status)
-    if not run_dir:
+    # "done" came before the supervisor exited; its forked helpers may still hold the pipe.
+    os.set_blocking(pipe_fd, False)
+    try:
+        while chunk := os.read(pipe_fd, 4096):
+            msg += chunk
+    except BlockingIOError:
+        pass
+    os.close(pipe_fd)
+    run_dir, newline, rest = msg.decode().partition("\n")
+    if not newline:
         return 0  # the CLI had no pod for us (an invalid manifest): nothing was created
-    from minipod import state
-
-    st = state.read_json(os.path.join(run_dir, "state.json")) or {}
-    if st.get("final") and code is not None and code >= 0:
+    if "done\n" in rest and code is not None and code >= 0:
         return code
     cleanup(run_dir, f"the supervisor died unexpectedly (exit {code})")
     return 1
@@ -78,3 +102,11 @@ def cleanup(run_dir: str, why: str) -> None:
         c["pid"] = 0
     if os.path.isdir(run_dir):
         state.write_json(path, st)
+
+
+if __name__ == "__main__":
+    # What the C janitor execs when its supervisor died unfinished: RUN_DIR WHY.
+    cleanup(sys.argv[1], sys.argv[2])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # the pod failed; skip the interpreter's teardown (`rm` waits for our exit)

@@ -25,22 +25,29 @@ class Pause:
     path: str  # the binary or the fallback script
 
 
+def installed(name: str) -> list[str]:
+    """Where minipod's C helper `name` (pause, janitor: pause/*.c) may be, in search order:
+    `make -C pause install` into the venv (what setup.sh does), the system prefixes, and a
+    source checkout after `make -C pause`: <repo>/pause/<name> next to <repo>/minipod."""
+    return [
+        os.path.join(sys.prefix, "libexec", "minipod", name),
+        f"/usr/local/libexec/minipod/{name}",
+        f"/usr/libexec/minipod/{name}",
+        os.path.join(os.path.dirname(_HERE), "pause", name),
+    ]
+
+
 def candidates(configured: str = "") -> list[str]:
     """Where a C pause may be, in search order (empty entries dropped)."""
-    paths = [
-        configured,
-        os.environ.get("MINIPOD_PAUSE", ""),
-        os.path.join(sys.prefix, "libexec", "minipod", "pause"),
-        "/usr/local/libexec/minipod/pause",
-        "/usr/libexec/minipod/pause",
-        # A source checkout after `make -C pause`: <repo>/pause/pause next to <repo>/minipod.
-        os.path.join(os.path.dirname(_HERE), "pause", "pause"),
-    ]
+    paths = [configured, os.environ.get("MINIPOD_PAUSE", ""), *installed("pause")]
     return [p for p in paths if p]
 
 
-def _is_executable_file(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.X_OK)
+def first_executable(paths: list[str]) -> str | None:
+    for path in paths:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.abspath(path)
+    return None
 
 
 def find(configured: str = "") -> Pause:
@@ -50,10 +57,9 @@ def find(configured: str = "") -> Pause:
     failing: the pod still gets a working pause, and `kind`/`path` show which one.
     """
     if configured != "python":  # "python" asks for the fallback (labs compare the two)
-        for path in candidates(configured):
-            if _is_executable_file(path):
-                path = os.path.abspath(path)
-                return Pause(kind="c", argv=[path], path=path)
+        path = first_executable(candidates(configured))
+        if path:
+            return Pause(kind="c", argv=[path], path=path)
     # -S: skip site (no venv .pth scanning: faster start, less memory);
     # -I: isolated (ignore PYTHON* env vars and the user site; no cwd on sys.path).
     return Pause(

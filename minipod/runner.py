@@ -55,7 +55,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
-    spare = Daemon(detach)
+    spare = Daemon(detach, cfg.janitor)
     try:
         plans = load_plans(path, cfg, err)
         trace.mark("cli: planned")
@@ -64,7 +64,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         raise
     pids = []
     for i, p in enumerate(plans):
-        pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach)))
+        pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach, cfg.janitor)))
     if detach:
         for p in plans:
             print(p.name, file=out)
@@ -75,12 +75,12 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 class Daemon:
     """A pod's janitor + supervisor pair (daemon.py), started before it is given its pod."""
 
-    def __init__(self, detach: bool):
+    def __init__(self, detach: bool, janitor: str = ""):
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
-            _exec_daemon(plan_r, ready_w, detach)
+            _exec_daemon(plan_r, ready_w, detach, janitor)
         os.close(plan_r)
         os.close(ready_w)
 
@@ -139,7 +139,7 @@ def _claim(name: str, cfg) -> str:
         return state.claim(cfg.root, name)
 
 
-def _exec_daemon(plan_r: int, ready_w: int, detach: bool) -> None:
+def _exec_daemon(plan_r: int, ready_w: int, detach: bool, janitor: str) -> None:
     try:
         if detach:
             os.setsid()
@@ -153,7 +153,12 @@ def _exec_daemon(plan_r: int, ready_w: int, detach: bool) -> None:
             os.set_inheritable(fd, True)
         argv = [sys.executable, "-m", "minipod.daemon", "--plan-fd", str(plan_r),
                 "--ready-fd", str(ready_w), "--foreground", "0" if detach else "1"]
-        os.execv(sys.executable, argv)
+        from minipod.janitor import find
+
+        c_janitor = find(janitor)  # the C janitor starts the daemon as its child (janitor.c)
+        if c_janitor:
+            argv = [c_janitor, "--", *argv]
+        os.execv(argv[0], argv)
     finally:
         os._exit(127)
 

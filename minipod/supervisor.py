@@ -41,7 +41,7 @@ class Host:
     driver, the pause binary and the modules of the steps. The daemon prepares it while the
     CLI is still validating, so none of it is on the pod's critical path."""
 
-    def __init__(self):
+    def __init__(self, janitor_kind: str = "python"):
         from minipod import cgroups, config
         from minipod import pause as pausemod
 
@@ -52,6 +52,7 @@ class Host:
         self.cfg = config.load()
         self.driver = cgroups.detect(self.cfg.cgroup_root, self.cfg.cgroup_driver)
         self.pause = pausemod.find(self.cfg.pause)
+        self.janitor_kind = janitor_kind  # "c" (pause/janitor.c) or "python" (janitor.py)
 
 
 class Ctr:
@@ -126,6 +127,7 @@ class Supervisor:
         self.foreground = foreground
         self.plan = PodPlan.from_json(state.read_json(os.path.join(run_dir, "plan.json")))
         self.cfg, self.driver, self.pause = host.cfg, host.driver, host.pause
+        self.janitor_kind = host.janitor_kind
         self.pod = Pod(self.plan, self.driver, self.pause.argv)
         self.inits = [Ctr(dataclasses.asdict(c), "sidecar" if c.sidecar else "init")
                       for c in self.plan.init_containers]
@@ -578,6 +580,7 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "supervisor_start": state.proc_start_time(os.getpid()),
             "janitor_pid": os.getppid(),
+            "janitor_kind": self.janitor_kind,
             "cgroup_driver": self.driver.name,
             "pause": {"kind": self.pause.kind, "path": self.pause.path},
             "sandbox_pid": self.pod.sandbox_pid if not final else 0,

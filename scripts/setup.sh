@@ -46,10 +46,14 @@ if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check --config-settings editable_mode=compat -e "$repo[test]"
     touch "$stamp"
 fi
-if [ ! -x "$venv/libexec/minipod/pause" ] || [ "$repo/pause/pause.c" -nt "$venv/libexec/minipod/pause" ]; then
-    say "building pause"
-    make -s -C "$repo/pause" install PREFIX="$venv"
-fi
+for helper in pause janitor; do  # the two C helpers (pause/); rebuilt when their source changed
+    bin="$venv/libexec/minipod/$helper"
+    if [ ! -x "$bin" ] || [ "$repo/pause/$helper.c" -nt "$bin" ]; then
+        say "building pause and janitor"
+        make -s -C "$repo/pause" install PREFIX="$venv"
+        break
+    fi
+done
 # Byte-code now: where PYTHONDONTWRITEBYTECODE is set, every command would compile minipod anew.
 "$venv/bin/python" -m compileall -q "$repo/minipod" >/dev/null
 ln -sf "$venv/bin/minipod" /usr/local/bin/minipod

@@ -11,9 +11,11 @@ import ipaddress
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -154,6 +156,21 @@ class Env:
             if os.path.isdir(leases) else [],
             "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read().strip(),
         }
+
+
+@pytest.fixture(scope="session")
+def c_helpers(tmp_path_factory) -> Path:
+    """pause/'s C programs (pause, janitor) built with its Makefile into a fresh directory, so
+    the tests check the source in this tree, not whatever setup installed earlier."""
+    if not (shutil.which("gcc") or shutil.which("cc")) or not shutil.which("make"):
+        pytest.skip("gcc/make not installed (apt-get install gcc make libc6-dev)")
+    out = tmp_path_factory.mktemp("pause-build")
+    r = subprocess.run(["make", "-C", os.path.join(REPO, "pause"), f"BUILD_DIR={out}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"make failed:\n{r.stdout}\n{r.stderr}"
+    for name in ("pause", "janitor"):
+        assert os.access(out / name, os.X_OK), f"make built no {name}"
+    return out
 
 
 @pytest.fixture(scope="session")

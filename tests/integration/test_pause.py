@@ -30,17 +30,8 @@ needs_unshare = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def c_pause(tmp_path_factory) -> list[str]:
-    if not (shutil.which("gcc") or shutil.which("cc")) or not shutil.which("make"):
-        pytest.skip("gcc/make not installed (apt-get install gcc make libc6-dev)")
-    out = tmp_path_factory.mktemp("pause-build")
-    r = subprocess.run(
-        ["make", "-C", str(REPO / "pause"), f"BUILD_DIR={out}"], capture_output=True, text=True
-    )
-    assert r.returncode == 0, f"make failed:\n{r.stdout}\n{r.stderr}"
-    binary = out / "pause"
-    assert binary.is_file() and os.access(binary, os.X_OK)
-    return [str(binary)]
+def c_pause(c_helpers) -> list[str]:
+    return [str(c_helpers / "pause")]
 
 
 @pytest.fixture(params=["c", "python"])

@@ -187,9 +187,15 @@ def test_ip_exhausted_rolls_back(mp, tmp_path):
     mp.minipod("rm", "-f", "one")
 
 
-def test_killed_supervisor_leaves_nothing(mp):
+@pytest.mark.parametrize("janitor, kind", [("", "c"), ("python", "python")])
+def test_killed_supervisor_leaves_nothing(mp, janitor, kind):
+    """The C janitor (pause/janitor.c, what setup builds) and the Python one (no compiler)."""
+    mp.write_config(janitor=janitor)
     mp.minipod("run", "-d", mp.write("web.yaml", WEB))
     info = mp.inspect("web")
+    assert info["supervisor"]["janitorKind"] == kind
+    comm = _read(f"/proc/{info['supervisor']['janitorPid']}/comm")
+    assert (comm == "janitor") if kind == "c" else comm.startswith("python"), comm
     pids = [info["sandbox"]["pid"]] + [c["pid"] for c in info["containers"]]
     os.kill(info["supervisor"]["pid"], signal.SIGKILL)
     # The janitor reaps, tears down and records the pod as failed.

@@ -1,0 +1,151 @@
+/*
+ * janitor: a pod's last line of defence, as a ~1 MB static program instead of a
+ * ~10 MB Python interpreter sleeping beside every pod.
+ *
+ *   janitor -- PYTHON -m minipod.daemon ARGS...
+ *
+ * It becomes a child subreaper, starts the supervisor (the command after "--",
+ * given one more argument, "--janitor-fd N"), and waits. The supervisor writes
+ * to fd N, one line each:
+ *
+ *   RUN_DIR     once it has a pod (EOF before that: no pod, nothing to clean)
+ *   done        when it has torn the pod down and recorded its end
+ *
+ * If the supervisor exits without "done" (killed, crashed), the janitor execs
+ *   PYTHON -m minipod.janitor RUN_DIR WHY
+ * which tears the pod down from its plan on disk, as the Python janitor would.
+ * Otherwise it exits with the supervisor's exit code.
+ *
+ * While it waits it reaps every orphan re-parented to it: on hosts whose PID 1
+ * reaps late, a zombie left in a pod's cgroup would keep the cgroup busy.
+ * SIGINT and SIGHUP are ignored (Ctrl-C reaches the supervisor in the same
+ * process group; it decides); SIGTERM is passed on to the supervisor.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MSG_MAX 4096
+
+static volatile pid_t supervisor;
+
+static void forward_term(int sig) {
+	(void)sig;
+	if (supervisor > 0)
+		kill(supervisor, SIGTERM);
+}
+
+static void die(const char *what) {
+	fprintf(stderr, "minipod janitor: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* Append what can be read from fd to buf; 0 at EOF (or when full), 1 otherwise. */
+static int read_some(int fd, char *buf, size_t *len) {
+	ssize_t n;
+
+	if (*len >= MSG_MAX - 1)
+		return 0;
+	do
+		n = read(fd, buf + *len, MSG_MAX - 1 - *len);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return 0;
+	*len += (size_t)n;
+	buf[*len] = '\0';
+	return 1;
+}
+
+int main(int argc, char **argv) {
+	char msg[MSG_MAX] = "", fdarg[16], why[64];
+	size_t len = 0;
+	int pipefd[2], status = 0, code;
+	char **cmd, *nl;
+	struct sigaction sa;
+	pid_t pid;
+
+	if (argc < 3 || strcmp(argv[1], "--") != 0) {
+		fprintf(stderr, "usage: janitor -- PYTHON -m minipod.daemon ARGS...\n");
+		return 2;
+	}
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+		die("PR_SET_CHILD_SUBREAPER");
+	/* The read end stays ours (close-on-exec); the write end is the supervisor's. */
+	if (pipe2(pipefd, O_CLOEXEC) != 0 || fcntl(pipefd[1], F_SETFD, 0) != 0)
+		die("pipe");
+
+	/* argv after "--" (argc-2 entries), "--janitor-fd N" and NULL: argc+1 entries. */
+	cmd = calloc((size_t)argc + 1, sizeof(*cmd));
+	if (!cmd)
+		die("calloc");
+	memcpy(cmd, argv + 2, (size_t)(argc - 2) * sizeof(*cmd));
+	snprintf(fdarg, sizeof(fdarg), "%d", pipefd[1]);
+	cmd[argc - 2] = "--janitor-fd";
+	cmd[argc - 1] = fdarg;
+
+	/* Signals first: a SIGTERM that arrives right after fork must not kill us. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = forward_term;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGTERM, &sa, NULL);
+
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		/* The supervisor takes its own signal dispositions. */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		execv(cmd[0], cmd);
+		fprintf(stderr, "minipod janitor: exec %s: %s\n", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	supervisor = pid;
+	close(pipefd[1]);
+
+	/* The run directory comes first; EOF before a whole line means no pod. Blocking
+	 * here is fine: nothing can be orphaned to us before the supervisor has a pod. */
+	while (!strchr(msg, '\n') && read_some(pipefd[0], msg, &len))
+		;
+
+	for (;;) {
+		pid_t got = waitpid(-1, &status, 0);
+
+		if (got == supervisor)
+			break;
+		if (got < 0 && errno == ECHILD)
+			break; /* cannot happen while the supervisor lives */
+	}
+	/* "done" was written before the supervisor exited; other holders of the pipe (its
+	 * forked helpers) may keep it open, so read what is there without waiting. */
+	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+	while (read_some(pipefd[0], msg, &len))
+		;
+
+	nl = strchr(msg, '\n');
+	if (!nl)
+		return 0; /* no pod was handed over: nothing was created */
+	*nl = '\0';
+	if (strstr(nl + 1, "done\n") && WIFEXITED(status))
+		return WEXITSTATUS(status);
+	code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+	snprintf(why, sizeof(why), "the supervisor died unexpectedly (exit %d)", code);
+	{
+		char *cleanup[] = {cmd[0], "-m", "minipod.janitor", msg, why, NULL};
+
+		execv(cmd[0], cleanup);
+	}
+	die("exec the clean-up");
+	return 1;
+}
