@@ -73,7 +73,6 @@ def _forward(pid: int) -> None:
 
 def cleanup(run_dir: str, why: str) -> None:
     """Tear down from the plan on disk and record the pod as failed. Idempotent."""
-    import logging
     import time
 
     from minipod import cgroups, config, state
@@ -89,7 +88,7 @@ def cleanup(run_dir: str, why: str) -> None:
     try:
         pod.teardown()
     except Exception as e:  # noqa: BLE001 - record it; `rm` will try again
-        logging.getLogger("minipod").warning("cleanup of %s: %s", plan.name, e)
+        print(f"minipod: cleanup of {plan.name}: {e}", file=sys.stderr)
         why += f"; cleanup incomplete: {e}"
     path = os.path.join(run_dir, "state.json")
     st = state.read_json(path) or {}

@@ -9,11 +9,9 @@ follow the kubelet and containerd (command/args against the image's Entrypoint/C
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import signal
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from minipod.cgroups import convert
@@ -124,6 +122,10 @@ def container_cgroup(pod_slice: str, prefix: str, pod: str, ctr: str) -> str:
 
 
 def host_veth(uid: str) -> str:
+    # hashlib and uuid are imported where they are used, only by the CLI: the supervisor imports
+    # this module too, and hashlib's libcrypto alone would add ~4 MB RSS to every pod.
+    import hashlib
+
     return "mp-" + hashlib.sha1(uid.encode()).hexdigest()[:10]  # IFNAMSIZ: 15 chars max
 
 
@@ -321,6 +323,8 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
     spec = pod.spec
     meta = pod.metadata
     name = meta.name
+    import uuid
+
     uid = str(uuid.uuid4())
     hostname = (spec.hostname or name)[:63].rstrip("-.")
     run_dir = os.path.join(cfg.root, "pods", name)

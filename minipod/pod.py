@@ -15,10 +15,10 @@ normal stop, a rollback, the janitor after a crash, and `rm` alike.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shutil
 import signal
+import sys
 import time
 
 from minipod import child, container, sandbox, trace
@@ -26,8 +26,6 @@ from minipod.cgroups import Driver, Limits
 from minipod.errors import SetupError
 from minipod.plan import PodPlan, hosts_file
 from minipod.rollback import Rollback
-
-log = logging.getLogger("minipod")
 
 
 class Pod:
@@ -192,7 +190,7 @@ class Pod:
                 agent.teardown_pod(cfg, p.uid, p.host_veth)
                 return
             except Exception as e:  # noqa: BLE001 - the agent may be gone: do it ourselves
-                log.info("network agent: %s; tearing down in-process", e)
+                print(f"minipod: network agent: {e}; tearing down in-process", file=sys.stderr)
         from minipod import net
 
         net.teardown_pod(cfg, p.uid, p.host_veth)

@@ -19,12 +19,9 @@ This module imports nothing heavy: links (pyroute2) is imported when a function 
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
-
-log = logging.getLogger("minipod")
 
 NETWORK_LOCK = "network.lock"
 VETH_GONE_TIMEOUT = 2.0  # seconds to wait for the kernel to delete a dead netns's veth
