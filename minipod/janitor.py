@@ -1,6 +1,6 @@
 """The janitor: the supervisor's parent, which cleans up if the supervisor dies unfinished.
 
-Two implementations keep one protocol. The C janitor (pause/janitor.c, ~0.5 MB RSS) is used
+Two implementations keep one protocol. The C janitor (pause/janitor.c, ~0.7 MB RSS) is used
 when built; it execs `python -m minipod.janitor RUN_DIR WHY` only when there is something to
 clean. Without a C compiler this Python one runs instead (daemon.py forks it before any
 import, so it costs one sleeping interpreter, ~10 MB RSS / ~3 MB private per pod).
