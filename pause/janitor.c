@@ -1,6 +1,6 @@
 /*
  * janitor: a pod's last line of defence, a static program of ~0.7 MB RSS instead of
- * ~10 MB Python interpreter sleeping beside every pod.
+ * a ~10 MB Python interpreter sleeping beside every pod.
  *
  *   janitor -- PYTHON -m minipod.daemon ARGS...
  *
