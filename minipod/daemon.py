@@ -32,14 +32,12 @@ def main(argv: list[str]) -> int:
 
     trace.mark("daemon: start")
 
-    # Subreapers both (the flag is not inherited across fork): the janitor adopts what a dead
-    # supervisor leaves; the supervisor adopts its containers' PID 1s, which are grandchildren
-    # (see container.py).
-    _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
-    if janitor_fd < 0:
+    if janitor_fd < 0:  # no C janitor: the parent of this fork is the Python one
         r, janitor_fd = os.pipe()
         pid = os.fork()
         if pid:
+            # A subreaper, to adopt what a dead supervisor leaves.
+            _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
             os.close(janitor_fd)
             for fd in (plan_fd, ready_fd):
                 os.close(fd)
@@ -47,6 +45,9 @@ def main(argv: list[str]) -> int:
 
             return watch(r, pid)
         os.close(r)
+    # The supervisor is a subreaper too (the flag is not inherited across fork): it adopts its
+    # containers' PID 1s, which are grandchildren (see container.py), and waits for them.
+    _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     # Ours alone: containers and pause must not hold the janitor's pipe open.
     os.set_inheritable(janitor_fd, False)
     from minipod.net import agent as agentmod

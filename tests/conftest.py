@@ -218,7 +218,23 @@ def mp(tmp_path, image_store, lab_registry):
     before = env.host_state()
     yield env
     pods = os.path.join(env.root, "pods")
-    for name in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
-        env.minipod("rm", "-f", name, check=False)
+    stuck = [name for name in (sorted(os.listdir(pods)) if os.path.isdir(pods) else [])
+             if env.minipod("rm", "-f", name, check=False).returncode != 0]
     after = env.host_state()
+    if stuck:  # don't leave a broken pod on a shared machine: its janitor can still clean up
+        _kill_supervisors(pods, stuck)
+    assert not stuck, f"minipod rm -f failed for {stuck}"
     assert after == before, "the host changed: something leaked"
+
+
+def _kill_supervisors(pods: str, names: list[str]) -> None:
+    for name in names:
+        with open(os.path.join(pods, name, "state.json")) as f:
+            st = json.load(f)
+        try:
+            os.kill(st["supervisor_pid"], 9)
+        except ProcessLookupError:
+            continue
+        # The janitor exits once it has torn the pod down; we (a subreaper) reap it.
+        Env.wait(lambda: reap_orphans() or not os.path.exists(f"/proc/{st['janitor_pid']}"),
+                 what="the janitor's clean-up")

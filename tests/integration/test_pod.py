@@ -340,6 +340,20 @@ def test_python_pause_fallback(mp):
     assert mp.wait(lambda: _try(lambda: http_get(f"http://{ip}/")), what="httpd")
 
 
+def test_python_janitor_fallback(mp):
+    """Without a C janitor (no compiler) the pod lives as with one: the supervisor still adopts
+    and restarts a killed container, and `rm -f` takes the pod down at once, leaving nothing."""
+    mp.write_config(janitor="python")
+    mp.minipod("run", "-d", mp.write("web.yaml", WEB))
+    info = mp.inspect("web")
+    assert info["supervisor"]["janitorKind"] == "python"
+    web = next(c["pid"] for c in info["containers"] if c["name"] == "web")
+    os.kill(web, signal.SIGKILL)
+    assert mp.wait(lambda: _restarted(mp, "web", web), what="the restart")["restartCount"] == 1
+    mp.minipod("rm", "-f", "web", timeout=20)  # the grace period is 0: no waiting on anything
+    assert mp.minipod("ps").stdout == ""
+
+
 def test_subnet_overlapping_a_host_route_is_refused(mp):
     import subprocess
 
