@@ -69,6 +69,7 @@ int main(int argc, char **argv) {
 	int pipefd[2], status = 0, code;
 	char **cmd, *nl;
 	struct sigaction sa;
+	sigset_t term, mask;
 	pid_t pid;
 
 	if (argc < 3 || strcmp(argv[1], "--") != 0) {
@@ -99,6 +100,11 @@ int main(int argc, char **argv) {
 	sa.sa_flags = SA_RESTART;
 	sigaction(SIGTERM, &sa, NULL);
 
+	/* SIGTERM stays blocked until `supervisor` is set: one that came in between would find
+	 * no one to pass it on to, and be lost. */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &mask);
 	pid = fork();
 	if (pid < 0)
 		die("fork");
@@ -107,11 +113,13 @@ int main(int argc, char **argv) {
 		signal(SIGINT, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &mask, NULL);
 		execv(cmd[0], cmd);
 		fprintf(stderr, "minipod janitor: exec %s: %s\n", cmd[0], strerror(errno));
 		_exit(127);
 	}
 	supervisor = pid;
+	sigprocmask(SIG_SETMASK, &mask, NULL);
 	close(pipefd[1]);
 
 	/* The run directory comes first; EOF before a whole line means no pod. Blocking

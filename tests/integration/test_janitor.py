@@ -79,6 +79,16 @@ def test_sigterm_is_passed_on_and_sigint_is_left_to_the_supervisor(run):
     assert finish(p) == (7, "")
 
 
+def test_a_sigterm_right_at_the_start_is_never_lost(run):
+    # Sent while the janitor may still be starting the supervisor: either the janitor had not
+    # set its handler yet (it dies of it, before any fork) or the supervisor gets it.
+    start, finish = run
+    for _ in range(20):
+        p = start("time.sleep(60)")
+        os.kill(p.pid, signal.SIGTERM)
+        assert finish(p)[0] in (0, -signal.SIGTERM)
+
+
 def test_usage_error(c_helpers):
     r = subprocess.run([str(c_helpers / "janitor")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("usage: janitor --")
