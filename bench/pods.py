@@ -363,7 +363,7 @@ class Minipod:
             env.pop(k, None)
         # --source: a snapshot of minipod (run.sh --rev) instead of the working tree. PYTHONPATH
         # wins over the editable install's finder (appended to sys.meta_path), and the
-        # supervisor, started as `python -m minipod.supervisor`, inherits it.
+        # supervisor, started as `python -m minipod.kubelet.supervisor`, inherits it.
         self.source = source
         if source:
             env["PYTHONPATH"] = source
@@ -1124,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     os.makedirs(a.work, exist_ok=True)
-    # A neutral cwd: `python -m minipod.supervisor` puts the cwd first on sys.path, so from the
+    # A neutral cwd: `python -m minipod.kubelet.supervisor` puts the cwd first on sys.path, so from the
     # repo it would import the working tree even when --source names a snapshot.
     os.chdir(a.work)
 

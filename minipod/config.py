@@ -33,9 +33,9 @@ class Config:
     cgroup_parent: str = "minipod.slice"
     # kubelet --pod-max-pids: -1 = unlimited (the kubelet's default).
     pod_pids_limit: int = -1
-    # Path of the pause binary; "" = search (see minipod.pause).
+    # Path of the pause binary; "" = search (see minipod.pod.pause).
     pause: str = ""
-    # Path of the C janitor; "" = search (see minipod.janitor), "python" = the Python janitor.
+    # Path of the C janitor; "" = search (see minipod.kubelet.janitor), "python" = the Python janitor.
     janitor: str = ""
     # Where the kubelet would read the node's resolv.conf (dnsPolicy Default).
     resolv_conf: str = "/etc/resolv.conf"

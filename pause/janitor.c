@@ -2,7 +2,7 @@
  * janitor: a pod's last line of defence, a static program of ~0.7 MB RSS instead of
  * a ~10 MB Python interpreter sleeping beside every pod.
  *
- *   janitor -- PYTHON -m minipod.daemon ARGS...
+ *   janitor -- PYTHON -m minipod.kubelet.daemon ARGS...
  *
  * It becomes a child subreaper, starts the supervisor (the command after "--",
  * given one more argument, "--janitor-fd N"), and waits. The supervisor writes
@@ -12,7 +12,7 @@
  *   done        when it has torn the pod down and recorded its end
  *
  * If the supervisor exits without "done" (killed, crashed), the janitor execs
- *   PYTHON -m minipod.janitor RUN_DIR WHY
+ *   PYTHON -m minipod.kubelet.janitor RUN_DIR WHY
  * which tears the pod down from its plan on disk, as the Python janitor would.
  * Otherwise it exits with the supervisor's exit code.
  *
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
 	pid_t pid;
 
 	if (argc < 3 || strcmp(argv[1], "--") != 0) {
-		fprintf(stderr, "usage: janitor -- PYTHON -m minipod.daemon ARGS...\n");
+		fprintf(stderr, "usage: janitor -- PYTHON -m minipod.kubelet.daemon ARGS...\n");
 		return 2;
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -150,7 +150,7 @@ int main(int argc, char **argv) {
 	code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 	snprintf(why, sizeof(why), "the supervisor died unexpectedly (exit %d)", code);
 	{
-		char *cleanup[] = {cmd[0], "-m", "minipod.janitor", msg, why, NULL};
+		char *cleanup[] = {cmd[0], "-m", "minipod.kubelet.janitor", msg, why, NULL};
 
 		execv(cmd[0], cleanup);
 	}

@@ -37,7 +37,7 @@ def reap_orphans() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _subreaper():
     if os.geteuid() == 0:
-        from minipod import _libc
+        from minipod.kernel import _libc
 
         _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     yield

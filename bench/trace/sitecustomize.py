@@ -5,9 +5,9 @@ It writes one line per event, `<CLOCK_MONOTONIC ns> <pid> <B|E|I> <label>`, to t
 (O_APPEND: lines from the CLI, the supervisor, the janitor, the network agent and forked
 children interleave whole). Sources:
   - begin/end of selected minipod functions, wrapped right after their module executes
-    (a meta-path finder); the supervisor runs as __main__ (`-m minipod.supervisor`), so its
+    (a meta-path finder); the supervisor runs as __main__ (`-m minipod.kubelet.supervisor`), so its
     class is wrapped at the first audit event after its module body ran (the janitor fork);
-  - module execution time of the heavy imports (pydantic, yaml, pyroute2, minipod.spec);
+  - module execution time of the heavy imports (pydantic, yaml, pyroute2, minipod.spec.spec);
   - audit events: process start (this file runs after interpreter init), fork, exec, and
     subprocess.Popen (iptables).
 Used only for the attribution passes of bench/pods.py; the timed iterations run without it.
@@ -23,32 +23,32 @@ _PATH = os.environ.get("MINIPOD_BENCH_TRACE")
 
 # module -> names to wrap ("Class.method" or "function")
 TARGETS = {
-    "minipod.cli": ["main"],
+    "minipod.cli.cli": ["main"],
     "minipod.config": ["load"],
-    "minipod.runner": ["run", "load_plans", "launch", "stop", "remove", "wait_gone",
+    "minipod.cli.runner": ["run", "load_plans", "launch", "stop", "remove", "wait_gone",
                        "_exec_supervisor", "_claim", "Daemon.__init__", "Daemon.hand",
                        "Daemon.cancel"],
-    "minipod.supervisor": ["Host.__init__", "Supervisor.__init__", "Supervisor.run",
+    "minipod.kubelet.supervisor": ["Host.__init__", "Supervisor.__init__", "Supervisor.run",
                            "Supervisor.loop", "Supervisor.finish", "Supervisor.request_stop",
                            "Supervisor._reap", "Supervisor.write_state", "Supervisor._start",
                            "Supervisor.begin_termination"],
     "minipod.images.pull": ["ensure"],
-    "minipod.spec": ["load"],
-    "minipod.plan": ["build"],
+    "minipod.spec.spec": ["load"],
+    "minipod.pod.plan": ["build"],
     "minipod.images.store": ["ImageStore.__init__"],
-    "minipod.janitor": ["watch", "cleanup"],
+    "minipod.kubelet.janitor": ["watch", "cleanup"],
     "minipod.net.agent": ["start", "Agent.setup_pod", "Agent.teardown_pod", "Agent.close",
                           "_child", "_op_setup_pod", "_op_teardown_pod"],
     "minipod.net": ["setup_pod", "teardown_pod", "remove_network", "_remove_veth", "_release"],
     "minipod.net.ipam": ["allocate", "release"],
     "minipod.net.links": ["check_subnet", "ensure_bridge", "attach_veth", "delete_link"],
     "minipod.net.nat": ["ensure", "remove", "enable_forwarding", "restore_forwarding"],
-    "minipod.pod": ["Pod.setup", "Pod._make_dirs", "Pod._make_cgroups", "Pod.prepare",
+    "minipod.pod.pod": ["Pod.setup", "Pod._make_dirs", "Pod._make_cgroups", "Pod.prepare",
                     "Pod.write_etc_files", "Pod.teardown", "Pod.kill_all", "Pod._net_teardown",
                     "Pod.remove_cgroups", "Pod.remove_dirs"],
-    "minipod.sandbox": ["start"],
-    "minipod.container": ["Pending.release"],
-    "minipod.status": ["inspect", "ps"],
+    "minipod.pod.sandbox": ["start"],
+    "minipod.pod.container": ["Pending.release"],
+    "minipod.cli.status": ["inspect", "ps"],
     "minipod.cgroups": ["detect"],
     "minipod.cgroups.v1": ["V1Driver.join", "V1Driver.create", "V1Driver.remove",
                            "V1Driver.kill"],
@@ -56,13 +56,13 @@ TARGETS = {
                            "V2Driver.kill"],
     "minipod.cgroups.fs": ["rmdir_retry"],
 }
-MAIN_TARGETS = {  # wrapped in __main__ when __main__ is minipod/supervisor.py
+MAIN_TARGETS = {  # wrapped in __main__ when __main__ is minipod/kubelet/supervisor.py
     "supervisor.py": ["Supervisor.__init__", "Supervisor.run", "Supervisor.loop",
                       "Supervisor.finish", "Supervisor.request_stop", "Supervisor._reap",
                       "Supervisor.write_state"],
 }
-IMPORTS = {"pydantic", "yaml", "pyroute2", "minipod.spec", "minipod.plan", "minipod.cgroups",
-           "minipod.pod", "prctl", "cgroupspy", "minipod.supervisor"}
+IMPORTS = {"pydantic", "yaml", "pyroute2", "minipod.spec.spec", "minipod.pod.plan", "minipod.cgroups",
+           "minipod.pod.pod", "prctl", "cgroupspy", "minipod.kubelet.supervisor"}
 
 _fd = -1
 _ident: tuple[int, int] | None = None
@@ -175,8 +175,8 @@ def _audit(event: str, args) -> None:
 
 if _PATH:
     argv = getattr(sys, "orig_argv", sys.argv)
-    what = "supervisor" if "minipod.supervisor" in argv else "daemon" if (
-        "minipod.daemon" in argv) else " ".join(
+    what = "supervisor" if "minipod.kubelet.supervisor" in argv else "daemon" if (
+        "minipod.kubelet.daemon" in argv) else " ".join(
         a for a in argv[1:4] if not a.startswith("/")) or "python"
     _write("I", f"start:{what.replace(' ', '_')}")
     sys.meta_path.insert(0, _Finder())

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from minipod import actions, cgroups, config, state
+from minipod import cgroups, config, state
+from minipod.kubelet import actions
 
 pytestmark = [pytest.mark.root, pytest.mark.network,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

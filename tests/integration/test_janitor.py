@@ -1,5 +1,5 @@
 """The C janitor (pause/janitor.c) on its own: the protocol with its supervisor, signals, and
-the hand-over to `python -m minipod.janitor` when the supervisor dies unfinished.
+the hand-over to `python -m minipod.kubelet.janitor` when the supervisor dies unfinished.
 
 A stand-in supervisor (a few lines of Python) plays each case. The janitor execs the clean-up
 with the supervisor command's argv[0], so argv[0] here is a small script that records a
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from minipod import janitor
+from minipod.kubelet import janitor
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def run(c_helpers, tmp_path):
     python = tmp_path / "python"
     python.write_text(
         "#!/bin/sh\n"
-        'if [ "$1" = -m ] && [ "$2" = minipod.janitor ]; then\n'
+        'if [ "$1" = -m ] && [ "$2" = minipod.kubelet.janitor ]; then\n'
         f'    printf "%s|%s" "$3" "$4" > {log}; exit 1\n'
         "fi\n"
         f'exec {sys.executable} "$@"\n'
@@ -98,5 +98,5 @@ def test_find(c_helpers, tmp_path, monkeypatch):
     binary = str(c_helpers / "janitor")
     assert janitor.find(binary) == binary
     assert janitor.find("python") is None  # asks for the Python janitor
-    monkeypatch.setattr("minipod.pause.installed", lambda name: [str(tmp_path / name)])
+    monkeypatch.setattr("minipod.pod.pause.installed", lambda name: [str(tmp_path / name)])
     assert janitor.find(str(tmp_path / "missing")) is None  # nothing built: the Python one

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import minipod
-from minipod import pause as pausemod
+from minipod.pod import pause as pausemod
 
 REPO = Path(__file__).resolve().parents[2]
 WARNING = "Warning: pause should be the first process"
@@ -219,7 +219,7 @@ def test_fallback_version_matches_package():
     assert f'VERSION = "{minipod.__version__}"' in text
 
 
-# -- minipod.pause.find ------------------------------------------------------------------
+# -- minipod.pod.pause.find ------------------------------------------------------------------
 
 
 def test_find_prefers_configured_binary(c_pause, monkeypatch):
@@ -247,6 +247,6 @@ def test_find_falls_back_to_python(tmp_path, monkeypatch):
     found = pausemod.find()
     assert found.kind == "python"
     assert found.argv == [sys.executable, "-S", "-I", found.path]
-    assert os.path.isabs(found.path) and found.path.endswith("minipod/pause_fallback.py")
+    assert os.path.isabs(found.path) and found.path.endswith("minipod/pod/pause_fallback.py")
     r = subprocess.run(found.argv + ["-v"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("pause.py ")

@@ -1,4 +1,4 @@
-"""minipod.actions without a container: handler parsing, named ports, the kubelet's messages,
+"""minipod.kubelet.actions without a container: handler parsing, named ports, the kubelet's messages,
 HTTP/TCP against servers on loopback, commands on the host, spawn/finish round trips.
 (Exec inside a real container: tests/integration/test_actions.py.)"""
 
@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from minipod import actions
-from minipod.actions import Action, ActionError, Running, parse
+from minipod.kubelet import actions
+from minipod.pod import child
+from minipod.kubelet.actions import Action, ActionError, Running, parse
 
 C = {"name": "web", "cgroup": "unused", "cwd": "/", "caps": [], "env": ["PATH=/usr/bin:/bin"],
      "spec": {"ports": [{"name": "http", "containerPort": 8080},
@@ -125,11 +126,11 @@ def test_messages():
     assert actions.timeout_message(parse({"httpGet": {"port": 80}}, C, IP)) == \
         ('Get "http://10.244.0.5:80/": context deadline exceeded '
          "(Client.Timeout exceeded while awaiting headers)")
-    assert actions.exec_error("nc", FileNotFoundError(2, "x")) == \
+    assert child.exec_error("nc", FileNotFoundError(2, "x")) == \
         'exec: "nc": executable file not found in $PATH'
-    assert actions.exec_error("/bin/nc", FileNotFoundError(2, "x")) == \
+    assert child.exec_error("/bin/nc", FileNotFoundError(2, "x")) == \
         'exec: "/bin/nc": stat /bin/nc: no such file or directory'
-    assert actions.exec_error("/etc", PermissionError(13, "Permission denied")) == \
+    assert child.exec_error("/etc", PermissionError(13, "Permission denied")) == \
         'exec: "/etc": permission denied'
 
 

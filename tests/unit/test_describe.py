@@ -1,4 +1,4 @@
-"""minipod.describe: `kubectl describe pod` and `kubectl get events` from hand-built pod records.
+"""minipod.cli.describe: `kubectl describe pod` and `kubectl get events` from hand-built pod records.
 
 Expected texts follow kubectl 1.36 output; the alignment rules are checked against real kubectl
 output from the seeds (002: `kubectl describe po mc1`).
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from minipod import describe, status
+from minipod.cli import describe, status
 
 T0 = calendar.timegm((2024, 3, 10, 19, 10, 10, 0, 0, 0))  # Sun, 10 Mar 2024 19:10:10 +0000
 IMAGE_ID = "sha256:" + "ab" * 32

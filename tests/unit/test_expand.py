@@ -1,6 +1,6 @@
 import pytest
 
-from minipod.expand import expand, expand_env
+from minipod.spec.expand import expand, expand_env
 
 VARS = {"VAR_A": "A", "VAR_B": "B", "EMPTY": "", "DOLLAR": "$"}
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from minipod import plan, spec
 from minipod.config import Config
 from minipod.images.store import Image
+from minipod.pod import plan
+from minipod.spec import spec
 
 
 class FakeStore:

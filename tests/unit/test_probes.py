@@ -1,4 +1,4 @@
-"""minipod.probes: the kubelet's probe defaults, thresholds and timing, on a fake clock."""
+"""minipod.kubelet.probes: the kubelet's probe defaults, thresholds and timing, on a fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from minipod.probes import Prober, for_container
+from minipod.kubelet.probes import Prober, for_container
 
 EXEC = {"exec": {"command": ["true"]}}
 

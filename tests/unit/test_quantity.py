@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from minipod.quantity import Quantity, parse
+from minipod.spec.quantity import Quantity, parse
 
 
 @pytest.mark.parametrize("text, value", [

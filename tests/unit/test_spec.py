@@ -6,10 +6,10 @@ import typing
 import pytest
 from pydantic import BaseModel
 
-from minipod import spec
 from minipod.errors import SpecError
-from minipod.kube_fields import FIELDS, NOT_IMPLEMENTED, SERVER_POPULATED
-from minipod.spec import Pod, load, loads
+from minipod.spec import spec
+from minipod.spec.kube_fields import FIELDS, NOT_IMPLEMENTED, SERVER_POPULATED
+from minipod.spec.spec import Pod, load, loads
 
 FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "manifests"
 POD_FILES = sorted(p for p in FIXTURES.glob("*.yaml") if not p.name.endswith("-deployment.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from minipod import _libc
+from minipod.kernel import _libc
 
 FLAGS = {
     "mnt": _libc.CLONE_NEWNS,

@@ -3,7 +3,7 @@
 load() goes YAML -> field walk -> pydantic -> named checks:
   1. YAML, with line:column on syntax errors and duplicate keys (PyYAML keeps the last silently;
      kubectl refuses them).
-  2. A walk of the raw document against minipod.kube_fields, so that every path is exact: unknown
+  2. A walk of the raw document against minipod.spec.kube_fields, so that every path is exact: unknown
      fields are errors, real fields minipod does not implement are warnings and are dropped,
      server-populated fields (`kubectl get -o yaml` output) are dropped silently.
   3. pydantic for types and defaults, its errors reworded for humans with YAML (camelCase) paths.
@@ -27,11 +27,11 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 from pydantic import field_validator, model_validator
 
-from minipod.checks import CHECKS, check  # noqa: F401 - the named checks, after pydantic's
-from minipod.checks import each_container
 from minipod.errors import SpecError
-from minipod.kube_fields import walk, yaml_name
-from minipod.quantity import Quantity
+from minipod.spec.checks import CHECKS, check  # noqa: F401 - the named checks, after pydantic's
+from minipod.spec.checks import each_container
+from minipod.spec.kube_fields import walk, yaml_name
+from minipod.spec.quantity import Quantity
 
 # --- models ----------------------------------------------------------------------------------
 

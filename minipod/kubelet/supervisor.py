@@ -20,8 +20,9 @@ import signal
 import sys
 import time
 
-from minipod import logs, state
-from minipod.plan import PodPlan
+from minipod import state
+from minipod.kubelet import logs
+from minipod.pod.plan import PodPlan
 
 MAX_EVENTS = 200
 
@@ -43,10 +44,10 @@ class Host:
 
     def __init__(self, janitor_kind: str = "python"):
         from minipod import cgroups, config
-        from minipod import pause as pausemod
+        from minipod.pod import pause as pausemod
 
-        import minipod.health  # noqa: F401
-        import minipod.pod  # noqa: F401
+        import minipod.kubelet.health  # noqa: F401
+        import minipod.pod.pod  # noqa: F401
         import prctl  # noqa: F401 - imported once here, not in every forked container
 
         self.cfg = config.load()
@@ -120,8 +121,8 @@ def _image_id(c: dict) -> str:
 
 class Supervisor:
     def __init__(self, run_dir: str, foreground: bool, host: "Host"):
-        from minipod.health import Health
-        from minipod.pod import Pod
+        from minipod.kubelet.health import Health
+        from minipod.pod.pod import Pod
 
         self.run_dir = run_dir
         self.foreground = foreground
@@ -435,7 +436,7 @@ class Supervisor:
         self._reap()
 
     def _reap(self) -> None:
-        from minipod.pod import reap
+        from minipod.pod.pod import reap
 
         by_pid = {ctr.pid: ctr for ctr in self.ctrs.values() if ctr.pid}
         for pid, status in reap():
@@ -484,7 +485,7 @@ class Supervisor:
 
     def _reap_only(self) -> None:
         """Reap exits while we wait for kills, recording them without reacting."""
-        from minipod.pod import reap
+        from minipod.pod.pod import reap
 
         stopping, self.stopping = self.stopping, True
         try:

@@ -157,7 +157,7 @@ def _containers(*fields: str) -> set[str]:
 # Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
 # Shrink this as features land. A modelled field may stay here until the runtime uses it.
 NOT_IMPLEMENTED: frozenset[str] = frozenset({
-    # --- modelled in minipod.spec, waiting for the runtime -----------------------------------
+    # --- modelled in minipod.spec.spec, waiting for the runtime -----------------------------------
     "spec.hostNetwork", "spec.hostPID", "spec.hostIPC",
     "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
     "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",

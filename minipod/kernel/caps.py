@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minipod import _libc
+from minipod.kernel import _libc
 
 # containerd's default set (pkg/oci/spec.go): what a container gets unless the pod says otherwise.
 DEFAULT = (

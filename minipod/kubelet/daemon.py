@@ -1,8 +1,8 @@
 """The per-pod background processes, started by `minipod run` before it has even read the
 manifest:
 
-    janitor -- python -m minipod.daemon --plan-fd N --ready-fd N --foreground 0|1 --janitor-fd N
-    python -m minipod.daemon --plan-fd N --ready-fd N --foreground 0|1   (no C janitor built)
+    janitor -- python -m minipod.kubelet.daemon --plan-fd N --ready-fd N --foreground 0|1 --janitor-fd N
+    python -m minipod.kubelet.daemon --plan-fd N --ready-fd N --foreground 0|1   (no C janitor built)
 
 The janitor (janitor.py, pause/janitor.c) is the supervisor's parent: a child subreaper that
 waits and cleans up if the supervisor dies unfinished. The C janitor starts this module with
@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     foreground = opts.get("--foreground") == "1"
     janitor_fd = int(opts.get("--janitor-fd", -1))
     janitor_kind = "c" if janitor_fd >= 0 else "python"
-    from minipod import _libc, trace
+    from minipod import trace
+    from minipod.kernel import _libc
 
     trace.mark("daemon: start")
 
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> int:
             os.close(janitor_fd)
             for fd in (plan_fd, ready_fd):
                 os.close(fd)
-            from minipod.janitor import watch
+            from minipod.kubelet.janitor import watch
 
             return watch(r, pid)
         os.close(r)
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
     from minipod.net import agent as agentmod
 
     agent = agentmod.start()
-    from minipod.supervisor import Host, Supervisor, tell
+    from minipod.kubelet.supervisor import Host, Supervisor, tell
 
     host = Host(janitor_kind)
     trace.mark("supervisor: imported, waiting for the plan")

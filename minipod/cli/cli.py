@@ -34,13 +34,13 @@ def _records(cfg, names=None):
 
 
 def cmd_run(args) -> int:
-    from minipod import runner
+    from minipod.cli import runner
 
     return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run)
 
 
 def cmd_validate(args) -> int:
-    from minipod import spec
+    from minipod.spec import spec
 
     res = spec.load(args.file)
     for w in res.warnings:
@@ -51,7 +51,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ps(args) -> int:
-    from minipod import status
+    from minipod.cli import status
 
     recs = _records(_cfg(args))
     if not recs:
@@ -62,7 +62,7 @@ def cmd_ps(args) -> int:
 
 
 def cmd_get(args) -> int:
-    from minipod import status
+    from minipod.cli import status
 
     cfg = _cfg(args)
     if args.kind not in ("pod", "pods", "po"):
@@ -94,7 +94,8 @@ def _watch(cfg, name: str | None, interval: float = 0.5) -> int:
     """kubectl get -w: the table once, then a row whenever a pod's row changes."""
     import time
 
-    from minipod import state, status
+    from minipod import state
+    from minipod.cli import status
 
     seen: dict[str, tuple] = {}
     header = True
@@ -121,7 +122,7 @@ def _watch(cfg, name: str | None, interval: float = 0.5) -> int:
 def cmd_inspect(args) -> int:
     import json
 
-    from minipod import status
+    from minipod.cli import status
 
     (rec,) = _records(_cfg(args), [args.name])
     print(json.dumps(status.inspect(rec), indent=2))
@@ -129,7 +130,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_describe(args) -> int:
-    from minipod import describe
+    from minipod.cli import describe
 
     names = args.names[1:] if args.names[:1] in (["pod"], ["pods"], ["po"]) else args.names
     recs = _records(_cfg(args), names or None)
@@ -141,7 +142,7 @@ def cmd_describe(args) -> int:
 
 
 def cmd_events(args) -> int:
-    from minipod import describe
+    from minipod.cli import describe
 
     recs = _records(_cfg(args), [args.name] if args.name else None)
     text = describe.events(recs, wide=args.output == "wide")
@@ -153,7 +154,8 @@ def cmd_events(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    from minipod import logs, state
+    from minipod import state
+    from minipod.kubelet import logs
 
     cfg = _cfg(args)
     (rec,) = _records(cfg, [args.name])
@@ -189,7 +191,8 @@ def cmd_logs(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    from minipod import cgroups, execute
+    from minipod import cgroups
+    from minipod.cli import execute
 
     cfg = _cfg(args)
     argv = args.command + args.after_dashes
@@ -201,7 +204,7 @@ def cmd_exec(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from minipod import runner
+    from minipod.cli import runner
 
     cfg = _cfg(args)
     for name in args.names:
@@ -211,7 +214,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    from minipod import runner
+    from minipod.cli import runner
 
     cfg = _cfg(args)
     for name in args.names:

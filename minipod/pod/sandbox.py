@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from minipod import _libc, child, mounts, ns
-from minipod._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
+from minipod.kernel import _libc, mounts, ns
+from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
+from minipod.pod import child
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The janitor: the supervisor's parent, which cleans up if the supervisor dies unfinished.
 
 Two implementations keep one protocol. The C janitor (pause/janitor.c, ~0.7 MB RSS) is used
-when built; it execs `python -m minipod.janitor RUN_DIR WHY` only when there is something to
+when built; it execs `python -m minipod.kubelet.janitor RUN_DIR WHY` only when there is something to
 clean. Without a C compiler this Python one runs instead (daemon.py forks it before any
 import, so it costs one sleeping interpreter, ~10 MB RSS / ~3 MB private per pod).
 
@@ -22,7 +22,7 @@ def find(configured: str = "") -> str | None:
     $MINIPOD_JANITOR): a path to try first, or "python" to ask for the Python janitor."""
     if configured == "python":
         return None
-    from minipod import pause
+    from minipod.pod import pause
 
     return pause.first_executable([p for p in (configured, *pause.installed("janitor")) if p])
 
@@ -76,8 +76,8 @@ def cleanup(run_dir: str, why: str) -> None:
     import time
 
     from minipod import cgroups, config, state
-    from minipod.plan import PodPlan
-    from minipod.pod import Pod
+    from minipod.pod.plan import PodPlan
+    from minipod.pod.pod import Pod
 
     plan_json = state.read_json(os.path.join(run_dir, "plan.json"))
     if plan_json is None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from minipod import ns, state
+from minipod import state
+from minipod.kernel import ns
 
 
 def age(seconds: float) -> str:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from minipod.cgroups import convert
-from minipod.expand import expand, expand_env
+from minipod.spec.expand import expand, expand_env
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHM_SIZE = 64 * 1024 * 1024  # containerd's default /dev/shm for a sandbox
@@ -345,7 +345,7 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
         sc = c.security_context
         privileged = bool(sc and sc.privileged)
         caps_cfg = sc.capabilities if sc else None
-        from minipod import caps as capsmod
+        from minipod.kernel import caps as capsmod
 
         caps = capsmod.compute(caps_cfg.add if caps_cfg else None,
                                caps_cfg.drop if caps_cfg else None, privileged)

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from minipod.kube_fields import yaml_name
+from minipod.spec.kube_fields import yaml_name
 
 if TYPE_CHECKING:
-    from minipod.spec import Container, LifecycleHandler, Pod, PodSpec, Probe
+    from minipod.spec.spec import Container, LifecycleHandler, Pod, PodSpec, Probe
 
 # --- semantic checks (pkg/apis/core/validation, the parts that matter on one node) -----------
 

@@ -15,7 +15,7 @@ import os
 import signal
 from typing import Callable, NoReturn
 
-from minipod import _libc
+from minipod.kernel import _libc
 
 
 class ChildError(Exception):
@@ -27,6 +27,19 @@ def describe(e: BaseException) -> str:
         msg = e.strerror or str(e)
         return f"{e.filename}: {msg}" if e.filename else msg
     return str(e) or type(e).__name__
+
+
+def exec_error(argv0: str, e: BaseException) -> str:
+    """runc's words for an exec that failed."""
+    if isinstance(e, FileNotFoundError):
+        if "/" in argv0:
+            return f'exec: "{argv0}": stat {argv0}: no such file or directory'
+        return f'exec: "{argv0}": executable file not found in $PATH'
+    if isinstance(e, PermissionError):
+        return f'exec: "{argv0}": permission denied'
+    if isinstance(e, OSError) and e.strerror:
+        return f'exec: "{argv0}": {e.strerror[0].lower()}{e.strerror[1:]}'
+    return f'exec: "{argv0}": {describe(e)}'
 
 
 class Channel:

@@ -13,7 +13,8 @@ import os
 import signal
 from dataclasses import dataclass
 
-from minipod import caps, child, ns, rootfs
+from minipod.kernel import caps, ns
+from minipod.pod import child, rootfs
 
 
 @dataclass
@@ -120,9 +121,7 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
         try:
             os.execvpe(c["argv"][0], c["argv"], env)
         except OSError as e:
-            from minipod.actions import exec_error
-
-            ch.send("E " + exec_error(c["argv"][0], e))
+            ch.send("E " + child.exec_error(c["argv"][0], e))
             os._exit(127)
 
     h = child.fork(stage_a)

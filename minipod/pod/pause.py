@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT = os.path.dirname(os.path.dirname(_HERE))  # <repo>/minipod/pod -> <repo>
 FALLBACK_SCRIPT = os.path.join(_HERE, "pause_fallback.py")
 
 
@@ -33,7 +34,7 @@ def installed(name: str) -> list[str]:
         os.path.join(sys.prefix, "libexec", "minipod", name),
         f"/usr/local/libexec/minipod/{name}",
         f"/usr/libexec/minipod/{name}",
-        os.path.join(os.path.dirname(_HERE), "pause", name),
+        os.path.join(_CHECKOUT, "pause", name),
     ]
 
 

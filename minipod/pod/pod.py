@@ -21,10 +21,11 @@ import signal
 import sys
 import time
 
-from minipod import child, container, sandbox, trace
+from minipod import trace
 from minipod.cgroups import Driver, Limits
 from minipod.errors import SetupError
-from minipod.plan import PodPlan, hosts_file
+from minipod.pod import child, container, sandbox
+from minipod.pod.plan import PodPlan, hosts_file
 from minipod.rollback import Rollback
 
 

@@ -13,14 +13,15 @@ import select
 import signal
 import sys
 
-from minipod import _libc, state, trace
+from minipod import state, trace
 from minipod.errors import Conflict, MinipodError, SetupError
+from minipod.kernel import _libc
 
 
 def load_plans(path: str, cfg, err=sys.stderr) -> list:
-    from minipod import plan as planmod
-    from minipod import spec
     from minipod.images.store import ImageStore
+    from minipod.pod import plan as planmod
+    from minipod.spec import spec
 
     res = spec.load(path)
     for w in res.warnings:
@@ -151,9 +152,9 @@ def _exec_daemon(plan_r: int, ready_w: int, detach: bool, janitor: str) -> None:
             _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
         for fd in (plan_r, ready_w):
             os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", "minipod.daemon", "--plan-fd", str(plan_r),
+        argv = [sys.executable, "-m", "minipod.kubelet.daemon", "--plan-fd", str(plan_r),
                 "--ready-fd", str(ready_w), "--foreground", "0" if detach else "1"]
-        from minipod.janitor import find
+        from minipod.kubelet.janitor import find
 
         c_janitor = find(janitor)  # the C janitor starts the daemon as its child (janitor.c)
         if c_janitor:
@@ -205,7 +206,7 @@ def stop(name: str, cfg, grace: int | None = None) -> None:
     rec = state.PodRecord(cfg.root, name)
     if not rec.active:
         if not rec.state.get("final"):
-            from minipod.janitor import cleanup
+            from minipod.kubelet.janitor import cleanup
 
             cleanup(rec.dir, "stopped after its supervisor was gone")
         return
@@ -230,7 +231,7 @@ def remove(name: str, cfg, force: bool = False) -> None:
         stop(name, cfg, grace=0)
         rec = state.PodRecord(cfg.root, name)
     if not rec.state.get("final") or "cleanup incomplete" in rec.state.get("message", ""):
-        from minipod.janitor import cleanup
+        from minipod.kubelet.janitor import cleanup
 
         cleanup(rec.dir, "removed")  # idempotent: after a crash this is what frees everything
     import shutil

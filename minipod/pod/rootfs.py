@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import stat
 
-from minipod import mounts
-from minipod._libc import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT,
+from minipod.kernel import mounts
+from minipod.kernel._libc import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT,
                            MS_STRICTATIME)
 
 # runc/containerd defaults (see shared reference runtime-defaults.md).

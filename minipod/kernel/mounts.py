@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from minipod import _libc
-from minipod._libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+from minipod.kernel import _libc
+from minipod.kernel._libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                            MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE)
 
 __all__ = ["mount", "bind", "make_private", "make_slave", "readonly", "mask", "pivot_root",

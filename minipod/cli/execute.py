@@ -18,10 +18,12 @@ import tty as ttymod
 
 # Everything the child needs must be imported here, in the parent: once it has joined the
 # container's mount namespace, Python's modules are no longer on its filesystem.
-import prctl  # noqa: F401 - used by minipod.caps in the child
+import prctl  # noqa: F401 - used by minipod.kernel.caps in the child
 
-from minipod import actions, child, ns
 from minipod.errors import Conflict, MinipodError
+from minipod.kernel import ns
+from minipod.kubelet import actions
+from minipod.pod import child
 
 
 def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, driver) -> int:
@@ -67,7 +69,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:
-            ch.send("E " + actions.exec_error(argv[0], e))
+            ch.send("E " + child.exec_error(argv[0], e))
             os._exit(127 if isinstance(e, FileNotFoundError) else 126)
 
     h = child.fork(body)

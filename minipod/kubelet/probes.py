@@ -1,7 +1,7 @@
 """When to probe a container and what the results mean, as the kubelet decides (no I/O).
 
 A Prober is one probe of one container instance: the supervisor asks due(now), runs the
-handler (minipod.actions), calls begin(now) when it starts it and record(ok, now) when it ends,
+handler (minipod.kubelet.actions), calls begin(now) when it starts it and record(ok, now) when it ends,
 and acts on the transition record() returns. A restarted container gets new Probers.
 
 The rules (pkg/kubelet/prober/worker.go, pkg/apis/core/v1/defaults.go):

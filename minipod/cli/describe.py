@@ -15,8 +15,9 @@ import math
 import time
 from urllib.parse import quote
 
-from minipod import state, status
-from minipod.quantity import Quantity
+from minipod import state
+from minipod.cli import status
+from minipod.spec.quantity import Quantity
 
 L1, L2, L3 = "  ", "    ", "      "  # kubectl's PrefixWriter levels 1-3
 

@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
-from minipod import caps, child, ns, rootfs
+from minipod.kernel import caps, ns
+from minipod.pod import child, rootfs
 
 KUBE_VERSION = "1.31"
 USER_AGENT = f"kube-probe/{KUBE_VERSION}"
@@ -248,7 +249,7 @@ class Running:
 
 def preload() -> None:
     """Import what a process needs after it has joined a container's mount namespace (the host's
-    Python modules are not there): prctl, used by minipod.caps."""
+    Python modules are not there): prctl, used by minipod.kernel.caps."""
     import prctl  # noqa: F401
 
 
@@ -396,19 +397,6 @@ def restore_signals() -> None:
         signal.signal(s, signal.SIG_DFL)
 
 
-def exec_error(argv0: str, e: BaseException) -> str:
-    """runc's words for an exec that failed."""
-    if isinstance(e, FileNotFoundError):
-        if "/" in argv0:
-            return f'exec: "{argv0}": stat {argv0}: no such file or directory'
-        return f'exec: "{argv0}": executable file not found in $PATH'
-    if isinstance(e, PermissionError):
-        return f'exec: "{argv0}": permission denied'
-    if isinstance(e, OSError) and e.strerror:
-        return f'exec: "{argv0}": {e.strerror[0].lower()}{e.strerror[1:]}'
-    return f'exec: "{argv0}": {child.describe(e)}'
-
-
 def _exec_in_container(action: Action, c: dict, container_pid: int, timeout: float | None,
                        go_r: int) -> tuple[bool, str]:
     # The host's /proc, opened before we leave the host's mount namespace: the timeout kill
@@ -518,7 +506,7 @@ def _command_child(argv: list[str], prepare: Callable[[], dict[str, str]], out_w
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:
-            _write_all(err_w, exec_error(argv[0], e).encode(errors="replace"))
+            _write_all(err_w, child.exec_error(argv[0], e).encode(errors="replace"))
     except BaseException as e:  # noqa: BLE001 - report, never return into the caller's code
         try:
             _write_all(err_w, child.describe(e).encode(errors="replace"))

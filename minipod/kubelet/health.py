@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 
-from minipod import actions, probes
+from minipod.kubelet import actions, probes
 
 
 class Health:

@@ -1,0 +1,1 @@
+"""The command line and its views: argparse, run/stop/rm, ps/get/inspect, describe, exec."""

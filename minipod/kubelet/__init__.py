@@ -1,0 +1,1 @@
+"""A pod's life with the kubelet's semantics: supervisor, probes, hooks, logs, janitor."""

@@ -1,0 +1,1 @@
+"""Building and removing a pod: the plan, the orchestrator, sandbox and container children."""

@@ -1,0 +1,1 @@
+"""The v1 Pod: pydantic models, the field catalogue, named checks, quantities."""
