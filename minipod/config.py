@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from minipod.errors import MinipodError
 
 DEFAULT_PATH = "/etc/minipod/config.toml"
+CGROUP_DRIVERS = ("auto", "systemd", "cgroupfs")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,6 @@ class Config:
     # Restart back-off (kubelet: 10 s doubling to 300 s); tests and labs use seconds.
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.image_root:
@@ -104,4 +104,11 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
                 known[k] = float(v)
         except (TypeError, ValueError):
             raise MinipodError(f"{path}: {k}: expected a number, got {v!r}") from None
+        if typ in ("str", str) and not isinstance(v, str):
+            raise MinipodError(f"{path}: {k}: expected a string, got {v!r}")
+    # Checked here, not when a driver is picked: that happens in a pod's supervisor, long
+    # after the command that could have said what is wrong with the file.
+    if known.get("cgroup_driver", "auto") not in CGROUP_DRIVERS:
+        raise MinipodError(f"{path}: cgroup_driver: unknown driver {known['cgroup_driver']!r} "
+                           f"({', '.join(CGROUP_DRIVERS)})")
     return Config(**known)

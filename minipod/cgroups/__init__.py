@@ -14,9 +14,15 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from minipod.errors import MinipodError
 
-class CgroupError(Exception):
+
+class CgroupError(MinipodError):
     """A cgroupfs write/read failed; the message names the file and the value."""
+
+
+class CgroupBusy(CgroupError):
+    """remove() of a group that still holds child groups: other pods live in the parent."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import re
 import time
 from typing import Any, Protocol
 
-from minipod.cgroups import CgroupError, Driver, Limits, convert
+from minipod.cgroups import CgroupBusy, CgroupError, Driver, Limits, convert
 
 MANAGER = "org.freedesktop.systemd1.Manager"
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
@@ -38,7 +38,7 @@ _UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\-]+$")
 Property = tuple[str, tuple[str, Any]]  # D-Bus a(sv) element: (name, (signature, value))
 
 
-class BusError(Exception):
+class BusError(CgroupError):
     """A D-Bus error reply: `name` is the error name (e.g. org.freedesktop.systemd1.NoSuchUnit)."""
 
     def __init__(self, name: str, message: str = "") -> None:
@@ -430,12 +430,12 @@ class SystemdDriver(Driver):
         # far more than rmdir, which fails with EBUSY on a non-empty group. Keep rmdir's meaning
         # (the orchestrator removes leaves first and treats a busy top slice as "other pods are
         # still running"), so check first. Not atomic against a pod being created in the same
-        # slice at this instant; the orchestrator's lock is what serialises those.
+        # slice at this instant: the orchestrator holds the pods' cgroup lock around both.
         deadline = time.monotonic() + self.busy_timeout
         while True:
             children = self._children(group)
             if children:
-                raise CgroupError(f"remove {group}: busy: still holds {', '.join(children)}")
+                raise CgroupBusy(f"remove {group}: busy: still holds {', '.join(children)}")
             pids = self.procs(group)
             if not pids:
                 break

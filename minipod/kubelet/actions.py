@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
+from minipod.errors import MinipodError
 from minipod.kernel import caps, ns
 from minipod.pod import child, rootfs
 
@@ -54,7 +55,7 @@ KINDS = ("exec", "httpGet", "tcpSocket", "grpc", "sleep")
 CONTAINER_NAMESPACES = ["ipc", "uts", "net", "pid", "mnt"]
 
 
-class ActionError(Exception):
+class ActionError(MinipodError):
     """A handler that cannot be run as written (no action, unknown named port, ...)."""
 
 

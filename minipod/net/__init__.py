@@ -23,13 +23,15 @@ import os
 import time
 from dataclasses import dataclass
 
+from minipod.errors import MinipodError
+
 NETWORK_LOCK = "network.lock"
 VETH_GONE_TIMEOUT = 2.0  # seconds to wait for the kernel to delete a dead netns's veth
 
 
-class NetError(Exception):
+class NetError(MinipodError):
     """A pod network step failed (the message says which, on what). The submodules' errors
-    (IPAMError, LinkError, NatError, LockError) derive from it, so one except catches all;
+    (IPAMError, LinkError, NatError) derive from it, so one except catches all;
     that is why this package imports no submodule at top level."""
 
 
@@ -56,7 +58,7 @@ class Attachment:
 
 
 def _network_lock(cfg: NetConfig):
-    from minipod.net.lock import flock
+    from minipod.kernel.lock import flock
 
     return flock(os.path.join(cfg.state_dir, NETWORK_LOCK))
 

@@ -134,7 +134,8 @@ class Agent:
 
 
 def _error(kind: str, message: str) -> NetError:
-    from minipod.net import ipam, links, lock, nat  # all cheap: pyroute2 stays unimported
+    from minipod.kernel import lock
+    from minipod.net import ipam, links, nat  # all cheap: pyroute2 stays unimported
 
     known = {
         cls.__name__: cls

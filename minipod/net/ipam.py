@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 
 from minipod.net import NetError
-from minipod.net.lock import flock
+from minipod.kernel.lock import flock
 
 LOCK = "lock"
 LAST_RESERVED = "last_reserved_ip.0"

@@ -34,7 +34,7 @@ import shlex
 import subprocess
 
 from minipod.net import NetError
-from minipod.net.lock import flock
+from minipod.kernel.lock import flock
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 FORWARD_STATE = "/run/minipod-forwarding"

@@ -15,10 +15,11 @@ import os
 import signal
 from typing import Callable, NoReturn
 
+from minipod.errors import MinipodError
 from minipod.kernel import _libc
 
 
-class ChildError(Exception):
+class ChildError(MinipodError):
     """The child failed; the message names the stage and the kernel's answer."""
 
 

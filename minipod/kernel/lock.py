@@ -18,10 +18,10 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-from minipod.net import NetError
+from minipod.errors import MinipodError
 
 
-class LockError(NetError):
+class LockError(MinipodError):
     """The lock file could not be created or locked (the message names the file)."""
 
 
