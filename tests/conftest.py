@@ -154,7 +154,9 @@ class Env:
                           if self.base in ln and " Z" not in ln],
             "leases": sorted(f for f in os.listdir(leases) if f[0].isdigit())
             if os.path.isdir(leases) else [],
-            "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read().strip(),
+            # ip_forward itself is host-wide and other sessions' pods change it: what this
+            # Env must give back is its own claim on it (see net/nat.py).
+            "forwarding_claim": os.path.exists(f"/run/minipod-forwarding/holder.{self.bridge}"),
         }
 
 

@@ -11,7 +11,7 @@ import errno
 import os
 import time
 
-from minipod.cgroups import CgroupError
+from minipod.cgroups import CgroupBusy, CgroupError
 
 MOUNTINFO = "/proc/self/mountinfo"
 CGROUP2_SUPER_MAGIC = 0x63677270  # what statfs(2) reports for a cgroup2 mount (linux/magic.h)
@@ -177,7 +177,9 @@ def rmdir_retry(path: str, timeout: float = 1.0) -> None:
             # Child groups keep it busy for good (another pod in minipod.slice): waiting only
             # helps while the blockers are processes on their way out.
             children = e.errno == errno.EBUSY and _has_children(path)
-            if e.errno != errno.EBUSY or children or time.monotonic() >= deadline:
+            if children:
+                raise CgroupBusy(f"rmdir {path}: {e.strerror} (it holds child groups)") from None
+            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
                 members = procs_tree(path) if e.errno == errno.EBUSY else set()
                 why = f" (members: {sorted(members)})" if members else ""
                 raise FileError(f"rmdir {path}: {e.strerror}{why}", path, e.errno) from None

@@ -92,6 +92,12 @@ class PodPlan:
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
 
+    @property
+    def cgroup_lock(self) -> str:
+        """One lock per runtime root (<root>/pods/<name> -> <root>/cgroups.lock): it orders
+        creating a pod slice against removing their common parent."""
+        return os.path.join(os.path.dirname(os.path.dirname(self.run_dir)), "cgroups.lock")
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

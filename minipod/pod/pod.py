@@ -22,8 +22,9 @@ import sys
 import time
 
 from minipod import trace
-from minipod.cgroups import Driver, Limits
-from minipod.errors import SetupError
+from minipod.cgroups import CgroupBusy, Driver, Limits
+from minipod.errors import MinipodError, SetupError
+from minipod.kernel.lock import flock
 from minipod.pod import child, container, sandbox
 from minipod.pod.plan import PodPlan, hosts_file
 from minipod.rollback import Rollback
@@ -108,10 +109,17 @@ class Pod:
 
     def _make_cgroups(self) -> None:
         p = self.plan
-        self._run("create cgroups", lambda: (
-            self.driver.create(p.pod_cgroup, Limits(**p.pod_limits)),
-            self.driver.create(p.sandbox_cgroup),
-            [self.driver.create(c.cgroup, Limits(**c.limits)) for c in p.all_containers()]))
+
+        def create() -> None:
+            # Under the lock until our pod slice exists: from then on the parent is busy and
+            # no other pod's teardown can remove it (see remove_cgroups).
+            with flock(p.cgroup_lock):
+                self.driver.create(p.pod_cgroup, Limits(**p.pod_limits))
+            self.driver.create(p.sandbox_cgroup)
+            for c in p.all_containers():
+                self.driver.create(c.cgroup, Limits(**c.limits))
+
+        self._run("create cgroups", create)
 
     def net_config(self):
         from minipod.net import NetConfig
@@ -144,16 +152,14 @@ class Pod:
 
     @staticmethod
     def _run(what: str, fn):
+        """Name the step in the error. Anything else than our errors or the kernel's is a bug
+        and keeps its traceback."""
         try:
             return fn()
-        except child.ChildError as e:
+        except MinipodError as e:
             raise SetupError(f"{what}: {e}") from None
         except OSError as e:
             raise SetupError(f"{what}: {child.describe(e)}") from None
-        except Exception as e:
-            if type(e).__module__.startswith("minipod"):
-                raise SetupError(f"{what}: {e}") from None
-            raise
 
     # --- teardown ----------------------------------------------------------------------------
 
@@ -202,10 +208,14 @@ class Pod:
             self.driver.remove(c.cgroup)
         self.driver.remove(p.sandbox_cgroup)
         self.driver.remove(p.pod_cgroup)
-        try:
-            self.driver.remove(p.cgroup_parent)  # busy while other pods exist: that's fine
-        except Exception:  # noqa: BLE001
-            pass
+        # The parent goes with the last pod. Checking "empty" and removing it is not atomic
+        # (systemd's StopUnit of a slice would stop a pod slice created in between), so pod
+        # creation holds the same lock until its slice exists.
+        with flock(p.cgroup_lock):
+            try:
+                self.driver.remove(p.cgroup_parent)
+            except CgroupBusy:
+                pass  # other pods live in it
 
     def remove_dirs(self) -> None:
         shutil.rmtree(self.plan.data_dir, ignore_errors=True)

@@ -16,18 +16,17 @@ class Sandbox:
 
 
 def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
-    """Fork the sandbox, put it in its cgroup, let it unshare and exec pause.
+    """Fork the sandbox, let it unshare, put it in its cgroup, and let it exec pause.
 
-    join_cgroup(pid) runs in the parent before the child does anything, so every page the
-    sandbox touches is charged to the pod.
+    join_cgroup(pid) runs in the parent once the child's set-up is done and just before it
+    execs: the pod's cgroup may be throttled hard (`cpu: 1n` is 1 ms per 100 ms), and the
+    kubelet's set-up work is never charged to the pod. Only pause itself runs there.
     """
     supervisor = os.getpid()
     types = ["net", "ipc", "uts", "mnt"] + (["pid"] if plan.share_pid else [])
 
     def body(ch: child.Channel) -> None:
         os.setsid()  # out of the terminal's process group: Ctrl-C goes to the supervisor only
-        ch.stage = "wait for the cgroup"
-        ch.wait_go()
         ch.stage = "unshare " + ",".join(types)
         ns.unshare(*types)
         # Our own mount namespace holds the pod's /dev/shm without a host mount: it disappears
@@ -51,23 +50,27 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
             child.die_with_parent(None)
         else:
             child.die_with_parent(supervisor)
-        ch.stage = "exec pause"
         child.set_oom_score_adj(-998)  # containerd's value for sandboxes
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # pause only warns that it is not PID 1; nobody reads it
             os.dup2(devnull, fd)
         child.close_fds_except(ch.keep_fds())
+        ch.stage = "wait for the cgroup"
+        ch.send("R")
+        ch.wait_go()
+        ch.stage = "exec pause"
         os.execv(pause_argv[0], pause_argv)
 
     h = child.fork(body)
     try:
-        join_cgroup(h.pid)
-        h.go()
         pid = h.pid
         if plan.share_pid:
             pid = int(h.expect("P "))
             os.waitpid(h.pid, 0)  # the intermediate: reaped before pause may set its death signal
             h.go()
+        h.expect("R")
+        join_cgroup(pid)
+        h.go()
         if h.read() is not None:
             raise child.ChildError("unexpected report from the sandbox")
         return Sandbox(pid)

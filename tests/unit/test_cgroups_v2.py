@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from minipod.cgroups import CgroupError, Limits, detect, fs
+from minipod.cgroups import CgroupBusy, CgroupError, Limits, detect, fs
 from minipod.cgroups.v2 import V2Driver
 
 MI = 1 << 20
@@ -267,7 +267,7 @@ def test_remove_idempotent_and_retries_ebusy(fake, monkeypatch):
     d.remove(GROUP)
     assert calls == [leaf, leaf] and not os.path.exists(leaf)
     d.remove(GROUP)
-    with pytest.raises(CgroupError, match=r"rmdir .*/minipod.slice: Device or resource busy"):
+    with pytest.raises(CgroupBusy, match=r"rmdir .*/minipod.slice: Device or resource busy"):
         d.remove("minipod.slice")  # still has a child
     d.remove("minipod.slice/minipod-web.slice")
     d.remove("minipod.slice")
