@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from minipod.errors import MinipodError
 
@@ -47,7 +47,6 @@ class Config:
     # Restart back-off (kubelet: 10 s doubling to 300 s); tests and labs use seconds.
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.image_root:
