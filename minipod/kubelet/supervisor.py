@@ -73,9 +73,6 @@ class Phase(enum.Enum):
     COMPLETED = "completed"      # an init container that exited 0: done for good
 
 
-ALIVE = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.KILLED)
-
-
 class Ctr:
     """One container's runtime state (a kubelet containerStatus, more or less)."""
 
