@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 
 from minipod.errors import Conflict, MinipodError, NotFound
 
@@ -121,6 +120,3 @@ def process_alive(pid: int | None, start: int | None) -> bool:
     st = proc_start_time(pid)
     return st is not None and (start is None or st == start)
 
-
-def now() -> float:
-    return time.time()

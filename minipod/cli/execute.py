@@ -16,14 +16,8 @@ import sys
 import termios
 import tty as ttymod
 
-# Everything the child needs must be imported here, in the parent: once it has joined the
-# container's mount namespace, Python's modules are no longer on its filesystem.
-import prctl  # noqa: F401 - used by minipod.kernel.caps in the child
-
 from minipod.errors import Conflict, MinipodError
-from minipod.kernel import ns
-from minipod.kubelet import actions
-from minipod.pod import child
+from minipod.pod import child, enter  # enter imports what the child needs after joining
 
 
 def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, driver) -> int:
@@ -35,9 +29,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
         print("Unable to use a TTY - input is not a terminal or the right kind of file",
               file=sys.stderr)
         tty = False
-    env = dict(kv.split("=", 1) for kv in c["env"])
-    if tty:
-        env.setdefault("TERM", os.environ.get("TERM", "xterm"))
+    term = os.environ.get("TERM", "xterm")
     sock_parent, sock_child = socket.socketpair() if tty else (None, None)
 
     def body(ch: child.Channel) -> None:
@@ -45,7 +37,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
         ch.wait_go()
         ch.stage = "join the container's namespaces"
         # mnt last (see ns.join); pid applies to the child we fork next.
-        ns.join(pid, actions.CONTAINER_NAMESPACES)
+        enter.join(pid, enter.CONTAINER_NAMESPACES)
         grandchild = os.fork()
         if grandchild:
             # Stay as the parent so the exit status travels back: mirror it. Close our copy of
@@ -61,10 +53,10 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
             fd = os.open("/dev/null", os.O_RDONLY)
             os.dup2(fd, 0)
         # The container's user, working directory and capabilities (after the pty: it is
-        # opened as root); then the container's signal dispositions, not Python's.
-        actions.restore_signals()
-        actions.prepare_process(c)
-        child.close_fds_except(ch.keep_fds())
+        # opened as root), its signal dispositions, not Python's, and no fd but stdio.
+        env = enter.become(c, ch.keep_fds())
+        if tty:
+            env.setdefault("TERM", term)
         ch.stage = f'exec "{argv[0]}"'
         try:
             os.execvpe(argv[0], argv, env)

@@ -9,9 +9,9 @@ the supervisor as a transition: ready/unready, started, or "restart".
 from __future__ import annotations
 
 import math
-import time
 
 from minipod.kubelet import actions, probes
+from minipod.kubelet.supervisor import Phase
 
 
 class Health:
@@ -31,16 +31,16 @@ class Health:
     def started(self, ctr) -> None:
         """A container instance just started: its probers, and its postStart hook."""
         if ctr.kind != "init":  # plain init containers have no probes (sidecars do)
-            ctr.probers = probes.for_container(ctr.c["spec"], time.monotonic())
+            ctr.probers = probes.for_container(ctr.c["spec"], self.sup.clock())
         hook = (ctr.c["spec"].get("lifecycle") or {}).get("postStart")
         if hook:
-            ctr.post_start_pending = True
+            ctr.phase = Phase.STARTING
             self._spawn(ctr, hook, "postStart", None)
 
     def run_due(self) -> None:
-        now = time.monotonic()
+        now = self.sup.clock()
         for ctr in self.sup.ctrs.values():
-            if not ctr.running or ctr.post_start_pending or ctr.stop_deadline is not None:
+            if ctr.phase != Phase.RUNNING:  # not while postStart runs, nor once stopping
                 continue
             for p in ctr.probers:
                 if p.due(now):
@@ -56,10 +56,10 @@ class Health:
     def pre_stop(self, ctr, deadline: float) -> bool:
         """Run the preStop hook inside the grace period; True if one was started."""
         hook = (ctr.c["spec"].get("lifecycle") or {}).get("preStop")
-        if not hook or deadline <= time.monotonic():
+        now = self.sup.clock()
+        if not hook or deadline <= now:
             return False
-        ctr.pre_stop_pending = True
-        self._spawn(ctr, hook, "preStop", max(deadline - time.monotonic(), 0.1))
+        self._spawn(ctr, hook, "preStop", max(deadline - now, 0.1))
         return True
 
     def cancel(self, ctr=None, keep_hooks: bool = False) -> None:
@@ -79,15 +79,15 @@ class Health:
             return True  # about an instance that is gone
         sup = self.sup
         if what == "postStart":
-            ctr.post_start_pending = False
+            if ctr.phase == Phase.STARTING:
+                ctr.phase = Phase.RUNNING
             if not ok:
                 sup.event("Warning", "FailedPostStartHook", msg, ctr)
-                sup.stop_container(ctr, time.monotonic(),
+                sup.stop_container(ctr, sup.clock(),
                                    f"FailedPostStartHook: {msg}")
             sup.write_state()
             sup.advance()
         elif what == "preStop":
-            ctr.pre_stop_pending = False
             if not ok:
                 sup.event("Warning", "FailedPreStopHook", msg, ctr)
             sup.send_stop_signal(ctr)
@@ -102,11 +102,11 @@ class Health:
             sup.event("Warning", "Unhealthy", f"{kind} probe failed: {msg}", ctr)
         elif msg:
             sup.event("Warning", "ProbeWarning", f"{kind} probe warning: {msg}", ctr)
-        change = prober.record(ok, time.monotonic())
+        change = prober.record(ok, sup.clock())
         if change == "restart":
             grace = prober.grace if prober.grace is not None else sup.plan.grace_seconds
             why = "liveness" if prober.kind == "liveness" else "startup"
-            sup.stop_container(ctr, time.monotonic() + grace,
+            sup.stop_container(ctr, sup.clock() + grace,
                                f"Container {ctr.name} failed {why} probe, will be restarted")
         elif change:
             sup.write_state()

@@ -13,12 +13,14 @@ The life of a pod (kubelet semantics, see the shared reference kubelet-semantics
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 import selectors
 import signal
 import sys
 import time
+from typing import Callable
 
 from minipod import state
 from minipod.kubelet import logs
@@ -56,6 +58,21 @@ class Host:
         self.janitor_kind = janitor_kind  # "c" (pause/janitor.c) or "python" (janitor.py)
 
 
+class Phase(enum.Enum):
+    """Where a container is in its life. The kubelet's status shows three states (waiting,
+    running, terminated: Ctr.state, with their reasons); the supervisor needs to tell apart
+    what each of those is waiting for."""
+
+    WAITING = "waiting"          # not started yet, or again after the sandbox was re-created
+    BACKOFF = "backoff"          # exited; restarts at restart_at
+    STARTING = "starting"        # running; its postStart hook has not finished
+    RUNNING = "running"          # running, probed
+    STOPPING = "stopping"        # preStop or the stop signal sent; SIGKILL at stop_deadline
+    KILLED = "killed"            # SIGKILL sent; waiting for the exit
+    TERMINATED = "terminated"    # exited, not to be restarted (or not yet: the pod decides)
+    COMPLETED = "completed"      # an init container that exited 0: done for good
+
+
 class Ctr:
     """One container's runtime state (a kubelet containerStatus, more or less)."""
 
@@ -63,6 +80,7 @@ class Ctr:
         self.c = c
         self.name = c["name"]
         self.kind = kind  # "init" | "sidecar" | "app"
+        self.phase = Phase.WAITING
         self.pid = 0
         self.id = ""
         self.restarts = 0
@@ -75,13 +93,9 @@ class Ctr:
         self.oom_before = 0
         self.started_mono = 0.0
         self.backoff = 0.0
-        self.restart_at: float | None = None
-        self.completed = False  # an init container that exited 0
+        self.restart_at: float | None = None      # BACKOFF: start again at this time
         self.probers: list = []
-        self.post_start_pending = False
-        self.pre_stop_pending = False
-        self.stop_deadline: float | None = None  # SIGKILL at this time (monotonic)
-        self.killed = False  # SIGKILL sent to this instance
+        self.stop_deadline: float | None = None  # STOPPING: SIGKILL at this time (monotonic)
 
     @property
     def running(self) -> bool:
@@ -91,7 +105,7 @@ class Ctr:
     def started(self) -> bool:
         """Running, past its startup probe and postStart hook (what a sidecar must be before
         the next init container may start)."""
-        return self.running and not self.post_start_pending and \
+        return self.running and self.phase != Phase.STARTING and \
             all(p.started for p in self.probers)
 
     @property
@@ -110,6 +124,73 @@ class Ctr:
                 "image": self.c["image"], "imageID": _image_id(self.c)}
 
 
+# --- the kubelet's decisions, as pure functions (unit-tested with fakes) ----------------------
+
+RESTART, COMPLETE, FAIL_POD, STAY = "restart", "complete", "fail-pod", "stay"
+
+
+def after_exit(kind: str, policy: str, code: int) -> str:
+    """What an exit with `code` means for a container of `kind` under the pod's restartPolicy:
+    RESTART it, COMPLETE (an init container done), FAIL_POD (an init container failed under
+    Never: the pod fails), or STAY terminated."""
+    if kind == "sidecar":
+        return RESTART  # sidecars are restarted whatever the pod's policy
+    if kind == "init":
+        if code == 0:
+            return COMPLETE
+        # An Always pod's init containers behave as OnFailure.
+        return FAIL_POD if policy == "Never" else RESTART
+    if policy == "Always" or (policy == "OnFailure" and code != 0):
+        return RESTART
+    return STAY
+
+
+def backoff(previous: float, ran_for: float, initial: float, maximum: float) -> tuple[float, float]:
+    """kubelet back-off: (this restart's delay, the next one's). The first restart is immediate,
+    then initial, 2x ... up to maximum; a container that ran for 2 x maximum starts over."""
+    if ran_for > 2 * maximum:
+        previous = 0.0
+    delay = previous
+    return delay, (min(maximum, previous * 2) if previous else initial)
+
+
+def to_start(inits: list[Ctr], apps_started: bool) -> tuple[list[Ctr], bool]:
+    """The next step of the kubelet's sequence: (init containers or sidecars to start now,
+    whether the app containers start now). Init containers run one at a time, each to exit 0;
+    a sidecar (restartPolicy Always) is started and must be started (postStart, startup probe)
+    before the next one; the apps start when every init container has completed."""
+    for ctr in inits:
+        if ctr.kind == "sidecar":
+            if ctr.instance < 0 and ctr.restart_at is None:
+                return [ctr], False
+            if not ctr.started:
+                return [], False  # the next step waits until the sidecar is started
+            continue
+        if ctr.phase == Phase.COMPLETED:
+            continue
+        if not ctr.running and ctr.restart_at is None:
+            return [ctr], False
+        return [], False
+    return [], not apps_started
+
+
+def to_stop(ctrs: list[Ctr]) -> list[Ctr]:
+    """Termination order: app (and init) containers all at once, as the kubelet does (podman
+    stops them one after another); sidecars only once those are gone, newest first, one at a
+    time. `ctrs`: init containers in order, then apps."""
+    first = [c for c in ctrs if c.kind != "sidecar" and c.running]
+    if first:
+        return first
+    for ctr in reversed(ctrs):
+        if ctr.kind == "sidecar" and ctr.running:
+            return [ctr]
+    return []
+
+
+def _as_dict(c) -> dict:
+    return dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c)
+
+
 def _image_id(c: dict) -> str:
     """As containerd reports it: repository@digest (docker.io/library/busybox@sha256:...)."""
     ref = c["image_ref"].split("@", 1)[0]
@@ -120,19 +201,32 @@ def _image_id(c: dict) -> str:
 
 
 class Supervisor:
-    def __init__(self, run_dir: str, foreground: bool, host: "Host"):
+    def __init__(self, run_dir: str, foreground: bool, host: "Host", *, plan=None, pod=None,
+                 clock: Callable[[], float] = time.monotonic, reap=None,
+                 kill: Callable[[int, int], None] = os.kill):
+        """The seams for unit tests: a plan, a pod (setup/start/teardown/rebuild_sandbox), a
+        monotonic clock, reap() (yields (pid, status)) and kill(pid, sig) in place of the real
+        ones (the cgroup driver is host.driver)."""
         from minipod.kubelet.health import Health
-        from minipod.pod.pod import Pod
 
         self.run_dir = run_dir
         self.foreground = foreground
-        self.plan = PodPlan.from_json(state.read_json(os.path.join(run_dir, "plan.json")))
+        self.plan = plan or PodPlan.from_json(state.read_json(os.path.join(run_dir, "plan.json")))
         self.cfg, self.driver, self.pause = host.cfg, host.driver, host.pause
         self.janitor_kind = host.janitor_kind
-        self.pod = Pod(self.plan, self.driver, self.pause.argv)
-        self.inits = [Ctr(dataclasses.asdict(c), "sidecar" if c.sidecar else "init")
+        if pod is None:
+            from minipod.pod.pod import Pod
+
+            pod = Pod(self.plan, self.driver, self.pause.argv)
+        self.pod = pod
+        if reap is None:
+            from minipod.pod.pod import reap
+        self.reap = reap
+        self.clock = clock
+        self.kill = kill
+        self.inits = [Ctr(_as_dict(c), "sidecar" if c.sidecar else "init")
                       for c in self.plan.init_containers]
-        self.apps = [Ctr(dataclasses.asdict(c), "app") for c in self.plan.containers]
+        self.apps = [Ctr(_as_dict(c), "app") for c in self.plan.containers]
         self.ctrs = {c.name: c for c in self.inits + self.apps}
         self.sel = selectors.DefaultSelector()
         self.phase = state.PENDING
@@ -213,25 +307,17 @@ class Supervisor:
 
     def advance(self) -> None:
         """Start whatever is due next. Called after every event that could change it."""
-        if self.stopping:
-            return
-        for ctr in self.inits:
-            if ctr.kind == "sidecar":
-                if ctr.instance < 0 and ctr.restart_at is None:
+        while not self.stopping:
+            inits, apps = to_start(self.inits, self.apps_started)
+            for ctr in inits:
+                self._start(ctr)
+            if apps:
+                self.apps_started = True
+                self.phase = state.RUNNING
+                for ctr in self.apps:
                     self._start(ctr)
-                if not ctr.started:
-                    return  # the next step waits until the sidecar is started
-                continue
-            if ctr.completed:
-                continue
-            if not ctr.running and ctr.restart_at is None:
-                self._start(ctr)
-            return
-        if not self.apps_started:
-            self.apps_started = True
-            self.phase = state.RUNNING
-            for ctr in self.apps:
-                self._start(ctr)
+            if not inits or not all(c.started for c in inits):
+                return  # (a sidecar that is started at once lets the next step go on)
 
     def _start(self, ctr: Ctr) -> None:
         from minipod.errors import SetupError
@@ -244,6 +330,7 @@ class Supervisor:
             started = self.pod.start(ctr.c)
         except SetupError as e:
             ctr.instance += 1
+            ctr.phase = Phase.TERMINATED
             ctr.state = {"terminated": {"reason": "StartError", "exitCode": 128,
                                         "message": str(e), "finishedAt": logs.timestamp()}}
             self.event("Warning", "Failed", str(e), ctr)
@@ -265,10 +352,9 @@ class Supervisor:
             self.event("Warning", "OOMKilling", f"memory limit reached: container {ctr.name} "
                        "was killed by the kernel's OOM killer", ctr)
         ctr.pid = 0
+        ctr.phase = Phase.TERMINATED
         ctr.stop_deadline = None
-        ctr.killed = False
         ctr.probers = []
-        ctr.post_start_pending = ctr.pre_stop_pending = False
         self.health.cancel(ctr)
         ctr.state = {"terminated": {"reason": reason, "exitCode": code,
                                     "startedAt": ctr.state.get("running", {}).get("startedAt"),
@@ -280,23 +366,15 @@ class Supervisor:
         if self.stopping:
             self.write_state()
             return
-        policy = self.plan.restart_policy
-        if ctr.kind == "sidecar":
-            restart = True  # sidecars are restarted whatever the pod's policy
-        elif ctr.kind == "init":
-            if code == 0:
-                ctr.completed = True
-                restart = False
-            elif policy == "Never":
-                self.phase = state.FAILED
-                self._say(f"init container {ctr.name} failed and restartPolicy is Never")
-                self.begin_termination(self.plan.grace_seconds)
-                return
-            else:
-                restart = True  # an Always pod's init containers behave as OnFailure
-        else:
-            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-        if restart:
+        what = after_exit(ctr.kind, self.plan.restart_policy, code)
+        if what == COMPLETE:
+            ctr.phase = Phase.COMPLETED
+        elif what == FAIL_POD:
+            self.phase = state.FAILED
+            self._say(f"init container {ctr.name} failed and restartPolicy is Never")
+            self.begin_termination(self.plan.grace_seconds)
+            return
+        if what == RESTART:
             self._schedule_restart(ctr)
         elif ctr.kind == "app" and all(not c.running and c.restart_at is None
                                        for c in self.apps):
@@ -306,14 +384,12 @@ class Supervisor:
         self.advance()
 
     def _schedule_restart(self, ctr: Ctr) -> None:
-        """kubelet back-off: the first restart is immediate, then initial, 2x ... up to max; a
-        container that ran cleanly for 2 x max starts over."""
-        if time.monotonic() - ctr.started_mono > 2 * self.cfg.backoff_max:
-            ctr.backoff = 0.0
-        delay = ctr.backoff
-        ctr.backoff = (min(self.cfg.backoff_max, ctr.backoff * 2) if ctr.backoff
-                       else self.cfg.backoff_initial)
-        ctr.restart_at = time.monotonic() + delay
+        """See backoff(): the first restart is immediate, then doubling."""
+        now = self.clock()
+        delay, ctr.backoff = backoff(ctr.backoff, now - ctr.started_mono,
+                                     self.cfg.backoff_initial, self.cfg.backoff_max)
+        ctr.phase = Phase.BACKOFF
+        ctr.restart_at = now + delay
         if delay:
             ctr.last_state, ctr.state = ctr.state, {"waiting": {
                 "reason": "CrashLoopBackOff",
@@ -324,39 +400,40 @@ class Supervisor:
             self._say(f"container {ctr.name}: back-off {delay:g}s before restarting")
 
     def _timers(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for ctr in self.ctrs.values():
             if ctr.restart_at is not None and ctr.restart_at <= now and not ctr.fds:
                 ctr.restart_at = None
+                ctr.phase = Phase.TERMINATED
                 if not self.stopping:
                     self._start(ctr)
                     self.advance()
-            if ctr.running and ctr.stop_deadline is not None and ctr.stop_deadline <= now \
-                    and not ctr.killed:
-                ctr.killed = True  # once: then we wait for the reap
+            if ctr.phase == Phase.STOPPING and ctr.stop_deadline <= now:
+                ctr.phase = Phase.KILLED  # once: then we wait for the reap
                 self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)  # the grace period is over
         if not self.stopping:
             self.health.run_due()
 
     def _next_timeout(self) -> float | None:
         times = [c.restart_at for c in self.ctrs.values() if c.restart_at is not None]
-        times += [c.stop_deadline for c in self.ctrs.values()
-                  if c.running and c.stop_deadline is not None and not c.killed]
+        times += [c.stop_deadline for c in self.ctrs.values() if c.phase == Phase.STOPPING]
         if not self.stopping and (t := self.health.next_time()) is not None:
             times.append(t)
         if not times:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        return max(0.0, min(times) - self.clock())
 
     # --- termination ---------------------------------------------------------------------------
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         if self.stopping and self.user_stop:
             if signum == signal.SIGINT:  # a second Ctrl-C: don't wait for the grace period
-                self.stop_deadline = time.monotonic()
+                self.stop_deadline = self.clock()
                 for ctr in self.ctrs.values():
                     if ctr.running:
                         ctr.stop_deadline = self.stop_deadline
+                        if ctr.phase in (Phase.STARTING, Phase.RUNNING):
+                            ctr.phase = Phase.STOPPING  # (a sidecar not asked yet) SIGKILL now
             return
         grace = self.plan.grace_seconds
         req = state.read_json(os.path.join(self.run_dir, "stop.json"))
@@ -371,11 +448,13 @@ class Supervisor:
     def begin_termination(self, grace: int) -> None:
         if not self.stopping:
             self.stopping = True
-            self.stop_deadline = time.monotonic() + grace
+            self.stop_deadline = self.clock() + grace
             self.health.cancel(keep_hooks=True)  # probes stop; a running preStop goes on
         elif grace == 0:
-            self.stop_deadline = time.monotonic()
+            self.stop_deadline = self.clock()
         for ctr in self.ctrs.values():
+            if ctr.phase == Phase.BACKOFF:
+                ctr.phase = Phase.TERMINATED  # no restart now
             ctr.restart_at = None
             if "waiting" in ctr.state and not ctr.running:
                 ctr.state = {"waiting": {"reason": ctr.state["waiting"].get("reason", "")}}
@@ -383,17 +462,9 @@ class Supervisor:
         self.write_state()
 
     def _terminate_step(self) -> None:
-        """App (and init) containers all at once, as the kubelet does (podman stops them one
-        after another); sidecars only once those are gone, newest first."""
-        first = [c for c in self.ctrs.values() if c.kind != "sidecar" and c.running]
-        for ctr in first:
+        """Stop what is due (see to_stop); finished once nothing runs and no handler is left."""
+        for ctr in to_stop(self.inits + self.apps):
             self.stop_container(ctr, self.stop_deadline, f"Stopping container {ctr.name}")
-        if not first:
-            for ctr in reversed(self.inits):
-                if ctr.kind == "sidecar" and ctr.running:
-                    self.stop_container(ctr, self.stop_deadline,
-                                        f"Stopping container {ctr.name}")
-                    break
         busy = any(c.running or c.fds for c in self.ctrs.values()) or self.health.inflight
         self.finished = not busy
 
@@ -403,6 +474,7 @@ class Supervisor:
             ctr.stop_deadline = min(ctr.stop_deadline, deadline)
             return
         ctr.stop_deadline = deadline
+        ctr.phase = Phase.STOPPING
         self.event("Normal", "Killing", message, ctr)
         if not self.health.pre_stop(ctr, deadline):
             self.send_stop_signal(ctr)
@@ -410,9 +482,9 @@ class Supervisor:
     def send_stop_signal(self, ctr: Ctr) -> None:
         if not ctr.running:
             return
-        late = ctr.stop_deadline is not None and ctr.stop_deadline <= time.monotonic()
+        late = ctr.stop_deadline is not None and ctr.stop_deadline <= self.clock()
         try:
-            os.kill(ctr.pid, signal.SIGKILL if late else ctr.c["stop_signal"])
+            self.kill(ctr.pid, signal.SIGKILL if late else ctr.c["stop_signal"])
         except ProcessLookupError:
             pass
 
@@ -436,10 +508,8 @@ class Supervisor:
         self._reap()
 
     def _reap(self) -> None:
-        from minipod.pod.pod import reap
-
         by_pid = {ctr.pid: ctr for ctr in self.ctrs.values() if ctr.pid}
-        for pid, status in reap():
+        for pid, status in self.reap():
             if pid in by_pid:
                 self._exited(by_pid[pid], status)
             elif pid == self.pod.sandbox_pid:
@@ -459,8 +529,8 @@ class Supervisor:
         for ctr in self.ctrs.values():
             if ctr.running:
                 self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while any(c.running for c in self.ctrs.values()) and time.monotonic() < deadline:
+        deadline = self.clock() + 10
+        while any(c.running for c in self.ctrs.values()) and self.clock() < deadline:
             time.sleep(0.01)
             self._reap_only()
         from minipod.errors import SetupError
@@ -473,7 +543,7 @@ class Supervisor:
             self.begin_termination(0)
             return
         for ctr in self.ctrs.values():
-            ctr.completed = False
+            ctr.phase = Phase.WAITING if not ctr.running else ctr.phase
             ctr.restart_at = None
             if ctr.kind == "app":
                 ctr.state = {"waiting": {"reason": "PodInitializing"}}
@@ -485,12 +555,10 @@ class Supervisor:
 
     def _reap_only(self) -> None:
         """Reap exits while we wait for kills, recording them without reacting."""
-        from minipod.pod.pod import reap
-
         stopping, self.stopping = self.stopping, True
         try:
             by_pid = {ctr.pid: ctr for ctr in self.ctrs.values() if ctr.pid}
-            for pid, status in reap():
+            for pid, status in self.reap():
                 if pid in by_pid:
                     self._exited(by_pid[pid], status)
                 else:
@@ -504,7 +572,8 @@ class Supervisor:
         ctr.pid = s.pid
         ctr.id = os.urandom(32).hex()
         ctr.instance += 1
-        ctr.started_mono = time.monotonic()
+        ctr.started_mono = self.clock()
+        ctr.phase = Phase.RUNNING
         ctr.state = {"running": {"startedAt": logs.timestamp()}}
         self.event("Normal", "Created", f"Created container {ctr.name}", ctr)
         self.event("Normal", "Started", f"Started container {ctr.name}", ctr)

@@ -10,11 +10,10 @@ go (the network must be up before the workload runs, as with the kubelet's CNI A
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 
-from minipod.kernel import caps, ns
-from minipod.pod import child, rootfs
+from minipod.kernel import ns
+from minipod.pod import child, enter, rootfs
 
 
 @dataclass
@@ -76,8 +75,9 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
         ch.stage = "join the sandbox's namespaces"
         # mnt last: setns(mnt) changes our root, and the others are opened through /proc first.
         # Joining the sandbox's mount namespace before unsharing our own gives us a copy of it,
-        # which holds the pod's /dev/shm.
-        ns.join(sandbox_pid, join + ["mnt"])
+        # which holds the pod's /dev/shm. Non-dumpable first (see enter.py): with
+        # shareProcessNamespace, the pod's other containers see us until we exec.
+        enter.join(sandbox_pid, join + ["mnt"])
         ch.stage = "unshare mnt" + ("" if share_pid else ",pid")
         ns.unshare("mnt") if share_pid else ns.unshare("mnt", "pid")
         pid = os.fork()
@@ -90,33 +90,17 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
     def stage_b(ch: child.Channel) -> None:
         ch.stage = "set up the root filesystem"
         rootfs.build(c)
-        ch.stage = f"resolve user {c['user'] or '0'}"
-        uid, gid, groups = rootfs.lookup_user(c["user"])
         ch.stage = f"working directory {c['cwd']}"
-        os.makedirs(c["cwd"], exist_ok=True)
-        os.chdir(c["cwd"])
+        os.makedirs(c["cwd"], exist_ok=True)  # as runc does: a missing cwd is created
         ch.stage = "set up stdio"
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        child.set_oom_score_adj(c["oom_score_adj"])
         ch.send("R")
         ch.wait_go()
-        child.die_with_parent(None)
-        ch.stage = "set user and capabilities"
-        env = dict(kv.split("=", 1) for kv in c["env"])
-        caps.drop_bounding(c["caps"])
-        if uid or gid:
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)  # from uid 0 to another: the kernel clears permitted/effective caps
-        caps.limit(c["caps"], c["no_new_privs"])
-        # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give the
-        # workload the default actions (a pipeline's writer must die of SIGPIPE).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        child.close_fds_except(ch.keep_fds())
+        ch.stage = "enter the container"
+        env = enter.become(c, ch.keep_fds())
         ch.stage = f"exec {c['argv'][0]}"
         try:
             os.execvpe(c["argv"][0], c["argv"], env)

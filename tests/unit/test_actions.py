@@ -1,4 +1,4 @@
-"""minipod.kubelet.actions without a container: handler parsing, named ports, the kubelet's messages,
+"""minipod.kubelet.actions, netprobe and incontainer without a container: handler parsing, named ports, the kubelet's messages,
 HTTP/TCP against servers on loopback, commands on the host, spawn/finish round trips.
 (Exec inside a real container: tests/integration/test_actions.py.)"""
 
@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from minipod.kubelet import actions
+from minipod.kubelet import actions, incontainer, netprobe
 from minipod.pod import child
 from minipod.kubelet.actions import Action, ActionError, Running, parse
 
@@ -109,13 +109,13 @@ def test_parse_headers_override_the_defaults():
 
 
 def test_request_bytes_and_parse_head():
-    assert actions.request_bytes("/x", [("Host", "h:1"), ("A", "b")]) == \
+    assert netprobe.request_bytes("/x", [("Host", "h:1"), ("A", "b")]) == \
         b"GET /x HTTP/1.1\r\nHost: h:1\r\nA: b\r\n\r\n"
-    code, fields = actions.parse_head(b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nX:  y ")
+    code, fields = netprobe.parse_head(b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nX:  y ")
     assert code == 302 and fields == {"location": "/ok", "x": "y"}
-    assert actions.parse_head(b"HTTP/1.0 200")[0] == 200
-    with pytest.raises(actions._Failed, match='malformed HTTP response "SSH-2.0-OpenSSH"'):
-        actions.parse_head(b"SSH-2.0-OpenSSH")
+    assert netprobe.parse_head(b"HTTP/1.0 200")[0] == 200
+    with pytest.raises(netprobe._Failed, match='malformed HTTP response "SSH-2.0-OpenSSH"'):
+        netprobe.parse_head(b"SSH-2.0-OpenSSH")
 
 
 def test_messages():
@@ -182,7 +182,7 @@ def http(srv, path: str, headers: list | None = None, scheme: str = "HTTP",
          seconds: float = 5.0) -> tuple[bool, str]:
     a = parse({"httpGet": {"port": srv.server_address[1], "host": "127.0.0.1", "path": path,
                            "scheme": scheme, "httpHeaders": headers or []}}, C, IP)
-    return actions.run_http(a, deadline(seconds))
+    return netprobe.run_http(a, deadline(seconds))
 
 
 def test_http_success_and_what_the_server_sees(server):
@@ -237,7 +237,7 @@ def test_http_connection_refused():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     a = parse({"httpGet": {"port": port, "host": "127.0.0.1", "path": "/healthz"}}, C, IP)
-    assert actions.run_http(a, deadline()) == (
+    assert netprobe.run_http(a, deadline()) == (
         False, f'Get "http://127.0.0.1:{port}/healthz": dial tcp 127.0.0.1:{port}: connect: '
                "connection refused")
 
@@ -248,7 +248,7 @@ def test_http_timeout_when_the_server_never_answers():
         s.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
         port = s.getsockname()[1]
         a = parse({"httpGet": {"port": port, "host": "127.0.0.1"}}, C, IP)
-        assert actions.run_http(a, deadline(0.3)) == (False, actions.timeout_message(a))
+        assert netprobe.run_http(a, deadline(0.3)) == (False, actions.timeout_message(a))
 
 
 def test_http_not_http():
@@ -265,7 +265,7 @@ def test_http_not_http():
         t = threading.Thread(target=answer, daemon=True)
         t.start()
         a = parse({"httpGet": {"port": port, "host": "127.0.0.1"}}, C, IP)
-        ok, msg = actions.run_http(a, deadline())
+        ok, msg = netprobe.run_http(a, deadline())
         t.join()
     assert not ok
     assert msg.endswith('malformed HTTP response "SSH-2.0-OpenSSH_9.2"')
@@ -300,8 +300,8 @@ def test_tcp_success_and_refused():
         s.listen(1)
         port = s.getsockname()[1]
         a = Action("tcpSocket", host="127.0.0.1", port=port)
-        assert actions.run_tcp(a, deadline()) == (True, "")
-    assert actions.run_tcp(a, deadline()) == \
+        assert netprobe.run_tcp(a, deadline()) == (True, "")
+    assert netprobe.run_tcp(a, deadline()) == \
         (False, f"dial tcp 127.0.0.1:{port}: connect: connection refused")
 
 
@@ -313,7 +313,7 @@ def test_tcp_timeout_when_the_backlog_is_full():
         port = s.getsockname()[1]
         first.connect(("127.0.0.1", port))
         a = Action("tcpSocket", host="127.0.0.1", port=port)
-        assert actions.run_tcp(a, deadline(0.3)) == \
+        assert netprobe.run_tcp(a, deadline(0.3)) == \
             (False, f"dial tcp 127.0.0.1:{port}: i/o timeout")
 
 
@@ -330,7 +330,7 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def command(argv, proc_fd, timeout=5.0, env=None) -> tuple[bool, str]:
-    return actions.run_command(argv, lambda: dict(env or ENV), timeout, proc_fd)
+    return incontainer.run_command(argv, lambda keep: dict(env or ENV), timeout, proc_fd)
 
 
 def test_command_success_and_failure_with_combined_output(proc_fd):
@@ -348,8 +348,8 @@ def test_command_gets_the_environment_and_no_stdin(proc_fd):
 def test_command_output_is_truncated(proc_fd):
     ok, msg = command(["sh", "-c", "head -c 50000 /dev/zero | tr '\\0' x; exit 1"], proc_fd)
     assert not ok
-    assert msg.endswith("x" * actions.OUTPUT_LIMIT)
-    assert len(msg) < actions.OUTPUT_LIMIT + 100
+    assert msg.endswith("x" * incontainer.OUTPUT_LIMIT)
+    assert len(msg) < incontainer.OUTPUT_LIMIT + 100
 
 
 def test_command_killed_by_a_signal_reports_128_plus_n(proc_fd):
@@ -362,10 +362,10 @@ def test_command_not_found_and_prepare_failure(proc_fd):
         False, 'unable to start container process: exec: "no-such-command": '
                "executable file not found in $PATH")
 
-    def prepare():
+    def prepare(keep):
         raise OSError(2, 'resolve user app: user "app" not found in the image\'s /etc/passwd')
 
-    ok, msg = actions.run_command(["true"], prepare, 5.0, proc_fd)
+    ok, msg = incontainer.run_command(["true"], prepare, 5.0, proc_fd)
     assert (ok, msg) == (False, "unable to start container process: resolve user app: "
                                 "user \"app\" not found in the image's /etc/passwd")
 
@@ -391,7 +391,7 @@ def test_command_timeout_kills_the_command_and_everything_it_started(proc_fd, tm
             assert not _alive(pid), f"pid {pid} survived the timeout"
     finally:
         for pid in started:  # if the test failed: leave nothing behind
-            for kid in actions.descendants(pid, proc_fd) | {pid}:
+            for kid in incontainer.descendants(pid, proc_fd) | {pid}:
                 if _alive(kid):
                     os.kill(kid, signal.SIGKILL)
 
@@ -412,13 +412,13 @@ def test_descendants(proc_fd):
     p = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     try:
         deadline_ = time.monotonic() + 10
-        while len(found := actions.descendants(p.pid, proc_fd)) < 2 and \
+        while len(found := incontainer.descendants(p.pid, proc_fd)) < 2 and \
                 time.monotonic() < deadline_:
             time.sleep(0.01)
         assert len(found) == 2
-        assert actions.descendants(os.getpid(), proc_fd) >= found | {p.pid}
+        assert incontainer.descendants(os.getpid(), proc_fd) >= found | {p.pid}
     finally:
-        actions.kill_tree(p.pid, proc_fd)
+        incontainer.kill_tree(p.pid, proc_fd)
         p.wait()
     assert p.returncode == -signal.SIGKILL
 
