@@ -56,3 +56,51 @@ spec:
     mp.wait(lambda: "started" in mp.minipod("logs", "tiny", check=False).stdout,
             timeout=60, what="the throttled container's output")
     mp.minipod("rm", "-f", "tiny")
+
+
+def test_a_container_joins_its_cgroup_with_its_root_built_and_waiting_to_exec(
+        c_helpers, image_store, tmp_path):
+    import dataclasses
+
+    from minipod.cgroups import Driver
+    from minipod.config import Config
+    from minipod.images.store import ImageStore
+    from minipod.pod import plan as planmod
+    from minipod.pod.pod import Pod
+    from minipod.spec import spec
+
+    joined = {}
+
+    class Recorder(Driver):  # only join() matters here; the rest is never reached
+        def join(self, group, pid=0):
+            joined[group] = {"pid": pid, "root": os.readlink(f"/proc/{pid}/root"),
+                             "mnt": ns_of(pid, "mnt"), "net": ns_of(pid, "net")}
+
+        create = set_limits = kill = remove = lambda self, *a, **k: None
+        procs = paths = lambda self, *a: []
+        oom_kills = lambda self, *a: 0
+
+    res = spec.loads("apiVersion: v1\nkind: Pod\nmetadata: {name: order}\n"
+                     "spec: {containers: [{name: app, image: busybox, command: [sleep, '9']}]}\n")
+    cfg = Config(root=str(tmp_path / "run"), data_root=str(tmp_path / "data"),
+                 image_root=image_store)
+    p = planmod.build(res.pods[0], cfg, ImageStore(image_store), "order.yaml")
+    pod = Pod(p, Recorder(), [str(c_helpers / "pause")])
+    pod._make_dirs()
+    try:
+        pod._start_sandbox()
+        c = p.containers[0]
+        pending = pod.prepare(dataclasses.asdict(c))
+        try:
+            seen = joined[c.cgroup]
+            assert seen["pid"] == pending.pid  # the container's PID 1 itself
+            assert seen["root"] == "/"  # as its own mount namespace shows it: pivoted...
+            assert seen["mnt"] != ns_of("self", "mnt")  # ...in a mount namespace of its own
+            assert seen["net"] == ns_of(pod.sandbox_pid, "net")  # the pod's
+            with open(f"/proc/{pending.pid}/cmdline", "rb") as f:
+                assert b"sleep" not in f.read()  # and it has not exec'd yet
+        finally:
+            pending.abort()
+    finally:
+        pod.kill_all()
+        pod.remove_dirs()
