@@ -133,9 +133,13 @@ class V1Driver(Driver):
         # allow-all or a deny-by-default list can be compared.
         if policy.allows_all and listed == "a *:* rwm":
             return
-        if not policy.default_allow and set(listed.split("\n")) - {""} == {r.line() for r in policy.exceptions}:
+        wanted = {r.line() for r in policy.exceptions}
+        if not policy.default_allow and set(listed.split("\n")) - {""} == wanted:
             return
-        reset, add = ("devices.allow", "devices.deny") if policy.default_allow else ("devices.deny", "devices.allow")
+        if policy.default_allow:
+            reset, add = "devices.allow", "devices.deny"
+        else:
+            reset, add = "devices.deny", "devices.allow"
         # Reset first: "a" sets the default and drops every exception copied from the parent,
         # then each exception. Between the two writes the group is at the default: for a new,
         # empty group (create() runs before any process joins) nobody can notice.

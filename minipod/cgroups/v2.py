@@ -86,7 +86,9 @@ class V2Driver(Driver):
             fs.write(os.path.join(path, "pids.max"), value)
         if limits.devices is not None:
             # Allow-all is no program at all: what a group without one gets.
-            code = None if limits.devices.allows_all else devfilter.assemble(devfilter.program(limits.devices))
+            code = None
+            if not limits.devices.allows_all:
+                code = devfilter.assemble(devfilter.program(limits.devices))
             bpf.set_device_program(path, code)
 
     def join(self, group: str, pid: int = 0) -> None:
