@@ -25,15 +25,32 @@ class CgroupBusy(CgroupError):
     """remove() of a group that still holds child groups: other pods live in the parent."""
 
 
+# After CgroupError: devices.py raises it, and imports it from this half-made module.
+from minipod.cgroups import devices  # noqa: E402
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one group. None = leave unlimited / kernel default."""
+    """Resource limits of one group. None = leave unlimited / kernel default.
+
+    devices is the exception: its default is the container allow-list (devices.DEFAULT), so a
+    group nobody thought about is safe; devices.ALLOW_ALL is a privileged container's. None
+    means "not managed here": the group keeps what it inherits, as the kubelet's SkipDevices
+    for pod cgroups; pass it for a pod's slice, whose privileged containers could not get more
+    than the slice has (v1 refuses it, v2 and systemd run the slice's filter too).
+    """
 
     memory_max: int | None = None        # bytes
     cpu_quota_us: int | None = None      # CFS quota per period; None = no quota
     cpu_period_us: int = 100_000
     cpu_shares: int | None = None        # v1 shares [2, 262144]; v2 drivers convert to weight
     pids_max: int | None = None
+    devices: devices.Policy | None = devices.DEFAULT  # or a name: "default", "allow-all"
+
+    def __post_init__(self) -> None:
+        # A plan is JSON: it can carry the policy by name, Limits(**plan_limits) resolves it.
+        if isinstance(self.devices, str):
+            object.__setattr__(self, "devices", devices.by_name(self.devices))
 
 
 class Driver(abc.ABC):

@@ -24,7 +24,7 @@ import re
 import time
 from typing import Any, Protocol
 
-from minipod.cgroups import CgroupBusy, CgroupError, Driver, Limits, convert
+from minipod.cgroups import CgroupBusy, CgroupError, Driver, Limits, convert, devices
 
 MANAGER = "org.freedesktop.systemd1.Manager"
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
@@ -230,7 +230,47 @@ def unit_properties(limits: Limits, unified: bool = True) -> list[Property]:
             props.append(("CPUWeight", ("t", convert.cpu_weight(limits.cpu_shares))))
         else:
             props.append(("CPUShares", ("t", limits.cpu_shares)))
+    if limits.devices is not None:
+        props += device_properties(limits.devices)
     return props
+
+
+def device_properties(policy: devices.Policy) -> list[Property]:
+    """A device policy as DevicePolicy= and DeviceAllow= (systemd.resource-control(5)).
+
+    systemd builds the BPF program (v2) or writes devices.allow (v1) itself. "strict" allows
+    only the DeviceAllow= entries (not even /dev/null, which "closed" would add). An empty
+    DeviceAllow= first clears the entries a running unit has: each later one is appended.
+    Allow-all is "auto" with no entries: no filter. systemd has no deny entries, so a policy
+    that allows by default with exceptions cannot be expressed (runc warns and denies all).
+    """
+    clear: Property = ("DeviceAllow", ("a(ss)", []))
+    if policy.allows_all:
+        return [clear, ("DevicePolicy", ("s", "auto"))]
+    if policy.default_allow:
+        raise CgroupError("systemd driver: a device policy that allows all but some devices cannot "
+                          "be expressed (DeviceAllow= has no deny entries)")
+    return [clear, ("DevicePolicy", ("s", "strict")),
+            ("DeviceAllow", ("a(ss)", [(device_specifier(r), r.access) for r in policy.exceptions]))]
+
+
+def device_specifier(rule: devices.Rule) -> str:
+    """A rule's device as DeviceAllow= names it (systemd >= 240, as runc's systemd driver does):
+
+        c 1:3   /dev/char/1:3    parsed from the path, no node needs to exist
+        c 136:* char-136         a numeric device group is the major itself
+        c *:*   char-*           a glob over the device groups of /proc/devices: all of them
+    There is no spelling for '*:N' (any major, one minor).
+    """
+    kind = {"c": "char", "b": "block"}[rule.type]
+    if rule.major is None:
+        if rule.minor is not None:
+            raise CgroupError(f"systemd driver: device rule {rule.line()!r}: DeviceAllow= cannot "
+                              "name one minor of every major")
+        return f"{kind}-*"
+    if rule.minor is None:
+        return f"{kind}-{rule.major}"
+    return f"/dev/{kind}/{rule.major}:{rule.minor}"
 
 
 # --- the driver --------------------------------------------------------------------------------

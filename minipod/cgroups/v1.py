@@ -8,8 +8,13 @@ Limits: None means unlimited and is written as such (-1 / "max"), so set_limits(
 declarative "make it so"; cpu_shares None leaves cpu.shares alone (a new group starts at the
 kernel default, 1024).
 
+Devices: a new group copies its parent's rules; we write "a" to devices.deny (deny all, drop
+the copied exceptions) and then each allowed rule to devices.allow, or the reverse for a policy
+that allows all by default. A child can never get more than its parent: the kernel refuses it
+(EPERM), which is why a pod's slice must keep allow-all (Limits(devices=None)).
+
 We do not manage cpuset (a new cpuset group has empty cpuset.cpus/mems and refuses members
-until both are copied from the parent), devices, freezer or name=systemd.
+until both are copied from the parent), freezer or name=systemd.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from __future__ import annotations
 import errno
 import os
 
-from minipod.cgroups import CgroupError, Driver, Limits, fs
+from minipod.cgroups import CgroupError, Driver, Limits, devices, fs
 
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")
 # v1 memory.limit_in_bytes reads back as PAGE_COUNTER_MAX pages (9223372036854771712 on
 # 4 KiB pages) when unlimited; anything this large is "no limit".
 _UNLIMITED = 1 << 62
@@ -114,6 +119,33 @@ class V1Driver(Driver):
             # which pids.max rejects: "max" is the only spelling of unlimited), so plain I/O.
             value = "max" if limits.pids_max is None else limits.pids_max
             fs.write(os.path.join(path, "pids.max"), value)
+
+        policy = limits.devices
+        if policy is not None and ("devices" in self.mounts or not policy.allows_all):
+            self._set_devices(self._path(group, "devices", "device rules"), policy)
+
+    def _set_devices(self, path: str, policy: devices.Policy) -> None:
+        """Make the group's device rules the policy's (see the module docstring)."""
+        listed = fs.read(os.path.join(path, "devices.list")) or ""
+        # Already so (create() again, or set_limits() with the same policy): write nothing, so
+        # a running group never passes through the deny-all state below. devices.list shows
+        # an allow-by-default group as "a *:* rwm" whatever its exceptions, so only a plain
+        # allow-all or a deny-by-default list can be compared.
+        if policy.allows_all and listed == "a *:* rwm":
+            return
+        wanted = {r.line() for r in policy.exceptions}
+        if not policy.default_allow and set(listed.split("\n")) - {""} == wanted:
+            return
+        if policy.default_allow:
+            reset, add = "devices.allow", "devices.deny"
+        else:
+            reset, add = "devices.deny", "devices.allow"
+        # Reset first: "a" sets the default and drops every exception copied from the parent,
+        # then each exception. Between the two writes the group is at the default: for a new,
+        # empty group (create() runs before any process joins) nobody can notice.
+        fs.write(os.path.join(path, reset), "a")
+        for rule in policy.exceptions:
+            fs.write(os.path.join(path, add), rule.line())
 
     def join(self, group: str, pid: int = 0) -> None:
         for path in self._dirs(group):

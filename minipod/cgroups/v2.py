@@ -8,6 +8,10 @@ rule because only leaves ever get processes (the root is exempt from the rule).
 Limits: None means unlimited and is written as "max", so set_limits() is declarative;
 cpu_shares None leaves cpu.weight alone (a new group starts at the default, 100). A limit
 whose controller is not enabled is an error, never silently dropped.
+
+Devices: v2 has no devices controller; a BPF_CGROUP_DEVICE program attached to the group does
+the job (devfilter.py builds it, bpf.py loads and attaches it). It needs no controller, so it
+works on any cgroup2 mount, the hybrid layout's empty one too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import errno
 import os
 import signal
 
-from minipod.cgroups import CgroupError, Driver, Limits, convert, fs
+from minipod.cgroups import CgroupError, Driver, Limits, bpf, convert, devfilter, fs
 
 WANTED = ("cpu", "memory", "pids")
 
@@ -80,6 +84,12 @@ class V2Driver(Driver):
         if usable("pids", f"pids.max={limits.pids_max}", limits.pids_max is not None):
             value = "max" if limits.pids_max is None else limits.pids_max
             fs.write(os.path.join(path, "pids.max"), value)
+        if limits.devices is not None:
+            # Allow-all is no program at all: what a group without one gets.
+            code = None
+            if not limits.devices.allows_all:
+                code = devfilter.assemble(devfilter.program(limits.devices))
+            bpf.set_device_program(path, code)
 
     def join(self, group: str, pid: int = 0) -> None:
         fs.join_procs(self._path(group), pid)

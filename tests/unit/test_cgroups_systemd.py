@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from minipod.cgroups import CgroupError, Limits
+from minipod.cgroups import CgroupError, Limits, devices
 from minipod.cgroups.systemd import (
     INFINITY,
     NO_SUCH_UNIT,
@@ -38,6 +38,17 @@ UNLIMITED = ACCOUNTING + [
     ("CPUQuotaPerSecUSec", ("t", INFINITY)),
     ("CPUQuotaPeriodUSec", ("t", 100000)),
     ("TasksMax", ("t", INFINITY)),
+]
+# devices.DEFAULT in systemd's words: strict, then the allow-list.
+DEFAULT_DEVICES = [
+    ("DeviceAllow", ("a(ss)", [])),
+    ("DevicePolicy", ("s", "strict")),
+    ("DeviceAllow", ("a(ss)", [
+        ("char-*", "m"), ("block-*", "m"),
+        ("/dev/char/1:3", "rwm"), ("/dev/char/1:8", "rwm"), ("/dev/char/1:7", "rwm"),
+        ("/dev/char/5:0", "rwm"), ("/dev/char/1:5", "rwm"), ("/dev/char/1:9", "rwm"),
+        ("char-136", "rwm"), ("/dev/char/5:2", "rwm"), ("/dev/char/10:200", "rwm"),
+    ])),
 ]
 
 
@@ -170,11 +181,12 @@ def test_unit_properties_of_a_limited_group():
         ("CPUQuotaPeriodUSec", ("t", 100_000)),
         ("TasksMax", ("t", 100)),
         ("CPUWeight", ("t", 20)),  # runc's linear map: 1 + (512-2)*9999/262142
-    ]
+    ] + DEFAULT_DEVICES
 
 
 def test_unit_properties_unlimited_is_infinity():
-    assert unit_properties(Limits()) == UNLIMITED
+    assert unit_properties(Limits()) == UNLIMITED + DEFAULT_DEVICES
+    assert unit_properties(Limits(devices=None)) == UNLIMITED
     assert dict(unit_properties(Limits(pids_max=-1)))["TasksMax"] == ("t", INFINITY)
 
 
@@ -189,7 +201,7 @@ def test_unit_properties_on_the_legacy_hierarchy_use_v1_names():
 
 
 def test_create_slice_starts_a_transient_unit_and_waits_for_its_job(driver, fake, tmp_path):
-    driver.create(POD, Limits(memory_max=64 << 20))
+    driver.create(POD, Limits(memory_max=64 << 20, devices=None))  # a pod's slice: devices not managed
     assert fake.calls == [
         (
             "StartTransientUnit",
@@ -244,6 +256,17 @@ def test_create_scope_only_records_limits_join_starts_it(driver, fake, tmp_path)
     ]
     assert driver.procs(APP) == [4242]
     assert driver.paths(APP) == {"unified": str(tmp_path / APP)}
+
+
+def test_a_scope_gets_its_device_policy_when_join_starts_it(driver, fake):
+    driver.create(APP)
+    driver.join(APP, 4242)
+    props = fake.calls[0][4]
+    assert props[-len(DEFAULT_DEVICES):] == DEFAULT_DEVICES
+    # Privileged: allow-all, also on a running scope (the old entries are cleared first).
+    driver.set_limits(APP, Limits(devices=devices.ALLOW_ALL))
+    assert fake.calls[-1][:4] == ("SetUnitProperties", "sba(sv)", "minipod-web-app.scope", True)
+    assert fake.calls[-1][4][-2:] == [("DeviceAllow", ("a(ss)", [])), ("DevicePolicy", ("s", "auto"))]
 
 
 def test_join_zero_means_the_caller(driver, fake):

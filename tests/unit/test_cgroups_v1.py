@@ -1,7 +1,8 @@
 """V1Driver against a fake cgroup v1 tree in tmp_path (no root, no kernel).
 
 The fake kernel: mkdir fills a new group with the control files its hierarchy would have,
-rmdir refuses (EBUSY) a group with members or children and otherwise drops the files.
+rmdir refuses (EBUSY) a group with members or children and otherwise drops the files. Its
+devices.allow/devices.deny keep devices.list as the kernel does, and every write is logged.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 
 import pytest
 
-from minipod.cgroups import CgroupError, Limits, fs
+from minipod.cgroups import CgroupError, Limits, devices, fs
 from minipod.cgroups.v1 import V1Driver
 
 MI = 1 << 20
@@ -29,12 +30,17 @@ FILES = {
     "cpu": {"cpu.shares": "1024", "cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"},
     "cpuacct": {"cpuacct.usage": "0"},
     "pids": {"pids.max": "max", "pids.current": "0"},
+    "devices": {"devices.allow": "", "devices.deny": "", "devices.list": "a *:* rwm"},
 }
+
+
+REAL_WRITE = fs.write
 
 
 class FakeV1:
     def __init__(self, base, layout: dict[str, tuple[str, ...]]):
         """layout: mount directory name -> controllers co-mounted there."""
+        self.device_writes = []
         self.mounts: dict[str, str] = {}
         self.kinds: dict[str, tuple[str, ...]] = {}
         for dirname, controllers in layout.items():
@@ -58,6 +64,26 @@ class FakeV1:
         os.mkdir(path)
         mount = next(m for m in self.kinds if path.startswith(m + "/"))
         self._fill(path, self.kinds[mount])
+        if "devices" in self.kinds[mount]:  # a new group starts with its parent's rules
+            put(os.path.join(path, "devices.list"), cat(os.path.join(os.path.dirname(path), "devices.list")))
+
+    device_writes: list[tuple[str, str]]
+
+    def write(self, path: str, value) -> None:
+        """fs.write, with the devices controller's bookkeeping of devices.list."""
+        REAL_WRITE(path, value)  # its errors, the file's content
+        name, text = os.path.basename(path), str(value)
+        if name not in ("devices.allow", "devices.deny"):
+            return
+        self.device_writes.append((name, text))
+        listed = os.path.join(os.path.dirname(path), "devices.list")
+        rules = [r for r in cat(listed).split("\n") if r]
+        if text == "a":  # "a" sets the default and drops the exceptions
+            rules = ["a *:* rwm"] if name == "devices.allow" else []
+        elif name == "devices.allow" and rules != ["a *:* rwm"]:
+            rules.append(text)
+        # (deny exceptions of an allow-all group are not listed: devices.list shows "a *:* rwm")
+        put(listed, "\n".join(rules))
 
     def rmdir(self, path: str) -> None:
         if not os.path.isdir(path):
@@ -72,8 +98,9 @@ class FakeV1:
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     kernel = FakeV1(tmp_path, {"memory": ("memory",), "cpu,cpuacct": ("cpu", "cpuacct"),
-                               "pids": ("pids",)})
+                               "pids": ("pids",), "devices": ("devices",)})
     monkeypatch.setattr(fs, "mkdir", kernel.mkdir)
+    monkeypatch.setattr(fs, "write", kernel.write)
     monkeypatch.setattr(fs, "rmdir", kernel.rmdir)
     return kernel
 
@@ -129,7 +156,7 @@ def test_comounted_cpu_cpuacct_share_one_directory(fake):
     d.create(GROUP)
     p = d.paths(GROUP)
     assert p["cpu"] == p["cpuacct"]
-    assert len(d._dirs(GROUP)) == 3
+    assert len(d._dirs(GROUP)) == 4
     d.join(GROUP, 4242)
     for path in d._dirs(GROUP):
         assert cat(f"{path}/cgroup.procs") == "4242"
@@ -139,16 +166,20 @@ def test_missing_controller_is_skipped_with_reason(tmp_path, monkeypatch):
     kernel = FakeV1(tmp_path, {"memory": ("memory",), "cpu": ("cpu",)})
     monkeypatch.setattr(fs, "mkdir", kernel.mkdir)
     d = V1Driver("/unused", mounts=kernel.mounts)
-    assert set(d.skipped) == {"cpuacct", "pids"}
+    assert set(d.skipped) == {"cpuacct", "pids", "devices"}
     assert "pids" in d.skipped["pids"]
-    d.create(GROUP, Limits(memory_max=MI))  # no pids limit asked: fine
+    d.create(GROUP, Limits(memory_max=MI, devices=None))  # no pids limit or device rules asked: fine
     assert set(d.paths(GROUP)) == {"memory", "cpu"}
     with pytest.raises(CgroupError, match=r"pids_max=10 on .*no cgroup v1 hierarchy with the pids"):
-        d.set_limits(GROUP, Limits(pids_max=10))
+        d.set_limits(GROUP, Limits(pids_max=10, devices=None))
+    # The default device allow-list is asked for unless said otherwise: never dropped silently.
+    with pytest.raises(CgroupError, match=r"device rules on .*no cgroup v1 hierarchy with the devices"):
+        d.set_limits(GROUP, Limits())
+    d.set_limits(GROUP, Limits(devices=devices.ALLOW_ALL))  # allow-all without the controller: so it is
 
 
 def test_no_managed_controller_at_all_is_an_error():
-    with pytest.raises(CgroupError, match="none of memory, cpu, cpuacct, pids"):
+    with pytest.raises(CgroupError, match="none of memory, cpu, cpuacct, pids, devices"):
         V1Driver("/nowhere", mounts={})
 
 
@@ -372,3 +403,61 @@ def test_v1_mount_discovery(tmp_path):
         "blkio": "/mnt/cg v1",  # \040 unescaped; outside root is still better than nothing
     }
     assert not fs.is_unified("/sys/fs/cgroup", str(info))
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+DEFAULT_LINES = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
+                 "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
+
+
+def test_default_devices_deny_all_then_allow_each_rule(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    d.create(GROUP)  # Limits() carries the default allow-list
+    # Deny first: it drops the rules copied from the parent (allow all), then the exceptions.
+    assert fake.device_writes == [("devices.deny", "a")] + [("devices.allow", line) for line in DEFAULT_LINES]
+    assert cat(f"{d.paths(GROUP)['devices']}/devices.list").split("\n") == DEFAULT_LINES
+    # The parents are not touched: they keep allowing all.
+    assert cat(f"{fake.mounts['devices']}/minipod.slice/minipod-web.slice/devices.list") == "a *:* rwm"
+
+
+def test_devices_already_in_place_are_not_written_again(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    d.create(GROUP)
+    fake.device_writes.clear()
+    d.create(GROUP)
+    d.set_limits(GROUP, Limits(pids_max=10))
+    assert fake.device_writes == []  # no deny-all moment for a group that may be running
+
+
+def test_allow_all_and_back(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    d.create(GROUP, Limits(devices=devices.ALLOW_ALL))
+    assert fake.device_writes == []  # a new group already allows all (its parent does)
+    d.set_limits(GROUP, Limits())
+    d.set_limits(GROUP, Limits(devices=devices.ALLOW_ALL))
+    assert fake.device_writes[-1] == ("devices.allow", "a")
+    assert cat(f"{d.paths(GROUP)['devices']}/devices.list") == "a *:* rwm"
+
+
+def test_devices_none_leaves_the_group_alone(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    d.create("minipod.slice/minipod-web.slice", Limits(devices=None))
+    assert fake.device_writes == []
+
+
+def test_a_deny_list_allows_all_then_denies_each(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    policy = devices.Policy((devices.Rule("a"), devices.Rule("b", 8, None, "rw", allow=False)))
+    d.create(GROUP, Limits(devices=policy))
+    d.create(GROUP, Limits(devices=policy))  # devices.list cannot show it: written again
+    assert fake.device_writes == [("devices.allow", "a"), ("devices.deny", "b 8:* rw")] * 2
+
+
+def test_device_write_error_names_file_and_rule(fake):
+    d = V1Driver("/unused", mounts=fake.mounts)
+    d.create(GROUP, Limits(devices=devices.ALLOW_ALL))
+    path = f"{d.paths(GROUP)['devices']}/devices.allow"
+    os.unlink(path)
+    with pytest.raises(CgroupError, match=rf"^write 'c \*:\* m' to {path}: No such file or directory$"):
+        d.set_limits(GROUP, Limits())

@@ -2,7 +2,8 @@
 
 The fake kernel: mkdir gives the new group the controllers its parent enabled in
 cgroup.subtree_control (and their files), as cgroup v2 does; rmdir refuses (EBUSY) a group
-with members or children and otherwise drops the files.
+with members or children and otherwise drops the files. bpf(2) is replaced by a log of the
+device programs each group was given (tests/integration/test_devices.py uses the real one).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 
 import pytest
 
-from minipod.cgroups import CgroupBusy, CgroupError, Limits, detect, fs
+from minipod.cgroups import CgroupBusy, CgroupError, Limits, bpf, devfilter, devices, detect, fs
 from minipod.cgroups.v2 import V2Driver
 
 MI = 1 << 20
@@ -52,6 +53,7 @@ def put(path: str, text: str) -> None:
 class FakeV2:
     def __init__(self, root: str, controllers: str = "cpu io memory pids", enabled: str = ""):
         self.root = root
+        self.programs: list[tuple[str, bytes | None]] = []
         os.mkdir(root)
         for name, content in COMMON.items():
             put(os.path.join(root, name), content)
@@ -71,6 +73,10 @@ class FakeV2:
             for name, content in FILES[c].items():
                 put(os.path.join(path, name), content)
 
+    def set_device_program(self, path: str, code: bytes | None) -> None:
+        assert os.path.isdir(path)
+        self.programs.append((os.path.relpath(path, self.root), code))
+
     def rmdir(self, path: str) -> None:
         if not os.path.isdir(path):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
@@ -85,6 +91,7 @@ def make(tmp_path, monkeypatch, **kw) -> FakeV2:
     kernel = FakeV2(str(tmp_path / "unified"), **kw)
     monkeypatch.setattr(fs, "mkdir", kernel.mkdir)
     monkeypatch.setattr(fs, "rmdir", kernel.rmdir)
+    monkeypatch.setattr(bpf, "set_device_program", kernel.set_device_program)
     return kernel
 
 
@@ -329,3 +336,14 @@ def test_kill_of_a_group_that_vanishes_meanwhile_is_a_no_op(fake, monkeypatch):
         fs.FileError(f"write to {path}: Permission denied", path, errno.EACCES)))
     with pytest.raises(fs.FileError):
         d.kill(GROUP, signal.SIGKILL)
+
+
+def test_devices_attach_the_policy_program_to_the_group_only(fake):
+    d = V2Driver(fake.root)
+    d.create(GROUP)  # Limits() carries the default allow-list
+    default = devfilter.assemble(devfilter.program(devices.DEFAULT))
+    assert fake.programs == [(GROUP, default)]  # not to the ancestors
+    d.set_limits(GROUP, Limits(devices=devices.ALLOW_ALL))
+    assert fake.programs[-1] == (GROUP, None)  # allow-all: no program
+    d.set_limits(GROUP, Limits(devices=None))
+    assert len(fake.programs) == 2  # None: not managed, left as it is
