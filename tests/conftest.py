@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+DISK = b"minipod test disk\n"  # the first bytes of the `disk` fixture's loop device
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUFFIX = "%05x" % random.randrange(1 << 20)
 
@@ -240,3 +242,25 @@ def _kill_supervisors(pods: str, names: list[str]) -> None:
         # The janitor exits once it has torn the pod down; we (a subreaper) reap it.
         Env.wait(lambda: reap_orphans() or not os.path.exists(f"/proc/{st['janitor_pid']}"),
                  what="the janitor's clean-up")
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """(node, major, minor): a block node for a loop device over a 1 MiB file of our own."""
+    if shutil.which("losetup") is None:
+        pytest.skip("no losetup")
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(DISK + bytes((1 << 20) - len(DISK)))
+    made = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"losetup: {made.stderr.strip()}")
+    loop = made.stdout.strip()
+    try:
+        rdev = os.stat(loop).st_rdev
+        node = tmp_path / "disk-node"
+        os.mknod(node, 0o600 | stat.S_IFBLK, rdev)
+        yield str(node), os.major(rdev), os.minor(rdev)
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=True)
+    assert subprocess.run(["losetup", "--associated", str(backing)], capture_output=True,
+                          text=True).stdout == "", "loop device left behind"

@@ -164,7 +164,7 @@ def oom_score_adj(qos: str, memory_request: int | None, capacity: int) -> int:
     return min(max(adj, 3), 999)
 
 
-def container_limits(c) -> dict:
+def container_limits(c, privileged: bool) -> dict:
     r = c.resources
     mem = r.memory_limit()
     cpu_lim = r.cpu_limit_milli()
@@ -174,6 +174,10 @@ def container_limits(c) -> dict:
         "cpu_quota_us": convert.cpu_quota(cpu_lim) if cpu_lim else None,
         "cpu_shares": convert.cpu_shares(cpu_req or 0),
         "pids_max": None,
+        # runc's allow-list (null, zero, full, random, urandom, tty, ptmx, pts, mknod of any
+        # node but no open of it); a privileged container gets the host's devices, as in
+        # Kubernetes. See minipod/cgroups/devices.py.
+        "devices": "allow-all" if privileged else "default",
     }
 
 
@@ -198,6 +202,9 @@ def pod_limits(app, init, pids_limit: int) -> dict:
         "cpu_quota_us": convert.cpu_quota(cpu) if cpu else None,
         "cpu_shares": convert.cpu_shares(req),
         "pids_max": pids_limit if pids_limit > 0 else None,
+        # Not managed at the pod level (the kubelet's SkipDevices): a privileged container
+        # could never get more than its pod's slice allows.
+        "devices": None,
     }
 
 
@@ -389,7 +396,7 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
             no_new_privs=bool(sc and sc.allow_privilege_escalation is False),
             readonly_rootfs=ro_root, mounts=mounts,
             cgroup=container_cgroup(pod_slice, prefix, name, c.name),
-            limits=container_limits(c),
+            limits=container_limits(c, privileged),
             oom_score_adj=oom_score_adj(qos, c.resources.memory_request(), capacity),
             stop_signal=stop_signal(icfg),
             rootfs=os.path.join(run_dir, "rootfs", c.name),

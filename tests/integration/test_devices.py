@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import DISK
 
 from minipod.cgroups import CgroupError, Driver, Limits, devices, fs
 from minipod.cgroups.systemd import SystemdDriver
@@ -29,7 +30,6 @@ from minipod.cgroups.v1 import V1Driver
 from minipod.cgroups.v2 import V2Driver
 
 ROOT = "/sys/fs/cgroup"
-DISK = b"minipod test disk\n"
 
 pytestmark = [
     pytest.mark.root,
@@ -83,28 +83,6 @@ print(json.dumps({
     "read_own_node": attempt(lambda: read(new_node)),
 }))
 """
-
-
-@pytest.fixture
-def disk(tmp_path):
-    """(node, major, minor): a block node for a loop device over a 1 MiB file of our own."""
-    if shutil.which("losetup") is None:
-        pytest.skip("no losetup")
-    backing = tmp_path / "disk.img"
-    backing.write_bytes(DISK + bytes((1 << 20) - len(DISK)))
-    made = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"losetup: {made.stderr.strip()}")
-    loop = made.stdout.strip()
-    try:
-        rdev = os.stat(loop).st_rdev
-        node = tmp_path / "disk-node"
-        os.mknod(node, 0o600 | stat.S_IFBLK, rdev)
-        yield str(node), os.major(rdev), os.minor(rdev)
-    finally:
-        subprocess.run(["losetup", "--detach", loop], check=True)
-    assert subprocess.run(["losetup", "--associated", str(backing)], capture_output=True,
-                          text=True).stdout == "", "loop device left behind"
 
 
 def writable_cgroup2() -> str | None:

@@ -110,7 +110,7 @@ def test_kubelet_resource_arithmetic():
     p = build(RES)
     a, b = p.containers
     assert a.limits == {"memory_max": 67108864, "cpu_quota_us": 50000, "cpu_shares": 512,
-                        "pids_max": None}
+                        "pids_max": None, "devices": "default"}
     assert b.limits["cpu_quota_us"] == 100000 and b.limits["cpu_shares"] == 256
     # Every container has limits: the pod gets their sums.
     assert p.pod_limits["memory_max"] == 67108864 + 134217728
@@ -181,3 +181,11 @@ def test_capabilities_follow_the_security_context():
 def test_plan_round_trips_through_json():
     p = build(RES)
     assert plan.PodPlan.from_json(p.to_json()) == p
+
+
+def test_device_allow_list_per_container_none_at_pod_level():
+    p = build(POD.replace("{extra}", ""))
+    assert p.containers[0].limits["devices"] == "default"
+    assert p.pod_limits["devices"] is None  # the kubelet's SkipDevices for the pod's cgroup
+    priv = build(POD.replace("{extra}", "securityContext: {privileged: true}"))
+    assert priv.containers[0].limits["devices"] == "allow-all"
