@@ -15,8 +15,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 packages=(python3 python3-venv python3-dev gcc libc6-dev libcap-dev make iproute2 iptables
           busybox-static procps kmod)
-# The tests run a real registry (Debian's docker-registry) on 127.0.0.1.
-[ "$mode" = test ] && packages+=(docker-registry)
+# The tests run a real registry (Debian's docker-registry) on 127.0.0.1, and strace holds
+# processes at execve for the CVE-2019-5736 tests.
+[ "$mode" = test ] && packages+=(docker-registry strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
