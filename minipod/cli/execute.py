@@ -18,13 +18,15 @@ import tty as ttymod
 
 from minipod.errors import Conflict, MinipodError
 from minipod.pod import child, enter  # enter imports what the child needs after joining
+from minipod.pod.plan import ContainerPlan
 
 
 def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, driver) -> int:
-    c, st = rec.container(container)
+    spec, st = rec.container(container)
+    c = ContainerPlan.from_json(spec)  # the plan, typed again, all the way into the child
     pid = st.get("pid")
     if not rec.active or not pid or "running" not in (st.get("state") or {}):
-        raise Conflict(f'container "{c["name"]}" in pod "{rec.name}" is not running')
+        raise Conflict(f'container "{c.name}" in pod "{rec.name}" is not running')
     if tty and not os.isatty(0):
         print("Unable to use a TTY - input is not a terminal or the right kind of file",
               file=sys.stderr)
@@ -66,7 +68,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
 
     h = child.fork(body)
     try:
-        driver.join(c["cgroup"], h.pid)
+        driver.join(c.cgroup, h.pid)
         h.go()
     except Exception:
         h.close()

@@ -35,12 +35,15 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from minipod.errors import MinipodError
 from minipod.kubelet import incontainer, netprobe
 from minipod.kubelet.netprobe import gostr, hostport
 from minipod.pod import child
+
+if TYPE_CHECKING:
+    from minipod.pod.plan import ContainerPlan
 
 KUBE_VERSION = "1.31"
 USER_AGENT = f"kube-probe/{KUBE_VERSION}"
@@ -82,26 +85,26 @@ class Action:
         return f"sleep {self.seconds:g}s"
 
 
-def resolve_port(port: int | str, c: dict, field: str) -> int:
+def resolve_port(port: int | str, c: ContainerPlan, field: str) -> int:
     """An IntOrString port: a number, or the name of one of the container's ports
     (pkg/kubelet/prober: a name, then a number written as a string)."""
     if isinstance(port, str):
         named = {p.get("name"): p.get("containerPort")
-                 for p in (c.get("spec") or {}).get("ports") or [] if p.get("name")}
+                 for p in (c.spec or {}).get("ports") or [] if p.get("name")}
         if port in named:
             port = named[port]
         elif port.isdigit():
             port = int(port)
         else:
             names = ", ".join(f"{n}={v}" for n, v in named.items()) or "none"
-            raise ActionError(f'{field}: container "{c.get("name", "")}" has no port named '
+            raise ActionError(f'{field}: container "{c.name}" has no port named '
                               f'"{port}" (its named ports: {names})')
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ActionError(f"{field}: invalid port number: {port}")
     return port
 
 
-def parse(handler: dict, c: dict, pod_ip: str) -> Action:
+def parse(handler: dict, c: ContainerPlan, pod_ip: str) -> Action:
     """Resolve a probe or lifecycle handler (camelCase dict with one of exec, httpGet,
     tcpSocket, sleep) against the container plan `c` and the pod IP."""
     kinds = [k for k in KINDS if handler.get(k) is not None]
@@ -229,7 +232,7 @@ class Running:
         return data.decode(errors="replace").rstrip()
 
 
-def spawn(handler: dict, c: dict, container_pid: int, pod_ip: str, driver,
+def spawn(handler: dict, c: ContainerPlan, container_pid: int, pod_ip: str, driver,
           timeout: float | None) -> Running:
     """Start `handler` for container plan `c` (whose PID 1 is `container_pid`) in a child.
 
@@ -250,7 +253,7 @@ def spawn(handler: dict, c: dict, container_pid: int, pod_ip: str, driver,
         r.timeout_message = timeout_message(action)
         return r
     if not container_pid:
-        return _fork(lambda: (False, f'container "{c.get("name", "")}" is not running'), what)
+        return _fork(lambda: (False, f'container "{c.name}" is not running'), what)
     go_r, go_w = os.pipe()
     try:
         r = _fork(lambda: incontainer.run(action.argv, c, container_pid, timeout, go_r), what,
@@ -263,7 +266,7 @@ def spawn(handler: dict, c: dict, container_pid: int, pod_ip: str, driver,
     try:
         # The command must be born in the container's cgroup (its limits and accounting), so
         # the child waits until we have moved it there.
-        driver.join(c["cgroup"], r.pid)
+        driver.join(c.cgroup, r.pid)
         os.write(go_w, b"g")
     except Exception as e:  # noqa: BLE001 - the child exits on the closed pipe; finish() reports
         r.error = f"{what}: {e}"

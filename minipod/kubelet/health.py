@@ -31,8 +31,8 @@ class Health:
     def started(self, ctr) -> None:
         """A container instance just started: its probers, and its postStart hook."""
         if ctr.kind != "init":  # plain init containers have no probes (sidecars do)
-            ctr.probers = probes.for_container(ctr.c["spec"], self.sup.clock())
-        hook = (ctr.c["spec"].get("lifecycle") or {}).get("postStart")
+            ctr.probers = probes.for_container(ctr.c.spec, self.sup.clock())
+        hook = (ctr.c.spec.get("lifecycle") or {}).get("postStart")
         if hook:
             ctr.phase = Phase.STARTING
             self._spawn(ctr, hook, "postStart", None)
@@ -55,7 +55,7 @@ class Health:
 
     def pre_stop(self, ctr, deadline: float) -> bool:
         """Run the preStop hook inside the grace period; True if one was started."""
-        hook = (ctr.c["spec"].get("lifecycle") or {}).get("preStop")
+        hook = (ctr.c.spec.get("lifecycle") or {}).get("preStop")
         now = self.sup.clock()
         if not hook or deadline <= now:
             return False

@@ -12,10 +12,13 @@ import os
 import select
 import signal
 import time
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from minipod.kubelet.netprobe import gostr
 from minipod.pod import child, enter
+
+if TYPE_CHECKING:
+    from minipod.pod.plan import ContainerPlan
 
 OUTPUT_LIMIT = 10 * 1024      # the kubelet's maxReadLength for exec output
 
@@ -29,7 +32,7 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
-def run(argv: tuple[str, ...], c: dict, container_pid: int, timeout: float | None,
+def run(argv: tuple[str, ...], c: ContainerPlan, container_pid: int, timeout: float | None,
         go_r: int) -> tuple[bool, str]:
     """In a handler child: wait for the go (we are in the container's cgroup), join container
     `c`'s namespaces (its PID 1 is `container_pid`), run argv there (see run_command)."""
@@ -42,7 +45,7 @@ def run(argv: tuple[str, ...], c: dict, container_pid: int, timeout: float | Non
     try:
         enter.join(container_pid, enter.CONTAINER_NAMESPACES)
     except OSError as e:
-        return False, (f"join the namespaces of container {c.get('name', '')!r} "
+        return False, (f"join the namespaces of container {c.name!r} "
                        f"(pid {container_pid}): {child.describe(e)}")
     return run_command(list(argv), lambda keep: enter.become(c, keep), timeout, proc_fd)
 

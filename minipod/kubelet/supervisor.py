@@ -12,7 +12,6 @@ The life of a pod (kubelet semantics, see the shared reference kubelet-semantics
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Callable
 
 from minipod import state
 from minipod.kubelet import logs
-from minipod.pod.plan import PodPlan
+from minipod.pod.plan import ContainerPlan, PodPlan
 
 MAX_EVENTS = 200
 
@@ -76,9 +75,9 @@ class Phase(enum.Enum):
 class Ctr:
     """One container's runtime state (a kubelet containerStatus, more or less)."""
 
-    def __init__(self, c: dict, kind: str):
+    def __init__(self, c: ContainerPlan, kind: str):
         self.c = c
-        self.name = c["name"]
+        self.name = c.name
         self.kind = kind  # "init" | "sidecar" | "app"
         self.phase = Phase.WAITING
         self.pid = 0
@@ -121,7 +120,7 @@ class Ctr:
                 "containerID": self.id, "restartCount": self.restarts, "state": self.state,
                 "lastState": self.last_state, "ready": self.ready,
                 "started": self.started, "instance": max(self.instance, 0),
-                "image": self.c["image"], "imageID": _image_id(self.c)}
+                "image": self.c.image, "imageID": _image_id(self.c)}
 
 
 # --- the kubelet's decisions, as pure functions (unit-tested with fakes) ----------------------
@@ -187,17 +186,13 @@ def to_stop(ctrs: list[Ctr]) -> list[Ctr]:
     return []
 
 
-def _as_dict(c) -> dict:
-    return dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c)
-
-
-def _image_id(c: dict) -> str:
+def _image_id(c: ContainerPlan) -> str:
     """As containerd reports it: repository@digest (docker.io/library/busybox@sha256:...)."""
-    ref = c["image_ref"].split("@", 1)[0]
+    ref = c.image_ref.split("@", 1)[0]
     slash = ref.rfind("/")
     if ":" in ref[slash + 1:]:
         ref = ref[:slash + 1] + ref[slash + 1:].split(":", 1)[0]
-    return f"{ref}@{c['image_digest']}"
+    return f"{ref}@{c.image_digest}"
 
 
 class Supervisor:
@@ -224,9 +219,9 @@ class Supervisor:
         self.reap = reap
         self.clock = clock
         self.kill = kill
-        self.inits = [Ctr(_as_dict(c), "sidecar" if c.sidecar else "init")
+        self.inits = [Ctr(c, "sidecar" if c.sidecar else "init")
                       for c in self.plan.init_containers]
-        self.apps = [Ctr(_as_dict(c), "app") for c in self.plan.containers]
+        self.apps = [Ctr(c, "app") for c in self.plan.containers]
         self.ctrs = {c.name: c for c in self.inits + self.apps}
         self.sel = selectors.DefaultSelector()
         self.phase = state.PENDING
@@ -344,7 +339,7 @@ class Supervisor:
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say
         # Read the OOM counter before anything else touches the cgroup (runc does the same).
-        ooms = self.driver.oom_kills(ctr.c["cgroup"])
+        ooms = self.driver.oom_kills(ctr.c.cgroup)
         oom = ooms > ctr.oom_before
         ctr.oom_before = ooms
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
@@ -410,7 +405,7 @@ class Supervisor:
                     self.advance()
             if ctr.phase == Phase.STOPPING and ctr.stop_deadline <= now:
                 ctr.phase = Phase.KILLED  # once: then we wait for the reap
-                self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)  # the grace period is over
+                self.driver.kill(ctr.c.cgroup, signal.SIGKILL)  # the grace period is over
         if not self.stopping:
             self.health.run_due()
 
@@ -484,7 +479,7 @@ class Supervisor:
             return
         late = ctr.stop_deadline is not None and ctr.stop_deadline <= self.clock()
         try:
-            self.kill(ctr.pid, signal.SIGKILL if late else ctr.c["stop_signal"])
+            self.kill(ctr.pid, signal.SIGKILL if late else ctr.c.stop_signal)
         except ProcessLookupError:
             pass
 
@@ -528,7 +523,7 @@ class Supervisor:
             return
         for ctr in self.ctrs.values():
             if ctr.running:
-                self.driver.kill(ctr.c["cgroup"], signal.SIGKILL)
+                self.driver.kill(ctr.c.cgroup, signal.SIGKILL)
         deadline = self.clock() + 10
         while any(c.running for c in self.ctrs.values()) and self.clock() < deadline:
             time.sleep(0.01)
@@ -579,7 +574,7 @@ class Supervisor:
         self.event("Normal", "Started", f"Started container {ctr.name}", ctr)
         self.health.started(ctr)
         echo = self._echo(ctr.name) if self.foreground else None
-        ctr.writer = logs.Writer(ctr.c["log_dir"], ctr.instance, echo)
+        ctr.writer = logs.Writer(ctr.c.log_dir, ctr.instance, echo)
         for fd, stream in ((s.stdout, "stdout"), (s.stderr, "stderr")):
             os.set_blocking(fd, False)
             ctr.fds[fd] = stream

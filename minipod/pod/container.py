@@ -10,10 +10,14 @@ go (the network must be up before the workload runs, as with the kubelet's CNI A
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
 from minipod.kernel import ns
 from minipod.pod import child, enter, rootfs
+
+if TYPE_CHECKING:
+    from minipod.pod.plan import ContainerPlan
 
 
 @dataclass
@@ -60,8 +64,8 @@ class Pending:
             pass
 
 
-def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
-    """Fork the container up to just before exec. `c` is a ContainerPlan as a dict."""
+def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
+    """Fork container `c` up to just before exec."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     join = ["ipc", "uts", "net"] + (["pid"] if share_pid else [])
@@ -88,8 +92,8 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
     def stage_b(ch: child.Channel) -> None:
         ch.stage = "set up the root filesystem"
         rootfs.build(c)
-        ch.stage = f"working directory {c['cwd']}"
-        os.makedirs(c["cwd"], exist_ok=True)  # as runc does: a missing cwd is created
+        ch.stage = f"working directory {c.cwd}"
+        os.makedirs(c.cwd, exist_ok=True)  # as runc does: a missing cwd is created
         ch.stage = "set up stdio"
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -99,11 +103,11 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
         ch.wait_go()
         ch.stage = "enter the container"
         env = enter.become(c, ch.keep_fds())
-        ch.stage = f"exec {c['argv'][0]}"
+        ch.stage = f"exec {c.argv[0]}"
         try:
-            os.execvpe(c["argv"][0], c["argv"], env)
+            os.execvpe(c.argv[0], c.argv, env)
         except OSError as e:
-            ch.send("E " + child.exec_error(c["argv"][0], e))
+            ch.send("E " + child.exec_error(c.argv[0], e))
             os._exit(127)
 
     h = child.fork(stage_a)
@@ -124,7 +128,7 @@ def prepare(c: dict, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
         # set-up above is the runtime's work, and a pod limited to `cpu: 1n` (1 ms per 100 ms)
         # took seconds to start when it was charged to the container.
         join_cgroup(pid)
-        return Pending(c["name"], h, pid, out_r, err_r)
+        return Pending(c.name, h, pid, out_r, err_r)
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)

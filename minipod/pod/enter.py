@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import TYPE_CHECKING
 
 # Imported here, in the parent: once a process has joined a container's mount namespace, the
 # host's Python modules are no longer on its filesystem (minipod.kernel.caps uses prctl).
@@ -49,6 +50,9 @@ import prctl  # noqa: F401
 
 from minipod.kernel import _libc, caps, ns
 from minipod.pod import child, rootfs
+
+if TYPE_CHECKING:
+    from minipod.pod.plan import ContainerPlan
 
 PR_SET_DUMPABLE = 4
 # The namespaces a process joins to run inside a running container (exec, probes, hooks); mnt
@@ -67,35 +71,34 @@ def join(pid: int, types: list[str]) -> None:
     ns.join(pid, types)
 
 
-def become(c: dict, keep_fds: tuple[int, ...] = ()) -> dict[str, str]:
-    """Steps 3-12: make the calling process container `c`'s own (a ContainerPlan as a dict);
+def become(c: ContainerPlan, keep_fds: tuple[int, ...] = ()) -> dict[str, str]:
+    """Steps 3-12: make the calling process container `c`'s own (its plan);
     returns its environment for exec. Call after join() and after stdio is in place (a pty is
     opened as root); `keep_fds` are close-on-exec pipes to the parent."""
-    step = f"working directory {c['cwd']}"
+    step = f"working directory {c.cwd}"
     try:
-        cwd_done = _chdir(c["cwd"])
-        if "oom_score_adj" in c:
-            child.set_oom_score_adj(c["oom_score_adj"])
-        step = f"resolve user {c.get('user') or '0'}"
-        uid, gid, groups = rootfs.lookup_user(c.get("user") or "")
+        cwd_done = _chdir(c.cwd)
+        child.set_oom_score_adj(c.oom_score_adj)
+        step = f"resolve user {c.user or '0'}"
+        uid, gid, groups = rootfs.lookup_user(c.user or "")
         step = "set user and capabilities"
-        caps.drop_bounding(c["caps"])
+        caps.drop_bounding(c.caps)
         os.setgroups(groups)
         os.setgid(gid)
         os.setuid(uid)
         if not cwd_done:
-            step = f"working directory {c['cwd']} (as uid {uid})"
-            os.chdir(c["cwd"])
+            step = f"working directory {c.cwd} (as uid {uid})"
+            os.chdir(c.cwd)
         step = "check the working directory"
         check_cwd()
         step = "set capabilities"
-        caps.limit(c["caps"], c.get("no_new_privs", False))
+        caps.limit(c.caps, c.no_new_privs)
     except OSError as e:
         raise OSError(e.errno, f"{step}: {child.describe(e)}") from None
     child.die_with_parent(None)
     default_signals()
     child.close_fds_except(keep_fds)
-    return dict(kv.split("=", 1) for kv in c["env"])
+    return dict(kv.split("=", 1) for kv in c.env)
 
 
 def _chdir(cwd: str) -> bool:

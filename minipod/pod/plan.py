@@ -57,6 +57,10 @@ class ContainerPlan:
     sidecar: bool = False   # an init container with restartPolicy Always
     spec: dict = field(default_factory=dict)  # the container's manifest, for probes/hooks
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ContainerPlan":
+        return cls(**{**d, "mounts": [Mount(**m) for m in d["mounts"]]})
+
 
 @dataclass
 class PodPlan:
@@ -105,8 +109,7 @@ class PodPlan:
     def from_json(cls, d: dict) -> "PodPlan":
         d = dict(d)
         for key in ("containers", "init_containers"):
-            d[key] = [ContainerPlan(**{**c, "mounts": [Mount(**m) for m in c["mounts"]]})
-                      for c in d[key]]
+            d[key] = [ContainerPlan.from_json(c) for c in d[key]]
         return cls(**d)
 
 

@@ -26,7 +26,7 @@ from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
 from minipod.pod import child, container, sandbox
-from minipod.pod.plan import PodPlan, hosts_file
+from minipod.pod.plan import ContainerPlan, PodPlan, hosts_file
 from minipod.rollback import Rollback
 
 
@@ -40,8 +40,8 @@ class Pod:
 
     # --- setup -----------------------------------------------------------------------------
 
-    def setup(self, agent, first: list[dict]) -> list[tuple[dict, container.Started]]:
-        """Build the pod and start `first` (container plans as dicts). Rolls back on failure."""
+    def setup(self, agent, first: list[ContainerPlan]) -> list[tuple[ContainerPlan, container.Started]]:
+        """Build the pod and start the containers `first`. Rolls back on failure."""
         with Rollback() as rb:
             rb.push("pod directories", self.remove_dirs)
             self._make_dirs()
@@ -61,7 +61,7 @@ class Pod:
             rb.push("network", lambda: self._net_teardown(agent))
             self._attach_network(agent)
             trace.mark("pod: network")
-            started = [(c, self._run(f'start container "{c["name"]}"', x.release))
+            started = [(c, self._run(f'start container "{c.name}"', x.release))
                        for c, x in zip(first, pending)]
             pending.clear()
             rb.commit()
@@ -140,15 +140,15 @@ class Pod:
                 f.truncate(0)
                 f.write(text)
 
-    def prepare(self, c: dict) -> container.Pending:
-        return self._run(f'create container "{c["name"]}"', lambda: container.prepare(
+    def prepare(self, c: ContainerPlan) -> container.Pending:
+        return self._run(f'create container "{c.name}"', lambda: container.prepare(
             c, self.sandbox_pid, self.plan.share_pid,
-            lambda pid: self.driver.join(c["cgroup"], pid)))
+            lambda pid: self.driver.join(c.cgroup, pid)))
 
-    def start(self, c: dict) -> container.Started:
+    def start(self, c: ContainerPlan) -> container.Started:
         """(Re)start one container in the running pod."""
         pending = self.prepare(c)
-        return self._run(f'start container "{c["name"]}"', pending.release)
+        return self._run(f'start container "{c.name}"', pending.release)
 
     @staticmethod
     def _run(what: str, fn):

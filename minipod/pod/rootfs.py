@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from minipod.kernel import mounts
-from minipod.kernel._libc import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT,
-                           MS_STRICTATIME)
+from minipod.kernel._libc import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY,
+                                  MS_REMOUNT, MS_STRICTATIME)
+
+if TYPE_CHECKING:
+    from minipod.pod.plan import ContainerPlan
 
 # runc/containerd defaults (see shared reference runtime-defaults.md).
 MASKED = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -92,34 +96,34 @@ def _dev(root: str) -> None:
                  MS_NOSUID | MS_NOEXEC | MS_NODEV)
 
 
-def build(c: dict) -> None:
-    """Mount the container's root and pivot into it. `c` is a ContainerPlan as a dict."""
-    root = c["rootfs"]
-    lower = list(reversed(c["layers"]))  # overlayfs lists the top layer first
-    mounts.overlay(lower, c["upper"], c["work"], root)
+def build(c: ContainerPlan) -> None:
+    """Mount container `c`'s root and pivot into it."""
+    root = c.rootfs
+    lower = list(reversed(c.layers))  # overlayfs lists the top layer first
+    mounts.overlay(lower, c.upper, c.work, root)
     proc = os.path.join(root, "proc")
     _mkdirs(proc)
     mounts.mount("proc", proc, "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
     _dev(root)
     sys_ = os.path.join(root, "sys")
     _mkdirs(sys_)
-    ro = 0 if c["privileged"] else MS_RDONLY
+    ro = 0 if c.privileged else MS_RDONLY
     mounts.mount("sysfs", sys_, "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | ro)
-    for m in c["mounts"]:
-        target = secure_join(root, m["target"])
-        if m["kind"] == "file":
+    for m in c.mounts:
+        target = secure_join(root, m.target)
+        if m.kind == "file":
             _ensure_file(target)
         else:
-            _mkdirs(m["source"])  # an emptyDir subPath is created on first use, as the kubelet does
+            _mkdirs(m.source)  # an emptyDir subPath is created on first use, as the kubelet does
             _mkdirs(target)
-        mounts.bind(m["source"], target, readonly=m["readonly"])
+        mounts.bind(m.source, target, readonly=m.readonly)
     mounts.pivot_root(root)
-    if not c["privileged"]:
+    if not c.privileged:
         for p in MASKED:
             mounts.mask(p)
         for p in READONLY:
             mounts.readonly(p)
-    if c["readonly_rootfs"]:
+    if c.readonly_rootfs:
         mounts.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from minipod import cgroups, config, state
 from minipod.kubelet import actions
+from minipod.pod.plan import ContainerPlan
 
 pytestmark = [pytest.mark.root, pytest.mark.network,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -57,7 +58,8 @@ class Pod:
     def run(self, handler: dict, container: str = "web",
             timeout: float | None = 5) -> tuple[bool, str]:
         c, st = self.rec.container(container)
-        r = actions.spawn(handler, c, st["pid"], self.ip, self.driver, timeout)
+        r = actions.spawn(handler, ContainerPlan.from_json(c), st["pid"], self.ip, self.driver,
+                          timeout)
         _, status = os.waitpid(r.pid, 0)  # the test is the supervisor here: it reaps
         return r.finish(status)
 
@@ -168,7 +170,8 @@ def test_exec_in_a_container_that_is_gone(pod):
     if dead == 0:
         os._exit(0)
     os.waitpid(dead, 0)
-    r = actions.spawn({"exec": {"command": ["true"]}}, c, dead, pod.ip, pod.driver, 5)
+    r = actions.spawn({"exec": {"command": ["true"]}}, ContainerPlan.from_json(c), dead, pod.ip,
+                      pod.driver, 5)
     _, status = os.waitpid(r.pid, 0)
     ok, msg = r.finish(status)
     assert not ok

@@ -60,8 +60,6 @@ spec:
 
 def test_a_container_joins_its_cgroup_with_its_root_built_and_waiting_to_exec(
         c_helpers, image_store, tmp_path):
-    import dataclasses
-
     from minipod.cgroups import Driver
     from minipod.config import Config
     from minipod.images.store import ImageStore
@@ -90,7 +88,7 @@ def test_a_container_joins_its_cgroup_with_its_root_built_and_waiting_to_exec(
     try:
         pod._start_sandbox()
         c = p.containers[0]
-        pending = pod.prepare(dataclasses.asdict(c))
+        pending = pod.prepare(c)
         try:
             seen = joined[c.cgroup]
             assert seen["pid"] == pending.pid  # the container's PID 1 itself

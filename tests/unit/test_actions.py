@@ -16,14 +16,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from plans import container_plan
 
 from minipod.kubelet import actions, incontainer, netprobe
 from minipod.pod import child
 from minipod.kubelet.actions import Action, ActionError, Running, parse
 
-C = {"name": "web", "cgroup": "unused", "cwd": "/", "caps": [], "env": ["PATH=/usr/bin:/bin"],
-     "spec": {"ports": [{"name": "http", "containerPort": 8080},
-                        {"name": "metrics", "containerPort": 9100}]}}
+C = container_plan("web", env=["PATH=/usr/bin:/bin"],
+                   spec={"ports": [{"name": "http", "containerPort": 8080},
+                                   {"name": "metrics", "containerPort": 9100}]})
 IP = "10.244.0.5"
 
 
@@ -76,7 +77,7 @@ def test_parse_named_and_numeric_string_ports():
 
 def test_parse_no_named_ports_says_none():
     with pytest.raises(ActionError, match=r"its named ports: none"):
-        parse({"tcpSocket": {"port": "http"}}, {"name": "x", "spec": {}}, IP)
+        parse({"tcpSocket": {"port": "http"}}, container_plan("x"), IP)
 
 
 def test_parse_host_scheme_path_and_query():

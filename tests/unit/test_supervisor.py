@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
+from plans import container_plan
 
 from minipod.errors import SetupError
 from minipod.kubelet import supervisor as sv
@@ -51,7 +52,7 @@ def test_backoff_starts_over_after_running_for_twice_the_maximum():
 
 def ctr(name: str, kind: str, phase: Phase = Phase.WAITING, pid: int = 0,
         instance: int = -1) -> sv.Ctr:
-    c = sv.Ctr({"name": name, "spec": {}}, kind)
+    c = sv.Ctr(container_plan(name), kind)
     c.phase, c.pid, c.instance = phase, pid, instance
     return c
 
@@ -135,9 +136,9 @@ class FakePod:
         self.fail: set[str] = set()
 
     def start(self, c: dict):
-        if c["name"] in self.fail:
-            raise SetupError(f'start container "{c["name"]}": exec: "x": not found')
-        return self.world.spawn(c["name"])
+        if c.name in self.fail:
+            raise SetupError(f'start container "{c.name}": exec: "x": not found')
+        return self.world.spawn(c.name)
 
     def rebuild_sandbox(self) -> None:
         self.rebuilt += 1
