@@ -293,13 +293,18 @@ echo srv: $(ls -A /srv)
 mknod /tmp/null c 1 3 && echo x > /tmp/null && echo ROOTFS-OPENED
 mknod /v/null c 1 3 && echo x > /v/null && echo VOLUME-OPENED
 echo x > /dev/null && echo zero: $(head -c 3 /dev/zero | wc -c)
-grep -E ' /(dev|dev/pts) ' /proc/self/mountinfo | cut -d' ' -f5,6 | sed 's/^/mount: /'
+cut -d' ' -f5,6 /proc/self/mountinfo | grep -E '^/(|v|dev|dev/pts) ' | sed 's/^/mount: /'
 """
     extra = f"""  - name: privileged
     image: {ref}
     imagePullPolicy: Never
     securityContext: {{privileged: true}}
     command: [sh, -c, "mknod /tmp/null c 1 3 && echo x > /tmp/null && echo ROOTFS-OPENED"]
+  - name: readonly
+    image: {ref}
+    imagePullPolicy: Never
+    securityContext: {{readOnlyRootFilesystem: true}}
+    command: [sh, -c, "cut -d' ' -f5,6 /proc/self/mountinfo | grep '^/ '"]
 """
     out = run_to_completion(mp, "devices", pod("devices", ref, script,
                                                "[{name: v, mountPath: /v}]", extra))
@@ -311,8 +316,13 @@ grep -E ' /(dev|dev/pts) ' /proc/self/mountinfo | cut -d' ' -f5,6 | sed 's/^/mou
     assert c.count("/tmp/null: Permission denied") == 1 and "/v/null: Permission denied" in c, c
     # The container's own /dev is a mount of its own, not nodev: its nodes work, as does pts.
     assert "zero: 3" in lines, c
-    mnt = dict(ln.split()[1:3] for ln in lines if ln.startswith("mount: "))
-    assert set(mnt) == {"/dev", "/dev/pts"}, c
-    assert "nodev" not in mnt["/dev"].split(","), c
+    mnt = {k: v.split(",") for k, v in (ln.split()[1:3] for ln in lines
+                                         if ln.startswith("mount: "))}
+    assert set(mnt) == {"/", "/v", "/dev", "/dev/pts"}, c
+    assert "nodev" in mnt["/"] and "nodev" in mnt["/v"], c
+    assert "nodev" not in mnt["/dev"], c
+    # A read-only rootfs is remounted, and the remount keeps nodev.
+    ro = out["readonly"].split()
+    assert ro[0] == "/" and {"ro", "nodev"} <= set(ro[1].split(",")), out["readonly"]
     # Kubernetes gives privileged containers the host's devices: their rootfs is not nodev.
     assert out["privileged"] == "ROOTFS-OPENED\n"
