@@ -62,7 +62,9 @@ def open_in_root(root_fd: int, path: str, create: str | None = None) -> int:
                 _have_openat2 = False
             elif e.errno == errno.ENOENT and create is not None:
                 pass  # the walk creates what is missing
-            elif e.errno != errno.EAGAIN:  # EAGAIN: a rename raced; the walk has no such retry
+            elif e.errno != errno.EAGAIN:
+                # (EAGAIN: a rename raced with a ".."; the walk below, which holds the fd of
+                # every directory it went through, has no such race.)
                 raise OSError(e.errno, f"{path}: {os.strerror(e.errno)}") from None
     fd, missing = _walk(root_fd, path, create)
     if missing:
