@@ -101,7 +101,6 @@ def test_two_container_pod(mp):
     elif os.path.exists(f"/sys/fs/cgroup/{cg}/cgroup.controllers"):
         assert _read(f"/sys/fs/cgroup/{cg}/memory.max") == "67108864"
         assert _read(f"/sys/fs/cgroup/{cg}/cpu.max") == "50000 100000"
-        assert str(new["pid"]) in _read(f"/sys/fs/cgroup/{cg}/cgroup.procs").split()
     else:
         pytest.fail(f"the container's cgroup {cg} is neither in /sys/fs/cgroup/memory (v1) "
                     "nor a v2 cgroup under /sys/fs/cgroup")
