@@ -110,6 +110,7 @@ class _Extractor:
         self.what = what
         self.dirs: set[str] = set()  # relative paths checked to be real directories
         self.dir_times: list[tuple[str, int]] = []
+        self.devices: list[str] = []  # device nodes dropped
 
     def _fail(self, name: str, why: str) -> LayerError:
         return LayerError(f"{self.what}: member {name!r}: {why}")
@@ -170,6 +171,13 @@ class _Extractor:
             if not m.isdir():
                 raise self._fail(m.name, "the layer root must be a directory")
             self._set_dir_meta(self.root, m)
+            return
+        if (m.ischr() or m.isblk()) and (m.devmajor, m.devminor) != (0, 0):
+            # Device nodes are dropped: in a container they would open host devices wherever
+            # the rootfs is not nodev, and the runtime makes /dev itself. (containerd creates
+            # them when it runs as root and skips them in a user namespace; we always skip.)
+            # A 0:0 char device is an overlay whiteout, which some layers carry as such.
+            self.devices.append("/".join(parts))
             return
         parent = self._parent(parts[:-1], m.name)
         path = os.path.join(parent, parts[-1])
@@ -266,6 +274,12 @@ class _Extractor:
                 os.setxattr(target, name, value.encode("utf-8", "surrogateescape"))
 
     def finish(self) -> None:
+        if self.devices:
+            import sys
+
+            shown = ", ".join(self.devices[:3]) + (", ..." if len(self.devices) > 3 else "")
+            print(f"warning: {self.what}: dropped {len(self.devices)} device node(s) ({shown}): "
+                  "containers get their devices from the runtime", file=sys.stderr)
         for path, ns in reversed(self.dir_times):
             try:
                 os.utime(path, ns=(ns, ns), follow_symlinks=False)

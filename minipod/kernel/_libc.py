@@ -1,4 +1,5 @@
-"""The few libc calls Python 3.11 lacks (setns, unshare, mount, pivot_root, sethostname, prctl).
+"""The few libc calls Python 3.11 lacks (setns, unshare, mount, pivot_root, sethostname, prctl,
+openat2).
 
 Python 3.12 has os.setns/os.unshare; 3.11 (Debian 12) does not, so we go through ctypes. Every
 call raises OSError with errno and the arguments that failed.
@@ -39,8 +40,22 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_CAPBSET_DROP = 24
 
+# openat2(2) resolve flags (linux/openat2.h).
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
 # glibc 2.36 has no pivot_root() wrapper: call the syscall by number.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# Syscalls added after 2019 have one number on every architecture (openat2: Linux 5.6).
+_SYS_OPENAT2 = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
 
 
 def _check(ret: int, what: str) -> int:
@@ -85,3 +100,11 @@ def sethostname(name: str) -> None:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2); raises OSError(ENOSYS) on kernels older than 5.6 (or seccomp'ed ones)."""
+    how = _OpenHow(flags, mode, resolve)
+    ret = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), path.encode(),
+                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, f"openat2 {path}")

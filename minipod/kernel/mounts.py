@@ -8,8 +8,8 @@ from minipod.kernel import _libc
 from minipod.kernel._libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                            MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE)
 
-__all__ = ["mount", "bind", "make_private", "make_slave", "readonly", "mask", "pivot_root",
-           "overlay", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_RDONLY"]
+__all__ = ["mount", "bind", "remount_bind", "make_private", "make_slave", "readonly", "mask",
+           "pivot_root", "overlay", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_RDONLY"]
 
 mount = _libc.mount
 
@@ -35,6 +35,12 @@ def bind(src: str, dst: str, readonly: bool = False, recursive: bool = True,
         _libc.mount(None, dst, None, MS_REMOUNT | MS_BIND | flags | (MS_RDONLY if readonly else 0))
 
 
+def remount_bind(path: str, flags: int) -> None:
+    """Set the per-mount flags (MS_RDONLY, MS_NODEV, ...) of the bind mount at `path` to exactly
+    `flags`: a flag left out is cleared, so a caller that wants nodev kept passes it again."""
+    _libc.mount(None, path, None, MS_REMOUNT | MS_BIND | flags)
+
+
 def readonly(path: str) -> None:
     """Make `path` a read-only bind of itself (runc's readonlyPaths)."""
     try:
@@ -53,8 +59,8 @@ def mask(path: str) -> None:
         _libc.mount("/dev/null", path, None, MS_BIND)
 
 
-def overlay(lower: list[str], upper: str, work: str, target: str) -> None:
-    """Mount an overlay with `lower` listed top-first (overlayfs order).
+def overlay(lower: list[str], upper: str, work: str, target: str, flags: int = 0) -> None:
+    """Mount an overlay with `lower` listed top-first (overlayfs order); `flags` e.g. MS_NODEV.
 
     The option string is limited to one page (4096 bytes), which is why the image store keeps
     layer paths short.
@@ -62,7 +68,7 @@ def overlay(lower: list[str], upper: str, work: str, target: str) -> None:
     data = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
     if len(data) >= 4096:
         raise OSError(7, f"overlay options for {target} exceed one page ({len(data)} bytes)")
-    _libc.mount("overlay", target, "overlay", 0, data)
+    _libc.mount("overlay", target, "overlay", flags, data)
 
 
 def pivot_root(new_root: str) -> None:

@@ -27,6 +27,7 @@ class Mount:
     target: str  # absolute path inside the container
     readonly: bool = False
     kind: str = "bind"  # bind | file (a file bind, created empty in the rootfs if missing)
+    source_root: str = ""  # a volume's directory: `source` is resolved inside it (subPath)
 
 
 @dataclass
@@ -379,10 +380,10 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
         own_targets = set()
         for vm in c.volume_mounts or []:
             vol = volumes[vm.name]
-            src = os.path.join(data_dir, "volumes", vol.name)
+            vol_dir = src = os.path.join(data_dir, "volumes", vol.name)
             if vm.sub_path:
                 src = os.path.join(src, vm.sub_path)
-            mounts.append(Mount(src, vm.mount_path, bool(vm.read_only)))
+            mounts.append(Mount(src, vm.mount_path, bool(vm.read_only), source_root=vol_dir))
             own_targets.add(os.path.normpath(vm.mount_path))
         ro_root = bool(sc and sc.read_only_root_filesystem)
         for f in ("hosts", "hostname", "resolv.conf"):

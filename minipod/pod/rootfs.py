@@ -8,16 +8,16 @@ come last because they would stop us from creating mount points.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import TYPE_CHECKING
 
-from minipod.kernel import mounts
-from minipod.kernel._libc import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY,
-                                  MS_REMOUNT, MS_STRICTATIME)
+from minipod.kernel import inroot, mounts
+from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 
 if TYPE_CHECKING:
-    from minipod.pod.plan import ContainerPlan
+    from minipod.pod.plan import ContainerPlan, Mount
 
 # runc/containerd defaults (see shared reference runtime-defaults.md).
 MASKED = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -32,53 +32,52 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 
 
 def secure_join(root: str, path: str) -> str:
-    """Resolve `path` inside `root` as if root were '/': symlinks in the image can't lead out.
+    """The host path that `path` names inside `root`, as if root were "/": symlinks in the
+    image (/etc -> /host/etc, ../../..) and ".." never lead out. What does not exist yet is
+    joined as written.
 
-    An image may contain /etc -> /host/etc or ../../..; mounting onto the naive join would
-    mount onto the host. (The idea of runc's securejoin, written for our needs.)
+    A string for messages and tests only: a path can be changed after it was resolved, so the
+    mounts below use the fd that inroot.open_in_root resolved, never a string like this one.
     """
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        cur = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:
-                raise OSError(40, f"too many symlinks resolving {path} in the image")
-            target = os.readlink(cur)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    root_fd = os.open(root, _O_DIR)
+    try:
+        fd, missing = inroot.lookup(root_fd, path)
+    finally:
+        os.close(root_fd)
+    try:
+        base = os.readlink(inroot.fd_path(fd))
+    finally:
+        os.close(fd)
+    rest = os.path.normpath("/" + "/".join(missing)).lstrip("/")  # ".." cannot climb out
+    return os.path.join(base, rest) if rest else base
 
 
-def _mkdirs(path: str) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
+_O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def _ensure_file(path: str) -> None:
-    _mkdirs(os.path.dirname(path))
-    if not os.path.exists(path):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+class _At:
+    """An O_PATH fd for a mount target resolved in the container's root; `.path` is what the
+    mount syscalls get (/proc/self/fd/N: exactly that object, whatever the path names now)."""
+
+    def __init__(self, root_fd: int, target: str, create: str | None = "dir"):
+        self.fd = inroot.open_in_root(root_fd, target, create)
+        self.path = inroot.fd_path(self.fd)
+
+    def __enter__(self) -> "_At":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
-def _dev(root: str) -> None:
-    dev = os.path.join(root, "dev")
-    _mkdirs(dev)
-    mounts.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+def _dev(root_fd: int) -> None:
+    # /dev is a tmpfs of its own, mounted without MS_NODEV: the nodes below must open, and the
+    # rootfs's nodev (the mount beneath) does not apply to another mount.
+    with _At(root_fd, "/dev") as at:
+        mounts.mount("tmpfs", at.path, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+        # The fresh tmpfs is ours alone (no other process is in this mount namespace yet), so
+        # its path is safe to use from here on.
+        dev = os.readlink(at.path)
     for name, major, minor in DEVICES:
         p = os.path.join(dev, name)
         os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(major, minor))
@@ -96,27 +95,80 @@ def _dev(root: str) -> None:
                  MS_NOSUID | MS_NOEXEC | MS_NODEV)
 
 
+def _source(m: Mount) -> int:
+    """An O_PATH fd for a mount's source on the host.
+
+    A volume's directory is minipod's, but what is inside it is written by the pod's containers:
+    a subPath is resolved inside the volume (as if it were "/"), so a symlink a container left
+    there cannot make us bind a host directory. An emptyDir (and its subPath) is created on
+    first use, as the kubelet does.
+    """
+    src, vol = m.source, m.source_root
+    if not vol:  # the kubelet's files (/etc/hosts ...), or a plan written before source_root
+        if m.kind != "file":
+            os.makedirs(src, 0o755, exist_ok=True)
+        return os.open(src, os.O_PATH | os.O_CLOEXEC)
+    os.makedirs(vol, 0o755, exist_ok=True)
+    vol_fd = os.open(vol, _O_DIR)
+    try:
+        return inroot.open_in_root(vol_fd, os.path.relpath(src, vol), "dir")
+    finally:
+        os.close(vol_fd)
+
+
+def _volume(root_fd: int, m: Mount, nodev: int) -> None:
+    src_fd = _source(m)
+    try:
+        src = os.fstat(src_fd)
+        create = "file" if m.kind == "file" else "dir"
+        with _At(root_fd, m.target, create) as at:
+            mounts.bind(inroot.fd_path(src_fd), at.path)
+        flags = nodev | (MS_RDONLY if m.readonly else 0)
+        if not flags:
+            return
+        # A bind ignores flags on creation: they need a remount, which must name the new mount.
+        # The fd we mounted onto names the directory beneath it, so resolve the target again
+        # (that crosses into our bind) and check it is our bind before changing it.
+        with _At(root_fd, m.target, None) as at:
+            st = os.fstat(at.fd)
+            if (st.st_dev, st.st_ino) != (src.st_dev, src.st_ino):
+                raise OSError(errno.EBUSY, f"{m.target}: changed while it was being mounted")
+            mounts.remount_bind(at.path, flags)
+    finally:
+        os.close(src_fd)
+
+
 def build(c: ContainerPlan) -> None:
-    """Mount container `c`'s root and pivot into it."""
+    """Mount container `c`'s root and pivot into it.
+
+    Every mount target is resolved inside the new root (kernel/inroot.py) and mounted through
+    its fd, so neither a symlink in the image nor one a container of the pod swaps into a
+    shared volume can place a mount, or create a mount point, outside the root.
+    """
     root = c.rootfs
+    # nodev on the image's files and on volumes: a device node there (a layer's, or one made
+    # with CAP_MKNOD inside the container) cannot be opened, whatever the device cgroup allows
+    # -- the second layer of defence. Privileged containers get the host's devices, as in
+    # Kubernetes, so they keep device nodes working.
+    nodev = 0 if c.privileged else MS_NODEV
     lower = list(reversed(c.layers))  # overlayfs lists the top layer first
-    mounts.overlay(lower, c.upper, c.work, root)
-    proc = os.path.join(root, "proc")
-    _mkdirs(proc)
-    mounts.mount("proc", proc, "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
-    _dev(root)
-    sys_ = os.path.join(root, "sys")
-    _mkdirs(sys_)
-    ro = 0 if c.privileged else MS_RDONLY
-    mounts.mount("sysfs", sys_, "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | ro)
-    for m in c.mounts:
-        target = secure_join(root, m.target)
-        if m.kind == "file":
-            _ensure_file(target)
-        else:
-            _mkdirs(m.source)  # an emptyDir subPath is created on first use, as the kubelet does
-            _mkdirs(target)
-        mounts.bind(m.source, target, readonly=m.readonly)
+    mounts.overlay(lower, c.upper, c.work, root, nodev)
+    root_fd = os.open(root, _O_DIR)
+    try:
+        with _At(root_fd, "/proc") as at:
+            mounts.mount("proc", at.path, "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+        _dev(root_fd)
+        ro = 0 if c.privileged else MS_RDONLY
+        with _At(root_fd, "/sys") as at:
+            mounts.mount("sysfs", at.path, "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | ro)
+        for m in c.mounts:
+            try:
+                _volume(root_fd, m, nodev)
+            except OSError as e:  # the fd paths in the message would tell the user nothing
+                raise OSError(e.errno, f"mount {m.source} on {m.target}: "
+                                       f"{e.strerror or os.strerror(e.errno)}") from None
+    finally:
+        os.close(root_fd)
     mounts.pivot_root(root)
     if not c.privileged:
         for p in MASKED:
@@ -124,7 +176,8 @@ def build(c: ContainerPlan) -> None:
         for p in READONLY:
             mounts.readonly(p)
     if c.readonly_rootfs:
-        mounts.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        # Per-mount flags are set as a whole: nodev again, or the remount would clear it.
+        mounts.remount_bind("/", MS_RDONLY | nodev)
 
 
 def lookup_user(user: str) -> tuple[int, int, list[int]]:
