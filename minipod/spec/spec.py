@@ -441,6 +441,21 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp",
                         lambda loader, node: loader.construct_scalar(node))
 
 
+
+
+def _int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    # Python refuses to turn more than 4300 digits into an int (ValueError, not a YAML error);
+    # no field takes more than 19.
+    if len(node.value) > 100:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value)} characters is too large",
+            node.start_mark)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
+
+
 def _at(mark: yaml.Mark) -> str:
     return f"{mark.line + 1}:{mark.column + 1}"  # PyYAML marks are 0-based
 

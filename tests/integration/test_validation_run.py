@@ -171,3 +171,47 @@ def test_image_import_errors_are_one_line(tmp_path, case, message):
     p = _cli(tmp_path, "image", "import", str(f))
     assert p.returncode == 1
     assert p.stderr == f"error: {f}: {message}\n"
+
+
+# --- fuzzing real runs: whatever fails, nothing stays ------------------------------------------
+
+def _failing(kind: str, name: str) -> str:
+    """A pod that validates but cannot be set up."""
+    return {
+        "missing binary": pod(name, '["/no/such/binary"]'),
+        "workingDir is a file": pod(name, extra="    workingDir: /bin/busybox/x\n"),
+        "name clash": pod("x"),
+        "missing image": pod(name, image="localhost:1/nosuch/image:1"),
+        "volume over a file": pod(name, extra="    volumeMounts: [{name: v, mountPath: /bin/sh}]\n"
+                                  "  volumes: [{name: v, emptyDir: {}}]\n"),
+    }[kind]
+
+
+def test_generated_failing_files_leave_nothing(mp):
+    """A handful of generated multi-document files, one document of which cannot start: the
+    run fails with one error line and the host is as it was (real runs: slow, so few)."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    mp.minipod("run", "-d", mp.write("x.yaml", pod("x")))
+
+    @settings(max_examples=5, deadline=None, database=None,
+              phases=[Phase.explicit, Phase.generate],  # no shrinking: every step is a real run
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.integers(1, 3).flatmap(lambda n: st.tuples(
+        st.just(n), st.integers(0, n - 1),
+        st.sampled_from(["missing binary", "workingDir is a file", "name clash",
+                         "missing image", "volume over a file"]),
+        st.booleans())))
+    def run(case):
+        n, bad, kind, detach = case
+        docs = [_failing(kind, f"p{i}") if i == bad else pod(f"p{i}") for i in range(n)]
+        before = host(mp)
+        p = mp.minipod("run", *(["-d"] if detach else []),
+                       mp.write("gen.yaml", "---\n".join(docs)), check=False)
+        assert_one_line_error(p)
+        assert running(mp) == ["x"], (case, p.stderr)
+        assert host(mp) == before, case
+
+    run()
+    mp.minipod("rm", "-f", "x")
