@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from minipod.spec.kube_fields import yaml_name
+from minipod.spec.kube_fields import REFUSAL, REFUSED_ANNOTATIONS, yaml_name
 from minipod.spec.show import cut, show
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def check_containers(pod: Pod) -> Iterator[str]:
         if problem := _label_problem(c.name):
             yield f"{path}.name: {problem}"
         elif c.name in seen:
-            yield f"{path}.name: {c.name!r} is already the name of {seen[c.name]}"
+            yield f"{path}.name: {show(c.name)} is already the name of {seen[c.name]}"
         else:
             seen[c.name] = path
         if not c.image.strip():
@@ -148,7 +148,7 @@ def check_restart_policies(pod: Pod) -> Iterator[str]:
             yield (f"{path}.restartPolicy: only allowed on initContainers (where Always makes a"
                    " sidecar)")
         elif c.restart_policy != "Always":
-            yield f"{path}.restartPolicy: must be Always (got {c.restart_policy!r})"
+            yield f"{path}.restartPolicy: must be Always (got {show(c.restart_policy)})"
 
 
 def check_env(pod: Pod) -> Iterator[str]:
@@ -156,7 +156,7 @@ def check_env(pod: Pod) -> Iterator[str]:
         for i, e in enumerate(c.env):
             p = f"{path}.env[{i}]"
             if not e.name or "=" in e.name:
-                yield f"{p}.name: must be non-empty and contain no '=' (got {e.name!r})"
+                yield f"{p}.name: must be non-empty and contain no '=' (got {show(e.name)})"
             if e.value and e.value_from:
                 yield f"{p}: may not have both value and valueFrom"
             src = e.value_from
@@ -184,7 +184,7 @@ def check_ports(pod: Pod) -> Iterator[str]:
             if problem := _port_name_problem(port.name):
                 yield f"{p}.name: {problem}"
             elif port.name in names:
-                yield (f"{p}.name: duplicate port name {port.name!r} "
+                yield (f"{p}.name: duplicate port name {show(port.name)} "
                        f"(also ports[{names[port.name]}])")
             else:
                 names[port.name] = i
@@ -196,7 +196,7 @@ def check_volumes(pod: Pod) -> Iterator[str]:
         if problem := _label_problem(v.name):
             yield f"spec.volumes[{i}].name: {problem}"
         elif v.name in seen:
-            yield (f"spec.volumes[{i}].name: duplicate volume name {v.name!r} "
+            yield (f"spec.volumes[{i}].name: duplicate volume name {show(v.name)} "
                    f"(also volumes[{seen[v.name]}])")
         else:
             seen[v.name] = i
@@ -209,14 +209,14 @@ def check_mounts(pod: Pod) -> Iterator[str]:
         for i, m in enumerate(c.volume_mounts):
             p = f"{path}.volumeMounts[{i}]"
             if m.name not in volumes:
-                yield f"{p}.name: no volume named {m.name!r} in spec.volumes"
+                yield f"{p}.name: no volume named {show(m.name)} in spec.volumes"
             if not m.mount_path.startswith("/"):
                 yield f"{p}.mountPath: must be an absolute path (got {show(m.mount_path)})"
             target = posixpath.normpath(m.mount_path)
             if problem := _mount_target_problem(target):
                 yield f"{p}.mountPath: {show(m.mount_path)}: {problem}"
             if target in targets:
-                yield (f"{p}.mountPath: {m.mount_path!r} is already mounted by "
+                yield (f"{p}.mountPath: {show(m.mount_path)} is already mounted by "
                        f"volumeMounts[{targets[target]}]")
             targets.setdefault(target, i)
             # validateLocalDescendingPath: subPath stays inside the volume.
@@ -377,6 +377,11 @@ def _capability_names() -> frozenset[str]:
 def check_security(pod: Pod) -> Iterator[str]:
     """User and group IDs as the API server bounds them (IsValidUserID/GroupID: 0..2^31-1), and
     capability names: an unknown name in `drop` is a capability silently kept."""
+    for k, v in pod.metadata.annotations.items():
+        for prefix, what in REFUSED_ANNOTATIONS.items():
+            if (k == prefix or prefix.endswith("/") and k.startswith(prefix)) \
+                    and v != "unconfined":
+                yield f"metadata.annotations.{cut(k, 80)}: {REFUSAL} ({what})"
     psc = pod.spec.security_context
     if psc is not None:
         for attr in ("run_as_user", "run_as_group", "fs_group"):

@@ -256,10 +256,19 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# The same holds for the annotations that asked for profiles before the fields existed (the
+# kubelet still honours the AppArmor one): checks.check_security refuses them.
+REFUSED_ANNOTATIONS: dict[str, str] = {
+    "container.apparmor.security.beta.kubernetes.io/": "an AppArmor profile",
+    "seccomp.security.alpha.kubernetes.io/pod": "a seccomp filter",
+    "container.seccomp.security.alpha.kubernetes.io/": "a seccomp filter",
+}
+REFUSAL = "not supported by minipod yet: refusing to run with less protection than asked for"
+
+
 def refused(pattern: str) -> str:
     """The message for a REFUSED path whose value asks for protection."""
-    return ("not supported by minipod yet: refusing to run with less protection than asked for"
-            f" ({REFUSED[pattern][1]})")
+    return f"{REFUSAL} ({REFUSED[pattern][1]})"
 
 
 def walk(doc: dict) -> tuple[dict, list[str], list[str]]:

@@ -358,7 +358,7 @@ def _drop_volumes(pod: Pod, names: set[str]) -> list[str]:
     for path, c, _ in each_container(pod.spec):
         for i, m in enumerate(c.volume_mounts):
             if m.name in names:
-                warnings.append(f"{path}.volumeMounts[{i}]: volume {m.name!r} is ignored, so is"
+                warnings.append(f"{path}.volumeMounts[{i}]: volume {_show(m.name)} is ignored, so is"
                                 " this mount")
         c.volume_mounts = [m for m in c.volume_mounts if m.name not in names]
     pod.spec.volumes = [v for v in pod.spec.volumes if v.name not in names]
@@ -495,7 +495,7 @@ def _parse_yaml(text: str, source: str) -> list[Any]:
     finally:
         loader.dispose()
     if loader.duplicates:
-        msgs = [(mark, f"duplicate key {key!r} (first at line {first.line + 1})")
+        msgs = [(mark, f"duplicate key {_show(key)} (first at line {first.line + 1})")
                 for mark, key, first in loader.duplicates]
         if len(msgs) == 1:
             raise SpecError(f"{source}:{_at(msgs[0][0])}", [msgs[0][1]])

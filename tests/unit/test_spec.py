@@ -971,3 +971,19 @@ def test_refused_paths_exist_and_are_not_applied_by_the_runtime():
             type_name = (FIELDS[type_name][part.removesuffix("[]")] or "").removeprefix("[]")
         # Refused means "not applied": each is also in NOT_IMPLEMENTED (its other values warn).
         assert path in NOT_IMPLEMENTED, path
+
+
+@pytest.mark.parametrize("key, value, refused", [
+    ("container.apparmor.security.beta.kubernetes.io/app", "runtime/default", True),
+    ("container.apparmor.security.beta.kubernetes.io/app", "unconfined", False),
+    ("seccomp.security.alpha.kubernetes.io/pod", "runtime/default", True),
+    ("container.seccomp.security.alpha.kubernetes.io/app", "localhost/p.json", True),
+    ("example.com/seccomp", "runtime/default", False),
+])
+def test_profile_annotations_are_refused_like_the_fields(key, value, refused):
+    doc = minimal()
+    doc["metadata"]["annotations"] = {key: value}
+    if refused:
+        assert one_problem(doc).startswith(f"metadata.annotations.{key}: {REFUSAL} (")
+    else:
+        assert loads(_dump(doc)).pods
