@@ -63,9 +63,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
     except BaseException:
         spare.cancel()
         raise
-    pids = []
-    for i, p in enumerate(plans):
-        pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach, cfg.janitor)))
+    pids = launch_all(plans, cfg, spare, detach)
     if detach:
         for p in plans:
             print(p.name, file=out)
@@ -98,6 +96,40 @@ class Daemon:
         with os.fdopen(self.ready_r, "rb") as f:
             line = f.readline()
         return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
+
+
+def launch_all(plans: list, cfg, spare: Daemon, detach: bool) -> list[int]:
+    """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
+    set-up error), the pods already started are removed again before the error is raised.
+    A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
+    pods running, which here would be pods nobody asked for on their own. (Every document was
+    validated and planned before this: a bad document never starts any pod.)"""
+    pids: list[int] = []
+    for i, p in enumerate(plans):
+        try:
+            pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach, cfg.janitor)))
+        except BaseException as e:
+            started = [q.name for q in plans[:i]]
+            for name in reversed(started):
+                try:
+                    remove(name, cfg, force=True)
+                except MinipodError as undo:
+                    print(f'error: pod "{name}": could not be removed again: {undo}',
+                          file=sys.stderr)
+            for pid in pids:  # the removed pods' daemons are our children: reap them
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            if started and isinstance(e, MinipodError):
+                names = ", ".join(f'"{n}"' for n in started)
+                what = f"pod {names} was" if len(started) == 1 else f"pods {names} were"
+                err = MinipodError(f"{e} (nothing was left running: {what} removed again; a"
+                                   " file runs all its pods or none)")
+                err.exit_code = e.exit_code
+                raise err from None
+            raise
+    return pids
 
 
 def launch(plan, cfg, daemon: Daemon) -> int:

@@ -125,17 +125,39 @@ def _unpack(path: str, dest: str) -> dict[str, str]:
                     continue
                 if not m.isreg():
                     continue
-                out = os.path.join(dest, rel)
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                src = tf.extractfile(m)
-                with open(out, "wb") as f:
-                    while chunk := src.read(1 << 20):
-                        f.write(chunk)
+                _extract(tf, m, rel, dest, path)
     except tarfile.TarError as e:
-        raise ImportError_(f"{path}: not a tar archive or OCI layout directory: {e}") from None
+        # tarfile lists what every decompressor said, one per line: keep one line.
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if why.startswith("file could not be opened"):
+            why = "not tar, tar.gz, tar.bz2 or tar.xz"
+        raise ImportError_(f"{path}: not a tar archive or OCI layout directory ({why})") from None
     except EOFError:
         raise ImportError_(f"{path}: truncated archive") from None
     return links
+
+
+def _extract(tf, m, rel: str, dest: str, path: str) -> None:
+    """One regular file of the archive into `dest` (tf: tarfile.TarFile, m: its TarInfo)."""
+    out = os.path.join(dest, rel)
+    # `a` then `a/b`: a file and then a path under it; `a/b` then `a`: the reverse. Neither is
+    # an image layout, and os.makedirs/open would fail with a bare errno.
+    parent = posixpath.dirname(rel)
+    while parent:
+        if os.path.isfile(os.path.join(dest, parent)):
+            raise ImportError_(f"{path}: member {rel!r} is under {parent!r}, which is a file in"
+                               " the archive")
+        parent = posixpath.dirname(parent)
+    if os.path.isdir(out):
+        raise ImportError_(f"{path}: member {rel!r} is a file and a directory in the archive")
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        src = tf.extractfile(m)
+        with open(out, "wb") as f:
+            while chunk := src.read(1 << 20):
+                f.write(chunk)
+    except OSError as e:
+        raise ImportError_(f"{path}: cannot unpack member {rel!r}: {e.strerror or e}") from None
 
 
 def _import_dir(store: ImageStore, src: _Source, what: str, name: str) -> list[str]:

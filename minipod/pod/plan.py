@@ -121,14 +121,36 @@ def escape(name: str) -> str:
     return name.replace("-", "_")
 
 
+# A path component, a cgroup directory and a systemd unit name (UNIT_NAME_MAX 256 with its NUL)
+# all stop at 255 bytes. A pod name may be a 253-character DNS subdomain; with minipod's
+# prefixes and suffixes around it that is too long, so a long name is shortened, and keeps a
+# hash of the whole name to stay unique.
+NAME_MAX = 255
+CONTAINER_NAME_MAX = 63  # a DNS label
+
+
+def fit(name: str, room: int) -> str:
+    """`name` if it has at most `room` characters, else its start, '_' and a 10-hex hash."""
+    if len(name) <= room:
+        return name
+    import hashlib  # only for long names: see host_veth
+
+    return name[:room - 11] + "_" + hashlib.sha1(name.encode()).hexdigest()[:10]
+
+
+def _unit_pod(prefix: str, pod: str) -> str:
+    """The pod's part of its unit names: room for `<prefix>-<pod>-<container>.scope`."""
+    return fit(escape(pod), NAME_MAX - len(prefix) - 2 - CONTAINER_NAME_MAX - len(".scope"))
+
+
 def cgroup_names(parent: str, prefix: str, pod: str) -> tuple[str, str]:
     """(pod slice, sandbox scope) as group paths, e.g. minipod.slice/minipod-web.slice."""
-    pod_slice = f"{parent}/{prefix}-{escape(pod)}.slice"
-    return pod_slice, f"{pod_slice}/{prefix}-{escape(pod)}.scope"
+    pod_slice = f"{parent}/{prefix}-{_unit_pod(prefix, pod)}.slice"
+    return pod_slice, f"{pod_slice}/{prefix}-{_unit_pod(prefix, pod)}.scope"
 
 
 def container_cgroup(pod_slice: str, prefix: str, pod: str, ctr: str) -> str:
-    return f"{pod_slice}/{prefix}-{escape(pod)}-{ctr}.scope"
+    return f"{pod_slice}/{prefix}-{_unit_pod(prefix, pod)}-{ctr}.scope"
 
 
 def host_veth(uid: str) -> str:
@@ -345,7 +367,9 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
     uid = str(uuid.uuid4())
     hostname = (spec.hostname or name)[:63].rstrip("-.")
     run_dir = os.path.join(cfg.root, "pods", name)
-    data_dir = os.path.join(cfg.data_root, "pods", f"{meta.namespace}_{name}_{uid}")
+    # <namespace>_<name>_<uid>, as the kubelet names /var/log/pods entries, in one component.
+    data_dir = os.path.join(cfg.data_root, "pods", f"{meta.namespace}_"
+                            f"{fit(name, NAME_MAX - len(meta.namespace) - len(uid) - 2)}_{uid}")
     prefix = cfg.cgroup_prefix
     pod_slice, sandbox = cgroup_names(cfg.cgroup_parent, prefix, name)
     apps = list(spec.containers)

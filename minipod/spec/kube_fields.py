@@ -9,14 +9,19 @@ apimachinery meta/v1 for ObjectMeta. The value type is
                    object minipod does not look inside (affinity, cloud volume sources).
 walk() checks a manifest against this catalogue before pydantic sees it: a key that is not here
 is an unknown field (kubectl's strict decoding refuses it too); a path in NOT_IMPLEMENTED gets a
-warning and is dropped; a path in SERVER_POPULATED is dropped silently, as `kubectl apply` does.
+warning and is dropped (or kept, if it is in TYPED, so that its type and range are still
+checked); a path in SERVER_POPULATED is dropped silently, as `kubectl apply` does; a path in
+REFUSED whose value asks for a protection minipod cannot give is an error.
 Paths are dotted YAML names with `[]` for "any list item".
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
+
+from minipod.spec.show import key as _key
 
 FieldTypes = dict[str, "str | None"]
 
@@ -154,16 +159,23 @@ def _containers(*fields: str) -> set[str]:
     return {f"spec.{kind}[].{f}" for kind in ("containers", "initContainers") for f in fields}
 
 
-# Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
-# Shrink this as features land. A modelled field may stay here until the runtime uses it.
-NOT_IMPLEMENTED: frozenset[str] = frozenset({
-    # --- modelled in minipod.spec.spec, waiting for the runtime -----------------------------------
-    "spec.hostNetwork", "spec.hostPID", "spec.hostIPC",
+# Modelled in minipod.spec.spec but not acted on by the runtime: a warning names each one found,
+# and the value is kept, so that a wrong type or an out-of-range value is still an error
+# (`hostPort: -1` is wrong whether or not minipod maps ports).
+TYPED: frozenset[str] = frozenset({
+    "spec.activeDeadlineSeconds",
     "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
     "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
     *_containers(
-        "stdin", "tty", "terminationMessagePath", "env[].valueFrom", "ports[].hostPort",
-        "ports[].hostIP", "securityContext.runAsNonRoot"),
+        "terminationMessagePath", "env[].valueFrom", "ports[].hostPort", "ports[].hostIP",
+        "securityContext.runAsNonRoot"),
+})
+
+# Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
+# Shrink this as features land.
+NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
+    # Modelled, but dropped: the pod runs in its own namespaces whatever it asks.
+    "spec.hostNetwork", "spec.hostPID", "spec.hostIPC", *_containers("stdin", "tty"),
     # --- not modelled: meaningless without a cluster, or not built ----------------------------
     "metadata.finalizers",
     *(f"spec.{f}" for f in (
@@ -197,6 +209,68 @@ NOT_IMPLEMENTED: frozenset[str] = frozenset({
 })
 
 
+# --- security controls minipod cannot apply yet ------------------------------------------------
+#
+# Ignoring a field with a warning is fine when ignoring it gives the pod *more* isolation than
+# it asked for (hostNetwork: true, hostPID: true, procMount: Unmasked, a hostPath volume) or
+# changes nothing it could rely on (windowsOptions on Linux). It is not fine when the field asks
+# for a protection: a pod that says runAsNonRoot or seccompProfile RuntimeDefault was written on
+# the assumption that it gets it, and running it without would be a silent downgrade. Those
+# values are refused (in `validate` too) until the runtime implements them; the value that asks
+# for nothing more than minipod gives (runAsNonRoot: false, seccomp Unconfined, hostUsers: true)
+# is still only a warning.
+#
+# What the runtime does apply, and so is not here (minipod.pod.plan, pod/container.py,
+# pod/rootfs.py): privileged, capabilities add/drop, runAsUser, runAsGroup,
+# allowPrivilegeEscalation: false (no_new_privs), readOnlyRootFilesystem, volumeMounts readOnly,
+# the default masked and read-only /proc and /sys paths, containerd's default capabilities.
+
+def _true(v: Any) -> bool:
+    return v is True
+
+
+def _profile(v: Any) -> bool:
+    # seccompProfile / appArmorProfile: only Unconfined is what minipod does (no profile).
+    return not (isinstance(v, dict) and v.get("type") == "Unconfined")
+
+
+def _any(v: Any) -> bool:
+    return v not in (None, {}, "")
+
+
+def _false(v: Any) -> bool:
+    return v is False
+
+
+_SECURITY_CONTEXTS = ("spec.securityContext", "spec.containers[].securityContext",
+                      "spec.initContainers[].securityContext")
+
+# path -> (does this value ask for a protection minipod lacks?, what it asks for)
+REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{f"{sc}.runAsNonRoot": (_true, "the check that the user is not root")
+       for sc in _SECURITY_CONTEXTS},
+    **{f"{sc}.seccompProfile": (_profile, "a seccomp filter") for sc in _SECURITY_CONTEXTS},
+    **{f"{sc}.appArmorProfile": (_profile, "an AppArmor profile") for sc in _SECURITY_CONTEXTS},
+    **{f"{sc}.seLinuxOptions": (_any, "an SELinux label") for sc in _SECURITY_CONTEXTS},
+    "spec.hostUsers": (_false, "a user namespace"),
+}
+
+
+# The same holds for the annotations that asked for profiles before the fields existed (the
+# kubelet still honours the AppArmor one): checks.check_security refuses them.
+REFUSED_ANNOTATIONS: dict[str, str] = {
+    "container.apparmor.security.beta.kubernetes.io/": "an AppArmor profile",
+    "seccomp.security.alpha.kubernetes.io/pod": "a seccomp filter",
+    "container.seccomp.security.alpha.kubernetes.io/": "a seccomp filter",
+}
+REFUSAL = "not supported by minipod yet: refusing to run with less protection than asked for"
+
+
+def refused(pattern: str) -> str:
+    """The message for a REFUSED path whose value asks for protection."""
+    return f"{REFUSAL} ({REFUSED[pattern][1]})"
+
+
 def walk(doc: dict) -> tuple[dict, list[str], list[str]]:
     """Check a raw Pod document: (copy without ignored fields, problems, warnings), each problem
     and warning starting with the exact path, e.g. `spec.containers[0].imagee: unknown field`."""
@@ -218,20 +292,25 @@ class _Walk:
         kept = {}
         for key, value in node.items():
             name = str(key)
-            p, pat = _join(path, name), _join(pattern, name)
+            p, pat = _join(path, _key(key)), _join(pattern, name)
             if name not in fields:
-                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6) \
+                    if len(name) < 100 else []
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.problems.append(f"{p}: unknown field{hint}")
                 continue
             if value is None or pat in SERVER_POPULATED:
                 continue  # null is "unset" to the API server's JSON decoder
+            check = REFUSED.get(pat)
+            if check and check[0](value):
+                self.problems.append(f"{p}: {refused(pat)}")
+                continue
             ignored = pat in NOT_IMPLEMENTED
             if ignored and not quiet:
                 self.warnings.append(f"{p}: not implemented by minipod yet, ignored")
             # Inside an ignored field unknown names are still errors: kubectl would refuse them.
-            value = self.value(value, fields[name], p, pat, quiet or ignored)
-            if not ignored:
+            value = self.value(value, fields[name], p, pat, quiet or (ignored and pat not in TYPED))
+            if not ignored or pat in TYPED:
                 kept[key] = value
         return kept
 

@@ -17,6 +17,8 @@ import re
 from decimal import Decimal
 from functools import total_ordering
 
+from minipod.spec.show import show
+
 _MULTIPLIERS: dict[str, Decimal] = {
     "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
     "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
@@ -25,8 +27,12 @@ _MULTIPLIERS: dict[str, Decimal] = {
     "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18),
 }
 # A number (at least one digit; "5.", ".5" are accepted like apimachinery) then the suffix.
-_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(.*)")
-_EXPONENT = re.compile(r"[eE]([+-]?\d{1,4})")
+# [0-9], not \d: \d also matches other scripts' digits ('١٢٣'), which Decimal() would accept.
+_QUANTITY = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(.*)", re.DOTALL)
+_EXPONENT = re.compile(r"[eE]([+-]?[0-9]{1,4})")
+# The kubelet reads quantities as int64 (Quantity.Value(), MilliValue()); anything larger is
+# refused here rather than saturated silently (and 1e9999 bytes is no limit anyone means).
+MAX = Decimal(2**63 - 1)
 # Plenty of digits: 1Ei is 19 digits and a quantity may carry nano precision on top of that.
 _CONTEXT = decimal.Context(prec=60)
 
@@ -55,12 +61,16 @@ class Quantity:
     def __init__(self, text: str | int | float) -> None:
         # YAML gives `cpu: 1` and `cpu: 0.5` as numbers; bools are a mistake (`memory: yes`).
         if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-            raise ValueError(f"{text!r} is not a quantity (e.g. 128Mi, 1G)")
+            raise ValueError(f"{show(text)} is not a quantity (e.g. 128Mi, 1G)")
+        if isinstance(text, int) and not -MAX <= text <= MAX:
+            raise ValueError(f"{show(text)} is too large for a quantity (at most 2^63-1)")
         s = text.strip() if isinstance(text, str) else repr(text)
         try:
             value = _value_of(s)
         except (ValueError, decimal.DecimalException):
-            raise ValueError(f"{text!r} is not a quantity (e.g. 128Mi, 1G)") from None
+            raise ValueError(f"{show(text)} is not a quantity (e.g. 128Mi, 1G)") from None
+        if not value.is_finite() or abs(value) > MAX:
+            raise ValueError(f"{show(text)} is too large for a quantity (at most 2^63-1)")
         object.__setattr__(self, "_text", s)
         object.__setattr__(self, "_value", value)
 

@@ -17,6 +17,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -32,6 +33,8 @@ from minipod.spec.checks import CHECKS, check  # noqa: F401 - the named checks, 
 from minipod.spec.checks import each_container
 from minipod.spec.kube_fields import walk, yaml_name
 from minipod.spec.quantity import Quantity
+from minipod.spec.show import key as _key
+from minipod.spec.show import show as _show
 
 # --- models ----------------------------------------------------------------------------------
 
@@ -201,9 +204,12 @@ class ResourceRequirements(_Model):
         # The API server copies a limit into a missing request (SetDefaults_Pod).
         return self.requests.get(resource) or self.limits.get(resource)
 
+    # A limit of 0 is no limit, as the kubelet reads it (containerd leaves a 0 memory limit
+    # unset; ResourceConfigForPod counts a zero limit as undeclared). Written as 0 to
+    # memory.max it would kill the container at once.
     def memory_limit(self) -> int | None:
         q = self.limits.get("memory")
-        return q.to_bytes() if q is not None else None
+        return q.to_bytes() if q is not None and q.value != 0 else None
 
     def memory_request(self) -> int | None:
         q = self._request("memory")
@@ -211,7 +217,7 @@ class ResourceRequirements(_Model):
 
     def cpu_limit_milli(self) -> int | None:
         q = self.limits.get("cpu")
-        return q.to_milli() if q is not None else None
+        return q.to_milli() if q is not None and q.value != 0 else None
 
     def cpu_request_milli(self) -> int | None:
         q = self._request("cpu")
@@ -295,6 +301,7 @@ class PodSpec(_Model):
     hostname: str | None = None
     subdomain: str | None = None
     termination_grace_period_seconds: int = 30
+    active_deadline_seconds: int | None = None  # typed and checked; the runtime ignores it
     share_process_namespace: bool = False
     volumes: list[Volume] = []
     host_network: bool = False
@@ -351,7 +358,7 @@ def _drop_volumes(pod: Pod, names: set[str]) -> list[str]:
     for path, c, _ in each_container(pod.spec):
         for i, m in enumerate(c.volume_mounts):
             if m.name in names:
-                warnings.append(f"{path}.volumeMounts[{i}]: volume {m.name!r} is ignored, so is"
+                warnings.append(f"{path}.volumeMounts[{i}]: volume {_show(m.name)} is ignored, so is"
                                 " this mount")
         c.volume_mounts = [m for m in c.volume_mounts if m.name not in names]
     pod.spec.volumes = [v for v in pod.spec.volumes if v.name not in names]
@@ -359,18 +366,6 @@ def _drop_volumes(pod: Pod, names: set[str]) -> list[str]:
 
 
 # --- pydantic errors for humans -------------------------------------------------------------
-
-def _show(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "a mapping"
-    if isinstance(v, list):
-        return "a list"
-    return repr(v)
-
 
 def _loc(loc: tuple) -> str:
     out = ""
@@ -380,7 +375,7 @@ def _loc(loc: tuple) -> str:
         elif part == "[key]":
             out += " (key)"
         else:
-            out = f"{out}.{part}" if out else str(part)
+            out = f"{out}.{_key(part)}" if out else _key(part)
     return out
 
 
@@ -440,6 +435,27 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return super().construct_mapping(node, deep=deep)
 
 
+# A timestamp (`2024-01-02`) is kept as the text written: kubectl sends YAML as JSON, where it
+# is a string, and a datetime in the document would break the plan's JSON.
+_Loader.add_constructor("tag:yaml.org,2002:timestamp",
+                        lambda loader, node: loader.construct_scalar(node))
+
+
+
+
+def _int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    # Python refuses to turn more than 4300 digits into an int (ValueError, not a YAML error);
+    # no field takes more than 19.
+    if len(node.value) > 100:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value)} characters is too large",
+            node.start_mark)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
+
+
 def _at(mark: yaml.Mark) -> str:
     return f"{mark.line + 1}:{mark.column + 1}"  # PyYAML marks are 0-based
 
@@ -465,12 +481,21 @@ def _parse_yaml(text: str, source: str) -> list[Any]:
         if mark and _char_at(text, mark) == "\t":
             problem += ": a tab (indent YAML with spaces)"
         raise SpecError(f"{source}:{_at(mark)}" if mark else source, [problem]) from None
+    except yaml.reader.ReaderError as e:
+        # No mark: the reader refuses a control character before any token is read.
+        pos = e.position if isinstance(e.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or " ")
+        raise SpecError(f"{source}:{line}:{col}", [
+            f"unacceptable character #x{char:04x}: control characters are not allowed in YAML"
+            " (write it as an escape in a double-quoted string)"]) from None
     except yaml.YAMLError as e:
-        raise SpecError(source, [f"invalid YAML: {e}"]) from None
+        raise SpecError(source, [f"invalid YAML: {' '.join(str(e).split())}"]) from None
     finally:
         loader.dispose()
     if loader.duplicates:
-        msgs = [(mark, f"duplicate key {key!r} (first at line {first.line + 1})")
+        msgs = [(mark, f"duplicate key {_show(key)} (first at line {first.line + 1})")
                 for mark, key, first in loader.duplicates]
         if len(msgs) == 1:
             raise SpecError(f"{source}:{_at(msgs[0][0])}", [msgs[0][1]])
@@ -528,8 +553,38 @@ def _template_path(message: str) -> str:
     return message
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_problems(node: Any, path: str = "") -> Iterator[str]:
+    """What JSON (the API server's wire format) cannot hold, or a syscall cannot take: YAML's
+    binary and set values, complex keys, and NUL bytes (execve, mount and open end a C string
+    there: `command: ["a\\0b"]` would run `a`)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            p = f"{path}.{_key(k)}" if path else _key(k)
+            if not isinstance(k, _JSON_SCALARS):
+                yield f"{path or 'document'}: a mapping key must be a string (got {_show(k)})"
+            elif isinstance(k, str) and "\0" in k:
+                yield f"{p}: a key must not contain a NUL byte"
+            else:
+                yield from _json_problems(v, p)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _json_problems(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        if "\0" in node:
+            yield f"{path}: must not contain a NUL byte (got {_show(node)})"
+    elif not isinstance(node, _JSON_SCALARS):
+        yield (f"{path}: a YAML {type(node).__name__} value has no JSON form (quote it to make it"
+               " a string)")
+
+
 def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
     """(pod or None, problems, warnings) for one `kind: Pod` document."""
+    problems = list(_json_problems(doc))
+    if problems:
+        return None, problems, []
     kept, problems, warnings = walk(doc)
     problems += _volume_source_problems(doc)
     try:
@@ -574,11 +629,11 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
             continue
         if kind != "Pod":
             if kind.lower() == "pod":  # kinds are case-sensitive
-                problems.append(f"{prefix}kind: must be 'Pod' (got {kind!r})")
+                problems.append(f"{prefix}kind: must be 'Pod' (got {_show(kind)})")
             else:
-                skipped.append(kind)
-                warnings.append(f"{source}: document {index + 1} ({kind}): skipped: minipod runs"
-                                " v1 Pods only")
+                skipped.append(_show(kind)[1:-1])
+                warnings.append(f"{source}: document {index + 1} ({_show(kind)[1:-1]}): skipped:"
+                                " minipod runs v1 Pods only")
             continue
         if doc.get("apiVersion") != "v1":
             problems.append(f"{prefix}apiVersion: must be v1 for kind Pod (got "

@@ -73,3 +73,28 @@ def test_is_immutable():
         q._value = Decimal(1)  # type: ignore[misc]
     import copy
     assert copy.deepcopy(q) == q and str(copy.copy(q)) == "1Gi"
+
+
+@pytest.mark.parametrize("bad", ["١٢٣", "٣Mi", "1e٣", "１Gi"])
+def test_only_ascii_digits(bad):
+    # Python's \d and Decimal() take other scripts' digits; apimachinery's grammar does not.
+    with pytest.raises(ValueError, match="is not a quantity"):
+        parse(bad)
+
+
+@pytest.mark.parametrize("big", ["1e9999", "9" * 5000, "8Ei", "1e19", 2**63, 1e100, "-1e9999"])
+def test_values_past_int64_are_refused(big):
+    # The kubelet reads quantities as int64; 1e9999 would also break int() and JSON later.
+    with pytest.raises(ValueError, match="too large for a quantity") as e:
+        parse(big)
+    assert len(str(e.value)) < 100
+
+
+def test_int64_fits():
+    assert parse(str(2**63 - 1)).to_bytes() == 2**63 - 1
+    assert parse("7Ei").to_bytes() == 7 * 2**60
+
+
+def test_tiny_values_round_up():
+    assert parse("1e-9999").to_milli() == 1
+    assert parse("0." + "0" * 5000 + "1").to_bytes() == 1

@@ -563,7 +563,7 @@ def test_pod_level_rules():
     doc = minimal(terminationGracePeriodSeconds=-1, hostname="My_Host", subdomain="sub",
                   dnsPolicy="None", hostAliases=[{"ip": "not-an-ip", "hostnames": ["x"]}])
     assert spec.check(pod_of(doc)) == [
-        "spec.terminationGracePeriodSeconds: must be >= 0 (got -1)",
+        "spec.terminationGracePeriodSeconds: must be between 0 and 2147483647, inclusive (got -1)",
         "spec.hostname: 'My_Host' is not a valid DNS-1123 label (at most 63 lowercase letters, "
         "digits or '-', starting and ending with a letter or digit)",
         "spec.dnsConfig.nameservers: required when dnsPolicy is None",
@@ -658,3 +658,332 @@ def test_catalogue_types_are_all_defined():
         for child in fields.values():
             if child:
                 assert child.removeprefix("[]") in FIELDS
+
+
+# --- what `validate` accepts, `run` can do -------------------------------------------------------
+
+def one_problem(doc: dict) -> str:
+    """The single problem of a document, which must be one line naming a field."""
+    import yaml as _yaml
+
+    problems = problems_of(_yaml.safe_dump(doc))
+    assert len(problems) == 1, problems
+    assert "\n" not in problems[0] and len(problems[0]) < 300, problems[0]
+    return problems[0]
+
+
+def with_container(**fields) -> dict:
+    doc = minimal()
+    doc["spec"]["containers"][0].update(fields)
+    return doc
+
+
+@pytest.mark.parametrize("kind, name, value, message", [
+    ("limits", "memory", "1m", "fractional byte value '1m' is invalid, must be an integer"),
+    ("requests", "ephemeral-storage", "0.5", "fractional byte value '0.5' is invalid"),
+    ("limits", "memory", "1e9999", "'1e9999' is too large for a quantity (at most 2^63-1)"),
+    ("limits", "memory", "9" * 5000, "'" + "9" * 40 + "...' is too large for a quantity"),
+    ("limits", "memory", "١٢٣", "'١٢٣' is not a quantity"),
+    ("limits", "cpu", "1e100", "'1e100' is too large for a quantity"),
+    ("limits", "cpu", "1e15", "'1e15' is more than the kernel's largest CPU quota"),
+    ("limits", "memroy", "1Gi", "'memroy' is not a resource name"),
+])
+def test_quantities_that_cannot_be_applied(kind, name, value, message):
+    problem = one_problem(with_container(resources={kind: {name: value}}))
+    assert problem.startswith("spec.containers[0].resources.") and message in problem
+
+
+def test_zero_limits_mean_no_limit_as_for_the_kubelet():
+    r = spec.ResourceRequirements.model_validate({"limits": {"memory": "0", "cpu": "0"}})
+    # Written to memory.max, 0 would kill the container at once; the kubelet reads it as none.
+    assert r.memory_limit() is None and r.cpu_limit_milli() is None
+    assert loads(_dump(with_container(resources={"limits": {"memory": 0}}))).pods
+
+
+def _dump(doc: dict) -> str:
+    import yaml as _yaml
+
+    return _yaml.safe_dump(doc)
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("container", "runAsUser", 2**31), ("container", "runAsUser", -1),
+    ("container", "runAsGroup", 2**40), ("pod", "runAsUser", -5), ("pod", "fsGroup", 2**31),
+])
+def test_ids_are_in_the_api_servers_range(where, field, value):
+    if where == "pod":
+        doc = minimal(securityContext={field: value})
+        path = f"spec.securityContext.{field}"
+    else:
+        doc = with_container(securityContext={field: value})
+        path = f"spec.containers[0].securityContext.{field}"
+    assert one_problem(doc) == (f"{path}: must be between 0 and 2147483647, inclusive "
+                                f"(got {value})")
+
+
+@pytest.mark.parametrize("fields, path", [
+    ({"command": ["sh", "-c", "echo a\0b"]}, "spec.containers[0].command[2]"),
+    ({"args": ["\0"]}, "spec.containers[0].args[0]"),
+    ({"env": [{"name": "A", "value": "x\0y"}]}, "spec.containers[0].env[0].value"),
+    ({"env": [{"name": "A\0", "value": "x"}]}, "spec.containers[0].env[0].name"),
+    ({"workingDir": "/srv\0"}, "spec.containers[0].workingDir"),
+])
+def test_nul_bytes_are_refused(fields, path):
+    # execve and chdir would cut the string at the NUL: `echo a\0b` would print `a`.
+    assert one_problem(with_container(**fields)).startswith(f"{path}: must not contain a NUL")
+
+
+@pytest.mark.parametrize("target, ok", [
+    ("/", False), ("/proc", False), ("/proc/sys/kernel", False), ("/dev", False),
+    ("/a/../proc", False), ("/dev/shm", True), ("/sys/fs/x", True), ("/data", True),
+    ("/procfs", True),
+])
+def test_mount_targets_the_runtime_builds_itself(target, ok):
+    doc = with_container(volumeMounts=[{"name": "v", "mountPath": target}])
+    doc["spec"]["volumes"] = [{"name": "v", "emptyDir": {}}]
+    if ok:
+        assert loads(_dump(doc)).pods
+    else:
+        assert one_problem(doc).startswith(
+            f"spec.containers[0].volumeMounts[0].mountPath: {target!r}: cannot mount a volume")
+
+
+def test_unknown_capabilities_are_refused_in_add_and_drop():
+    doc = with_container(securityContext={"capabilities": {"add": ["NET_ADMIN", "CAP_SYS_TIME"],
+                                                           "drop": ["NET_RAWW"]}})
+    # A typo in drop would keep the capability the pod meant to drop.
+    assert one_problem(doc) == ("spec.containers[0].securityContext.capabilities.drop[0]: "
+                                "unknown capability 'NET_RAWW'")
+    ok = with_container(securityContext={"capabilities": {"add": ["all"], "drop": ["ALL"]}})
+    assert loads(_dump(ok)).pods
+
+
+@pytest.mark.parametrize("image", ["Foo::bar", "busybox:", "a b", "x@sha256:123"])
+def test_malformed_image_references(image):
+    assert one_problem(with_container(image=image)).startswith(
+        f"spec.containers[0].image: invalid image reference {image!r}")
+
+
+@pytest.mark.parametrize("meta, start", [
+    ({"labels": {"a b": "x"}}, "metadata.labels: key 'a b' is not a valid name"),
+    ({"labels": {"app": "-x"}}, "metadata.labels.app: '-x' is not a valid label value"),
+    ({"labels": {"app": "x" * 64}}, "metadata.labels.app: '" + "x" * 40 + "...' is not a valid"),
+    ({"labels": {"Bad_Prefix/app": "x"}}, "metadata.labels: key 'Bad_Prefix/app': the prefix"),
+    ({"annotations": {"a": "x" * (256 * 1024)}},
+     "metadata.annotations: too long: 262145 bytes, the total size of annotations must be at"
+     " most 262144"),
+    ({"annotations": {"/x": "y"}}, "metadata.annotations: key '/x': the prefix"),
+])
+def test_labels_and_annotations(meta, start):
+    doc = minimal()
+    doc["metadata"].update(meta)
+    assert one_problem(doc).startswith(start)
+
+
+def test_valid_labels_and_annotations():
+    doc = minimal()
+    doc["metadata"].update(labels={"app.kubernetes.io/name": "web", "tier": "", "v": "1.2_3"},
+                           annotations={"example.com/Note": "anything at all\nmultiline"})
+    assert loads(_dump(doc)).pods
+
+
+@pytest.mark.parametrize("probe, message", [
+    ({"tcpSocket": {"port": 70000}}, "livenessProbe.tcpSocket.port: must be between 1 and 65535"),
+    ({"httpGet": {"port": 0}}, "livenessProbe.httpGet.port: must be between 1 and 65535"),
+    ({"httpGet": {"port": "no_such"}}, "livenessProbe.httpGet.port: 'no_such' is not a valid"),
+    ({"exec": {"command": ["x"]}, "periodSeconds": -1},
+     "livenessProbe.periodSeconds: must be between 1 and 2147483647"),
+    ({"exec": {"command": ["x"]}, "failureThreshold": -3},
+     "livenessProbe.failureThreshold: must be between 1"),
+    ({"exec": {"command": ["x"]}, "initialDelaySeconds": -1},
+     "livenessProbe.initialDelaySeconds: must be between 0"),
+    ({"exec": {"command": ["x"]}, "timeoutSeconds": 2**31},
+     "livenessProbe.timeoutSeconds: must be between 1 and 2147483647, inclusive (got 2147483648)"),
+    ({"exec": {"command": ["x"]}, "terminationGracePeriodSeconds": 0},
+     "livenessProbe.terminationGracePeriodSeconds: must be between 1"),
+])
+def test_probe_numbers(probe, message):
+    assert one_problem(with_container(livenessProbe=probe)).startswith(
+        f"spec.containers[0].{message}")
+
+
+def test_hook_ports_and_sleep():
+    doc = with_container(lifecycle={"preStop": {"sleep": {"seconds": -1}},
+                                    "postStart": {"tcpSocket": {"port": 65536}}})
+    assert problems_of(_dump(doc)) == [
+        "spec.containers[0].lifecycle.postStart.tcpSocket.port: must be between 1 and 65535 "
+        "(got 65536)",
+        "spec.containers[0].lifecycle.preStop.sleep.seconds: must be between 0 and 2147483647, "
+        "inclusive (got -1)"]
+
+
+@pytest.mark.parametrize("doc, message", [
+    (with_container(env=[{"name": "A", "value": "x",
+                          "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+     "spec.containers[0].env[0]: may not have both value and valueFrom"),
+    (with_container(ports=[{"containerPort": 80, "hostPort": -1}]),
+     "spec.containers[0].ports[0].hostPort: must be between 0 and 65535 (got -1)"),
+    (with_container(ports=[{"containerPort": 80, "hostPort": 65536}]),
+     "spec.containers[0].ports[0].hostPort: must be between 0 and 65535 (got 65536)"),
+    (with_container(ports=[{"containerPort": -80}]),
+     "spec.containers[0].ports[0].containerPort: must be between 1 and 65535 (got -80)"),
+    (with_container(ports=[{"containerPort": 80, "hostIP": "nowhere"}]),
+     "spec.containers[0].ports[0].hostIP: 'nowhere' is not an IP address"),
+    (minimal(activeDeadlineSeconds=0),
+     "spec.activeDeadlineSeconds: must be between 1 and 9223372036854775807, inclusive (got 0)"),
+    (minimal(activeDeadlineSeconds=-5), "spec.activeDeadlineSeconds: must be between 1"),
+    (minimal(terminationGracePeriodSeconds=10**30),
+     "spec.terminationGracePeriodSeconds: must be between 0 and 2147483647, inclusive (got 1"),
+])
+def test_ignored_fields_are_still_checked(doc, message):
+    # hostPort, valueFrom and activeDeadlineSeconds are not acted on yet (a warning says so),
+    # but a wrong value is wrong all the same.
+    assert one_problem(doc).startswith(message)
+
+
+def test_a_long_pod_name_fits_the_kernels_and_systemds_names():
+    from minipod.config import Config
+    from minipod.images.store import Image
+    from minipod.pod import plan
+
+    class Store:
+        def resolve(self, ref):
+            return Image(ref=ref, digest="sha256:" + "0" * 64, layers=[], config={"Cmd": ["x"]})
+
+    names = []
+    for suffix in ("a", "b"):
+        doc = minimal()
+        doc["metadata"] = {"name": "p" * 252 + suffix, "namespace": "n" * 63}
+        doc["spec"]["containers"][0]["name"] = "c" * 63
+        [loaded] = loads(_dump(doc)).pods  # a 253-character DNS subdomain: valid
+        p = plan.build(loaded, Config(root="/r", data_root="/d"), Store(), "pod.yaml")
+        paths = (p.pod_cgroup, p.sandbox_cgroup, p.containers[0].cgroup, p.data_dir, p.run_dir)
+        # NAME_MAX for a directory or cgroup, and systemd's unit name limit: 255.
+        assert all(len(part) <= 255 for path in paths for part in path.split("/")), paths
+        names.append(p.containers[0].cgroup)
+    assert names[0] != names[1]  # shortened names keep a hash of the whole name
+    short = plan.build(loads(POD).pods[0], Config(root="/r", data_root="/d"), Store(), "x")
+    assert short.pod_cgroup.endswith("/minipod-web.slice")  # short names are unchanged
+
+
+def test_long_values_and_odd_keys_stay_on_one_short_line():
+    doc = minimal()
+    doc["spec"]["containers"][0]["x" * 5000 + "\nnext"] = 1
+    doc["spec"]["hostname"] = "H" * 10000
+    problems = problems_of(_dump(doc))
+    assert len(problems) == 2
+    for p in problems:
+        assert "\n" not in p and len(p) < 300, p
+
+
+def test_yaml_control_characters_are_one_line():
+    err = error_of(POD.replace("nginx", "ngi\x01nx"))
+    assert err == ("pod.yaml:8:15: unacceptable character #x0001: control characters are not "
+                   "allowed in YAML (write it as an escape in a double-quoted string)")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("!!binary aGk=", "a YAML bytes value has no JSON form"),
+    ("!!set {a}", "a YAML set value has no JSON form"),
+])
+def test_yaml_values_without_a_json_form(value, problem):
+    text = POD + f"  nodeSelector: {{k: {value}}}\n"
+    assert problems_of(text) == [f"spec.nodeSelector.k: {problem} (quote it to make it a string)"]
+
+
+def test_yaml_timestamps_are_strings_as_kubectl_sends_them():
+    text = POD + "    env: [{name: D, value: 2024-01-02}]\n"
+    assert loads(text).pods[0].pod.spec.containers[0].env[0].value == "2024-01-02"
+
+
+# --- security fields never weaken silently -------------------------------------------------------
+
+REFUSAL = "not supported by minipod yet: refusing to run with less protection than asked for"
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("container", "runAsNonRoot", True), ("pod", "runAsNonRoot", True),
+    ("container", "seccompProfile", {"type": "RuntimeDefault"}),
+    ("pod", "seccompProfile", {"type": "Localhost", "localhostProfile": "p.json"}),
+    ("container", "appArmorProfile", {"type": "RuntimeDefault"}),
+    ("pod", "seLinuxOptions", {"level": "s0:c1"}),
+    ("init", "runAsNonRoot", True),
+])
+def test_security_controls_minipod_cannot_apply_are_refused(where, field, value):
+    if where == "pod":
+        doc, path = minimal(securityContext={field: value}), f"spec.securityContext.{field}"
+    else:
+        doc = with_container(securityContext={field: value})
+        path = f"spec.containers[0].securityContext.{field}"
+        if where == "init":
+            doc["spec"]["initContainers"] = [{"name": "i", "image": "busybox",
+                                              "securityContext": {field: value}}]
+            doc["spec"]["containers"][0].pop("securityContext")
+            path = f"spec.initContainers[0].securityContext.{field}"
+    problem = one_problem(doc)
+    assert problem.startswith(f"{path}: {REFUSAL} (")
+
+
+def test_host_users_false_asks_for_a_user_namespace():
+    assert one_problem(minimal(hostUsers=False)).startswith(f"spec.hostUsers: {REFUSAL}")
+    assert loads(_dump(minimal(hostUsers=True))).pods  # the default: a warning at most
+
+
+def test_a_workload_template_is_refused_too():
+    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n"
+            "    spec:\n      securityContext: {runAsNonRoot: true}\n"
+            "      containers: [{name: c, image: busybox}]\n")
+    assert problems_of(text) == [f"spec.template.spec.securityContext.runAsNonRoot: {REFUSAL} "
+                                 "(the check that the user is not root)"]
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("container", "runAsNonRoot", False),
+    ("container", "seccompProfile", {"type": "Unconfined"}),
+    ("pod", "appArmorProfile", {"type": "Unconfined"}),
+    ("container", "procMount", "Unmasked"),
+])
+def test_asking_for_no_more_than_minipod_gives_is_a_warning(where, field, value):
+    doc = (minimal(securityContext={field: value}) if where == "pod"
+           else with_container(securityContext={field: value}))
+    res = loads(_dump(doc), "pod.yaml")
+    assert res.pods and any(field in w and "ignored" in w for w in res.warnings)
+
+
+def test_security_fields_minipod_applies_are_kept():
+    sc = {"privileged": False, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+          "runAsUser": 1000, "runAsGroup": 1000, "capabilities": {"drop": ["ALL"],
+                                                                  "add": ["NET_BIND_SERVICE"]}}
+    res = loads(_dump(with_container(securityContext=sc)), "pod.yaml")
+    assert res.warnings == []
+    got = res.pods[0].pod.spec.containers[0].security_context
+    assert (got.allow_privilege_escalation, got.read_only_root_filesystem, got.run_as_user,
+            got.capabilities.drop) == (False, True, 1000, ["ALL"])
+
+
+def test_refused_paths_exist_and_are_not_applied_by_the_runtime():
+    from minipod.spec.kube_fields import REFUSED
+
+    for path in REFUSED:
+        type_name: str | None = "Pod"
+        for part in path.split("."):
+            assert type_name and part.removesuffix("[]") in FIELDS[type_name], path
+            type_name = (FIELDS[type_name][part.removesuffix("[]")] or "").removeprefix("[]")
+        # Refused means "not applied": each is also in NOT_IMPLEMENTED (its other values warn).
+        assert path in NOT_IMPLEMENTED, path
+
+
+@pytest.mark.parametrize("key, value, refused", [
+    ("container.apparmor.security.beta.kubernetes.io/app", "runtime/default", True),
+    ("container.apparmor.security.beta.kubernetes.io/app", "unconfined", False),
+    ("seccomp.security.alpha.kubernetes.io/pod", "runtime/default", True),
+    ("container.seccomp.security.alpha.kubernetes.io/app", "localhost/p.json", True),
+    ("example.com/seccomp", "runtime/default", False),
+])
+def test_profile_annotations_are_refused_like_the_fields(key, value, refused):
+    doc = minimal()
+    doc["metadata"]["annotations"] = {key: value}
+    if refused:
+        assert one_problem(doc).startswith(f"metadata.annotations.{key}: {REFUSAL} (")
+    else:
+        assert loads(_dump(doc)).pods
