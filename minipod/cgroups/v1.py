@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 
-from minipod.cgroups import CgroupError, Driver, Limits, devices, fs
+from minipod.cgroups import CgroupBusy, CgroupError, Driver, Limits, devices, fs
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")
 # v1 memory.limit_in_bytes reads back as PAGE_COUNTER_MAX pages (9223372036854771712 on
@@ -183,14 +183,16 @@ class V1Driver(Driver):
         return total
 
     def remove(self, group: str) -> None:
-        errors = []
+        errors: list[CgroupError] = []
         for path in self._dirs(group):
             try:
                 fs.rmdir_retry(path)
             except CgroupError as e:
-                errors.append(str(e))
+                errors.append(e)
         if errors:
-            raise CgroupError("; ".join(errors))
+            # Busy in every controller = other pods' groups inside: a caller may expect that.
+            kind = CgroupBusy if all(isinstance(e, CgroupBusy) for e in errors) else CgroupError
+            raise kind("; ".join(map(str, errors)))
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from minipod.cgroups import CgroupError, Limits, devices, fs
+from minipod.cgroups import CgroupBusy, CgroupError, Limits, devices, fs
 from minipod.cgroups.v1 import V1Driver
 
 MI = 1 << 20
@@ -315,6 +315,8 @@ def test_remove_every_hierarchy_idempotent(fake):
         assert not os.path.exists(path)
         assert os.path.isdir(os.path.dirname(path))  # the parent stays
     d.remove(GROUP)  # gone = done
+    with pytest.raises(CgroupBusy, match="minipod.slice: Device or resource busy"):
+        d.remove("minipod.slice")  # busy in every hierarchy: another pod's group is inside
     d.remove("minipod.slice/minipod-web.slice")
     d.remove("minipod.slice")
     for mount in fake.mounts.values():
