@@ -215,8 +215,12 @@ def stop(name: str, cfg, grace: int | None = None) -> None:
     from minipod.kubelet import remains
 
     rec = state.PodRecord(cfg.root, name)
-    found = remains.supervisor(remains.find(cfg, name))
+    rem = remains.find(cfg, name)
+    found = remains.supervisor(rem, remains.cgroup_driver(cfg))
     if found is None:
+        for j in remains.janitors(rem):  # its supervisor died: let its janitor finish first
+            remains.wait_gone(*j, 30)
+        rec = state.PodRecord(cfg.root, name)
         if not rec.state.get("final"):
             from minipod.kubelet.janitor import cleanup
 
@@ -242,7 +246,7 @@ def remove(name: str, cfg, force: bool = False) -> None:
     rem = remains.find(cfg, name)
     if not rem.exists(cfg):
         raise NotFound(f'pod "{name}" not found')
-    if remains.supervisor(rem) is not None:
+    if remains.supervisor(rem, remains.cgroup_driver(cfg)) is not None:
         if not force:
             raise Conflict(f'pod "{name}" is running: stop it first, or use rm -f')
         if rem.record is not None:

@@ -46,8 +46,9 @@ class Remains:
         return self.record.plan if self.record is not None and self.record.has_plan else None
 
     def exists(self, cfg) -> bool:
+        paths = cgroup_driver(cfg).paths(self.pod_cgroup).values()
         return bool(self.record is not None or self.data_dirs or self.uids
-                    or any(os.path.isdir(p) for p in _driver(cfg).paths(self.pod_cgroup).values()))
+                    or any(os.path.isdir(p) for p in paths))
 
 
 def find(cfg, name: str, root: str | None = None) -> Remains:
@@ -100,17 +101,25 @@ def _lease_owner(cfg, ip) -> str | None:
 
 # --- the pod's own processes ---------------------------------------------------------------------
 
-def supervisor(rem: Remains) -> tuple[int, int | None] | None:
+def supervisor(rem: Remains, driver=None) -> tuple[int, int | None] | None:
     """(pid, start time) of the pod's live supervisor, or None."""
     st = rem.record.state if rem.record is not None else {}
     pid, start = st.get("supervisor_pid"), st.get("supervisor_start")
     if state.process_alive(pid, start):
         return pid, start
-    # state.json is damaged or stale: a detached supervisor logs to its run directory.
+    # state.json is damaged or stale. The supervisor is the parent of its pause and of its
+    # containers' PID 1s (a subreaper, it adopts them): killing those alone would only make it
+    # restart them.
+    if driver is not None:
+        for p in driver.procs(rem.pod_cgroup):
+            parent = _ppid(p)
+            if parent and _is_minipod(parent):
+                return parent, state.proc_start_time(parent)
+    # Or the process that logs to the run directory (a detached supervisor does).
     log = os.path.join(rem.run_dir, "supervisor.log")
     for p in _pids():
         try:
-            # (" (deleted)": the run directory itself is gone, the supervisor still runs)
+            # " (deleted)": the run directory itself is gone, the supervisor still runs.
             if os.readlink(f"/proc/{p}/fd/1") in (log, log + " (deleted)") and _is_minipod(p):
                 return p, state.proc_start_time(p)
         except OSError:
@@ -118,14 +127,39 @@ def supervisor(rem: Remains) -> tuple[int, int | None] | None:
     return None
 
 
-def janitor_of(pid: int) -> tuple[int, int | None] | None:
-    """The supervisor's parent if it is its janitor (never PID 1, nor a foreign subreaper)."""
+def janitors(rem: Remains) -> list[tuple[int, int | None]]:
+    """Janitors at work on this pod: recorded in state.json, or the C janitor's clean-up
+    (`python -m minipod.kubelet.janitor RUN_DIR WHY`). `rm` waits for them rather than
+    tearing down beside them."""
+    st = rem.record.state if rem.record is not None else {}
+    out = []
+    pid, start = st.get("janitor_pid"), st.get("janitor_start")
+    if state.process_alive(pid, start) and _is_minipod(pid):
+        out.append((pid, start))
+    for p in _pids():
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"minipod.kubelet.janitor" in argv and rem.run_dir.encode() in argv \
+                and p not in [j[0] for j in out]:
+            out.append((p, state.proc_start_time(p)))
+    return out
+
+
+def _ppid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
-            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    if ppid <= 1 or not _is_minipod(ppid):
+
+
+def janitor_of(pid: int) -> tuple[int, int | None] | None:
+    """The supervisor's parent if it is its janitor (never PID 1, nor a foreign subreaper)."""
+    ppid = _ppid(pid)
+    if not ppid or ppid <= 1 or not _is_minipod(ppid):
         return None
     return ppid, state.proc_start_time(ppid)
 
@@ -162,11 +196,13 @@ def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
         os.close(fd)
 
 
-def kill_supervisor(rem: Remains, grace: int = 0, timeout: float = 60) -> None:
+def kill_supervisor(cfg, rem: Remains, grace: int = 0, timeout: float = 60) -> None:
     """Stop the pod's supervisor (SIGTERM: it tears its pod down; SIGKILL if it does not go),
     then wait for its janitor, which removes nothing once the supervisor said "done"."""
-    found = supervisor(rem)
+    found = supervisor(rem, cgroup_driver(cfg))
     if found is None:
+        for jan in janitors(rem):  # its supervisor is dead: a janitor may be cleaning up
+            wait_gone(*jan, 30)
         return
     pid, start = found
     jan = janitor_of(pid)
@@ -176,8 +212,8 @@ def kill_supervisor(rem: Remains, grace: int = 0, timeout: float = 60) -> None:
     if not wait_gone(pid, start, grace + timeout):
         _kill(pid, signal.SIGKILL)
         wait_gone(pid, start, 5)
-    if jan:
-        wait_gone(*jan, 30)
+    for j in [jan] if jan else janitors(rem):
+        wait_gone(*j, 30)
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -189,7 +225,8 @@ def _kill(pid: int, sig: int) -> None:
 
 # --- teardown -------------------------------------------------------------------------------------
 
-def _driver(cfg):
+def cgroup_driver(cfg):
+    """The cgroup driver of the configuration."""
     from minipod import cgroups
 
     return cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver)
@@ -208,7 +245,7 @@ def teardown(cfg, rem: Remains) -> list[str]:
         except Exception as e:  # noqa: BLE001 - every step runs; see the module doc
             errors.append(f"{what}: {e}")
 
-    driver = _driver(cfg)
+    driver = cgroup_driver(cfg)
     plan = rem.plan
     if plan:  # the plan knows best: the orchestrator's own teardown
         from minipod.pod.plan import PodPlan
@@ -285,7 +322,7 @@ def _unescape(s: str) -> str:
 def remove(cfg, name: str) -> None:
     """Everything of the pod, its record and data included; MinipodError if a part stays."""
     rem = find(cfg, name)
-    kill_supervisor(rem)
+    kill_supervisor(cfg, rem)
     rem = find(cfg, name)  # the supervisor may have recorded more (or torn everything down)
     errors = teardown(cfg, rem)
     if errors:
