@@ -18,7 +18,7 @@ collected and reported together, so a second `rm -f` finishes what the first cou
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -306,12 +306,14 @@ def _unmount_under(dirs: list[str]) -> None:
     with open("/proc/self/mountinfo") as f:
         points = [_unescape(ln.split()[4]) for ln in f]
     found = [p for p in points if any(p == t or p.startswith(t + "/") for t in tops)]
-    libc = ctypes.CDLL(None, use_errno=True)
+    from minipod.kernel import _libc
+
     for p in sorted(set(found), key=lambda p: -p.count("/")):
-        if libc.umount2(p.encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err not in (22, 2):  # EINVAL: not a mount (any more); ENOENT: gone
-                raise MinipodError(f"umount {p}: {os.strerror(err)}")
+        try:
+            _libc.umount2(p, MNT_DETACH)  # detach: a busy mount must not stop the removal
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # not a mount (any more), gone
+                raise MinipodError(str(e)) from None
 
 
 def _unescape(s: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -153,3 +154,19 @@ def test_failed_app_container_steps_leave_nothing(mp):
         assert f"injected failure after {step}" in p.stderr
         assert mp.host_state() == before, step
         assert not os.listdir(os.path.join(mp.root, "pods"))
+
+
+def test_rm_f_unmounts_what_is_mounted_under_the_pod(mp):
+    """A mount left under a pod's directories (a crash between mount and unmount of some
+    step) would make its removal fail with EBUSY, or worse, delete through it."""
+    info = start(mp, "m")
+    os.unlink(os.path.join(mp.root, "pods", "m", "plan.json"))
+    target = os.path.join(info["dirs"]["data"], "volumes", "leak")
+    os.makedirs(target)
+    subprocess.run(["mount", "-t", "tmpfs", "leak", target], check=True)
+    with open(os.path.join(target, "keep"), "w") as f:
+        f.write("x")
+    mp.minipod("rm", "-f", "m")
+    assert not os.path.exists(info["dirs"]["data"])
+    with open("/proc/self/mountinfo") as f:
+        assert target not in f.read()
