@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -34,6 +35,16 @@ CLAIM_GRACE = 10.0
 
 class Broken(MinipodError):
     """A pod's record on disk is damaged (the message says which file, and how)."""
+
+
+# A pod name is a DNS subdomain (RFC 1123), as the manifest's validation requires. Checked here
+# too, because a name read from the command line becomes a path that `rm -f` deletes:
+# "../x" must never reach rmtree.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def pods_dir(root: str) -> str:
@@ -164,7 +175,7 @@ def remove_dir(d: str) -> None:
 
 def names(root: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(pods_dir(root)) if not n.startswith(".")
+        return sorted(n for n in os.listdir(pods_dir(root)) if valid_name(n)
                       and os.path.isdir(os.path.join(pods_dir(root), n)))
     except FileNotFoundError:
         return []
@@ -178,6 +189,8 @@ class PodRecord:
     """
 
     def __init__(self, root: str, name: str):
+        if not valid_name(name):
+            raise NotFound(f'pod "{name}" not found (not a valid pod name)')
         self.dir = pod_dir(root, name)
         self.name = name
         try:

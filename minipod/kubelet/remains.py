@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from minipod import state
-from minipod.errors import MinipodError
+from minipod.errors import MinipodError, NotFound
 
 MNT_DETACH = 2
 
@@ -46,15 +46,17 @@ class Remains:
         return self.record.plan if self.record is not None and self.record.has_plan else None
 
     def exists(self, cfg) -> bool:
-        paths = cgroup_driver(cfg).paths(self.pod_cgroup).values()
-        return bool(self.record is not None or self.data_dirs or self.uids
-                    or any(os.path.isdir(p) for p in paths))
+        if self.record is not None or self.data_dirs or self.uids:
+            return True
+        return any(os.path.isdir(p) for p in cgroup_driver(cfg).paths(self.pod_cgroup).values())
 
 
 def find(cfg, name: str, root: str | None = None) -> Remains:
     """What exists of pod `name` (records under `root`, default the configured one)."""
     from minipod.pod import plan as planmod
 
+    if not state.valid_name(name):  # it becomes paths that are deleted
+        raise NotFound(f'pod "{name}" not found (not a valid pod name)')
     root = root or cfg.root
     try:
         rec = state.PodRecord(root, name)

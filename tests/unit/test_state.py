@@ -34,6 +34,10 @@ def plan(root: str, name: str) -> dict:
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
+    from minipod.cli import status
+
+    monkeypatch.setattr(status, "_node", lambda: "node")  # no lookups of this host's names
+    monkeypatch.setattr(status, "_host_ip", lambda: "192.0.2.10")
     """A runtime root with one healthy (finished) pod "good"; returns a function to run the CLI."""
     r = str(tmp_path / "run")
     cfg = tmp_path / "config.toml"
@@ -147,3 +151,12 @@ def test_write_json_is_atomic_and_durable(tmp_path, monkeypatch):
 def test_pid_1_is_never_a_live_supervisor_or_janitor():
     assert not state.process_alive(1, None)
     assert state.process_alive(os.getpid(), state.proc_start_time(os.getpid()))
+
+
+@pytest.mark.parametrize("name", ["..", "../run", "a/b", ".hidden", "UPPER", "", "x..y"])
+def test_a_name_that_is_no_pod_name_never_becomes_a_path(root, capsys, name):
+    os.makedirs(os.path.join(root, "run"), exist_ok=True)
+    for cmd in (["rm", "-f", name], ["inspect", name], ["stop", name]):
+        code, _, err = run(capsys, *cmd)
+        assert code == 1 and "not found" in err, err
+    assert os.path.isdir(state.pod_dir(root, "good")) and os.path.isdir(os.path.join(root, "run"))
