@@ -158,7 +158,7 @@ def _claim(name: str, cfg) -> str:
             # Its supervisor has finished and is on its way out: let it go first.
             remains.wait_gone(rec.state["supervisor_pid"], rec.state.get("supervisor_start"),
                               10)
-        if remains.supervisor(remains.find(cfg, name)) is not None:
+        if remains.supervisor(remains.find(cfg, name), remains.cgroup_driver(cfg)) is not None:
             raise
         remove(name, cfg)  # stopped, or damaged beyond use: replaced
         return state.claim(cfg.root, name)
@@ -251,6 +251,7 @@ def remove(name: str, cfg, force: bool = False) -> None:
             raise Conflict(f'pod "{name}" is running: stop it first, or use rm -f')
         if rem.record is not None:
             stop(name, cfg, grace=0)
+            rem = remains.find(cfg, name)  # what the supervisor recorded as it ended
     rec = rem.record
     if rec is not None and not rec.broken and rec.state.get("final") \
             and "cleanup incomplete" not in rec.state.get("message", ""):
