@@ -7,7 +7,11 @@ import, so it costs one sleeping interpreter, ~10 MB RSS / ~3 MB private per pod
 
 The protocol: the supervisor writes its run directory, one line, when it gets a pod, and
 "done", one line, once it has torn the pod down and recorded its end. A supervisor that exits
-without "done" died unfinished: the janitor tears the pod down from the plan on disk.
+without "done" died unfinished: the janitor tears the pod down from the plan on disk (or
+from whatever is left of the pod's record: remains.py).
+
+The supervisor watches its janitor in turn (daemon.Guard): one that dies before the pod runs
+fails the start; one that dies later is reported (a JanitorLost event, janitorPid 0).
 """
 
 from __future__ import annotations
