@@ -135,8 +135,12 @@ class Env:
             ipt += subprocess.run(["iptables-save", "-t", table], capture_output=True,
                                   text=True).stdout
         cgroups = []
-        for ctrl in sorted(os.listdir("/sys/fs/cgroup")):
-            d = os.path.join("/sys/fs/cgroup", ctrl, self.cgroup_parent)
+        # v1 (and the hybrid's unified tree): /sys/fs/cgroup/<controller>/<parent>; v2, with
+        # the hierarchy mounted at /sys/fs/cgroup itself: /sys/fs/cgroup/<parent>.
+        dirs = [os.path.join("/sys/fs/cgroup", self.cgroup_parent)]
+        dirs += [os.path.join("/sys/fs/cgroup", c, self.cgroup_parent)
+                 for c in sorted(os.listdir("/sys/fs/cgroup"))]
+        for d in dirs:
             if os.path.isdir(d):
                 cgroups += [p for p, _, _ in os.walk(d)]
         procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True,
@@ -144,6 +148,13 @@ class Env:
         leases = os.path.join(self.root, "networks", self.bridge)
         with open("/proc/self/mountinfo") as f:
             mounts = [ln for ln in f if self.base in ln]
+        data = os.path.join(self.data, "pods")
+        from minipod.net import nat
+
+        # ip_forward itself is the host's: other sessions' pods on this machine change it at
+        # any time. Ours is the claim our network holds on it (nat.py's holder file); that
+        # the last claim puts the value back is tested in the network's own tests.
+        claims = os.listdir(nat.FORWARD_STATE) if os.path.isdir(nat.FORWARD_STATE) else []
         return {
             # Our bridge and every veth enslaved to it ("master <bridge>"); other sessions'
             # pods on this machine have veths too, on bridges of their own.
@@ -156,9 +167,9 @@ class Env:
                           if self.base in ln and " Z" not in ln],
             "leases": sorted(f for f in os.listdir(leases) if f[0].isdigit())
             if os.path.isdir(leases) else [],
-            # ip_forward itself is host-wide and other sessions' pods change it: what this
-            # Env must give back is its own claim on it (see net/nat.py).
-            "forwarding_claim": os.path.exists(f"/run/minipod-forwarding/holder.{self.bridge}"),
+            "ip_forward_claim": f"holder.{self.bridge}" in claims,
+            # A pod's writable layers, volumes and logs: only `rm` removes them.
+            "data": sorted(os.listdir(data)) if os.path.isdir(data) else [],
         }
 
 

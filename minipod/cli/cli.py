@@ -27,9 +27,11 @@ def _records(cfg, names=None):
     out = []
     for n in state.names(cfg.root):
         try:
-            out.append(state.PodRecord(cfg.root, n))
+            rec = state.PodRecord(cfg.root, n)
         except NotFound:
-            pass  # being created (no plan yet) or removed right now
+            continue  # removed right now
+        if not rec.creating:  # a `run` that claimed the name a moment ago is not a pod yet
+            out.append(rec)
     return out
 
 
@@ -58,6 +60,7 @@ def cmd_ps(args) -> int:
         print("No resources found", file=sys.stderr)
         return 0
     print(status.ps(recs))
+    sys.stderr.write(status.damage_notes(recs))
     return 0
 
 
@@ -87,6 +90,7 @@ def cmd_get(args) -> int:
         print("No resources found", file=sys.stderr)
         return 0
     print(status.ps(recs))
+    sys.stderr.write(status.damage_notes(recs))
     return 0
 
 

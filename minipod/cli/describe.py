@@ -397,6 +397,8 @@ def pod_events(rec: state.PodRecord) -> list[dict]:
     counts a repeat of an earlier event (same type, reason, object and message) into it, even
     when other events came in between. Sorted by last time seen, as kubectl sorts them."""
     merged: dict[tuple, dict] = {}
+    if status.broken(rec):
+        return []  # a damaged record's events cannot be trusted to be whole
     for e in rec.state.get("events") or []:
         path = _field_path(rec, e.get("object") or "")
         key = (e["type"], e["reason"], path, e["message"])
@@ -436,6 +438,8 @@ def _events_table(evs: list[dict], now: float) -> list[str]:
 def describe(rec: state.PodRecord, now: float | None = None) -> str:
     """`kubectl describe pod NAME` for one pod, ending with a newline."""
     now = time.time() if now is None else now
+    if status.broken(rec):  # one line saying what is wrong, and the others still described
+        return f'pod "{rec.name}" is damaged: {status.broken(rec)}\n'
     pod = status.pod_object(rec)
     plan, st = rec.plan, pod["status"]
     lines = _header(rec, pod, now)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sys
 
 from minipod import state, trace
-from minipod.errors import Conflict, MinipodError, SetupError
+from minipod.errors import Conflict, MinipodError, NotFound, SetupError
 from minipod.kernel import _libc
 
 
@@ -144,31 +143,56 @@ def launch(plan, cfg, daemon: Daemon) -> int:
         msg = daemon.hand(run_dir)
         trace.mark("cli: pod ready")
         if not msg.get("ok"):
-            os.waitpid(daemon.pid, 0)
             raise SetupError(f'pod "{plan.name}": {msg.get("error")}')
         return daemon.pid
     except BaseException:
-        state.remove_dir(run_dir)  # the supervisor rolled everything else back
+        # The supervisor rolled back, or died and its janitor is cleaning up: wait for the
+        # daemon (the janitor is our child) so that nobody tears down beside us, then remove
+        # whatever is left -- a supervisor killed mid-setup leaves its data directory, which
+        # only `rm` removes, and this pod has no record for anyone to `rm` once we are done.
+        _wait_child(daemon.pid)
+        from minipod.kubelet import remains
+
+        try:
+            remains.remove(cfg, plan.name)
+        except MinipodError as e:
+            print(f"warning: {e} (minipod rm -f {plan.name} tries again)", file=sys.stderr)
         raise
+
+
+def _wait_child(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
 
 
 def _claim(name: str, cfg) -> str:
     """The pod's run directory. A stopped pod of the same name is replaced (its record and
-    logs go), as running a manifest again after Ctrl-C should just work; a running one is not."""
+    logs go), as running a manifest again after Ctrl-C should just work; a running one is not,
+    and neither is a name another `run` has claimed a moment ago."""
+    from minipod.kubelet import remains
+
     try:
         return state.claim(cfg.root, name)
     except Conflict:
         try:
             rec = state.PodRecord(cfg.root, name)
         except MinipodError:
-            rec = None
-        if rec is not None and rec.active and rec.state.get("final"):
-            # Its supervisor has finished and is on its way out: let it go first.
-            wait_gone(rec.state["supervisor_pid"], rec.state.get("supervisor_start"), 10)
-            rec = state.PodRecord(cfg.root, name)
-        if rec is None or rec.active:
+            return state.claim(cfg.root, name)  # removed meanwhile
+        if rec.creating:
             raise
-        remove(name, cfg)
+        if rec.active and rec.state.get("final"):
+            # Its supervisor has finished and is on its way out: let it go first.
+            remains.wait_gone(rec.state["supervisor_pid"], rec.state.get("supervisor_start"),
+                              10)
+        if remains.supervisor(remains.find(cfg, name), remains.cgroup_driver(cfg)) is not None:
+            raise
+        remove(name, cfg)  # stopped, or damaged beyond use: replaced
         return state.claim(cfg.root, name)
 
 
@@ -219,54 +243,55 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
-    """Wait for a process that is not our child to exit (pidfd: no polling of /proc)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not state.process_alive(pid, start):
-            return True
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
 def stop(name: str, cfg, grace: int | None = None) -> None:
+    from minipod.kubelet import remains
+
     rec = state.PodRecord(cfg.root, name)
-    if not rec.active:
+    rem = remains.find(cfg, name)
+    found = remains.supervisor(rem, remains.cgroup_driver(cfg))
+    if found is None:
+        for j in remains.janitors(rem):  # its supervisor died: let its janitor finish first
+            remains.wait_gone(*j, 30)
+        rec = state.PodRecord(cfg.root, name)
         if not rec.state.get("final"):
             from minipod.kubelet.janitor import cleanup
 
             cleanup(rec.dir, "stopped after its supervisor was gone")
         return
+    pid, start = found
+    jan = remains.janitor_of(pid)  # now: once the supervisor is gone its parent is someone else
     if grace is not None:
         state.write_json(os.path.join(rec.dir, "stop.json"), {"grace": grace})
-    pid, start = rec.state["supervisor_pid"], rec.state.get("supervisor_start")
     _kill(pid, signal.SIGTERM)
-    effective = grace if grace is not None else rec.plan["grace_seconds"]
-    if not wait_gone(pid, start, effective + 60):
+    effective = grace if grace is not None else rec.plan.get("grace_seconds", 30)
+    if not remains.wait_gone(pid, start, effective + 60):
         raise MinipodError(f'pod "{name}" did not stop within {effective + 60}s')
     # The janitor exits right after the supervisor; it is what releases the run directory.
-    jpid = rec.state.get("janitor_pid")
-    if jpid:
-        wait_gone(jpid, None, 10)
+    if jan:
+        remains.wait_gone(*jan, 10)
 
 
 def remove(name: str, cfg, force: bool = False) -> None:
-    rec = state.PodRecord(cfg.root, name)
-    if rec.active:
+    """Remove a pod: whatever exists of it, however damaged its record (remains.py)."""
+    from minipod.kubelet import remains
+
+    rem = remains.find(cfg, name)
+    if not rem.exists(cfg):
+        raise NotFound(f'pod "{name}" not found')
+    if remains.supervisor(rem, remains.cgroup_driver(cfg)) is not None:
         if not force:
             raise Conflict(f'pod "{name}" is running: stop it first, or use rm -f')
-        stop(name, cfg, grace=0)
-        rec = state.PodRecord(cfg.root, name)
-    if not rec.state.get("final") or "cleanup incomplete" in rec.state.get("message", ""):
-        from minipod.kubelet.janitor import cleanup
+        if rem.record is not None:
+            stop(name, cfg, grace=0)
+            rem = remains.find(cfg, name)  # what the supervisor recorded as it ended
+    rec = rem.record
+    if rec is not None and not rec.broken and rec.state.get("final") \
+            and "cleanup incomplete" not in rec.state.get("message", ""):
+        # Its supervisor tore it down and said so: only the data and the record are left.
+        import shutil
 
-        cleanup(rec.dir, "removed")  # idempotent: after a crash this is what frees everything
-    import shutil
-
-    shutil.rmtree(rec.plan["data_dir"], ignore_errors=True)
-    state.remove_dir(rec.dir)
+        shutil.rmtree(rec.plan["data_dir"], ignore_errors=True)
+        state.remove_dir(rec.dir)
+        if not remains.find(cfg, name).data_dirs:
+            return
+    remains.remove(cfg, name)  # kills a supervisor that is still there, then frees the rest

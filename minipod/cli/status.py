@@ -51,7 +51,14 @@ def init_containers(rec: state.PodRecord) -> list[dict]:
     return _statuses(rec, "init_containers", "PodInitializing")
 
 
+def broken(rec) -> str | None:
+    """What is wrong with a damaged record (state.PodRecord.broken), or None."""
+    return getattr(rec, "broken", None)
+
+
 def phase(rec: state.PodRecord) -> str:
+    if broken(rec):
+        return state.UNKNOWN  # kubectl's word for a pod whose state nobody can tell
     p = rec.state.get("phase") or state.PENDING
     if not rec.state.get("final") and not rec.active and rec.state:
         return "Unknown"  # the supervisor is gone and nobody recorded an outcome
@@ -82,6 +89,8 @@ def _init_status(rec: state.PodRecord) -> str | None:
 
 def display_status(rec: state.PodRecord) -> str:
     """The STATUS column, following kubectl's printPod."""
+    if broken(rec):
+        return state.UNKNOWN
     if rec.state.get("stopping"):
         return "Terminating"
     init = _init_status(rec)
@@ -124,6 +133,10 @@ def ps(records: list[state.PodRecord]) -> str:
     rows = [["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]]
     now = time.time()
     for r in records:
+        if broken(r):
+            rows.append([r.name, "0/0", state.UNKNOWN, "0", age(now - r.plan["created"]),
+                         "<none>"])
+            continue
         ip = (r.state.get("network") or {}).get("ip") or "<none>"
         rows.append([r.name, ready(r), display_status(r), str(restarts(r)),
                      age(now - r.plan["created"]), ip if not r.state.get("final") else "<none>"])
@@ -136,8 +149,27 @@ def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def damage_notes(records) -> str:
+    """One line per damaged record, for stderr under a table (the table says only Unknown)."""
+    return "".join(f'warning: pod "{r.name}" is Unknown: {broken(r)} (minipod rm -f '
+                   f"{r.name} removes what is left of it)\n" for r in records if broken(r))
+
+
+def _damaged_object(rec) -> dict:
+    """What can be said of a pod whose record is damaged: its name, Unknown, and why."""
+    plan = rec.plan if rec.has_plan else {}
+    meta = {"name": rec.name, "namespace": plan.get("namespace", "default"),
+            "creationTimestamp": _iso(rec.plan["created"])}
+    if plan.get("uid"):
+        meta["uid"] = plan["uid"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {},
+            "status": {"phase": state.UNKNOWN, "reason": "Damaged", "message": broken(rec)}}
+
+
 def pod_object(rec: state.PodRecord) -> dict:
     """The Kubernetes Pod as `kubectl get pod -o yaml` would show it."""
+    if broken(rec):
+        return _damaged_object(rec)
     plan, st = rec.plan, rec.state
     manifest = plan.get("manifest") or {}
     meta = dict(manifest.get("metadata") or {})
@@ -195,7 +227,7 @@ def _k8s_status(c: dict) -> dict:
 
 def inspect(rec: state.PodRecord) -> dict:
     """Runtime facts in the spirit of `crictl inspectp`: PIDs, namespace inodes, cgroups, net."""
-    plan, st = rec.plan, rec.state
+    plan, st = rec.require().plan, rec.state
     sandbox_pid = st.get("sandbox_pid") or 0
     net = st.get("network") or {}
     cstat = st.get("containers") or {}
@@ -217,7 +249,9 @@ def inspect(rec: state.PodRecord) -> dict:
         "phase": phase(rec), "status": display_status(rec),
         "createdAt": _iso(plan["created"]), "qosClass": plan["qos_class"],
         "supervisor": {"pid": st.get("supervisor_pid") if rec.active else 0,
-                       "janitorPid": st.get("janitor_pid") if rec.active else 0,
+                       # 0 once the janitor is gone: never a PID it no longer owns (1, reused).
+                       "janitorPid": st.get("janitor_pid") if rec.active and state.process_alive(
+                           st.get("janitor_pid"), st.get("janitor_start")) else 0,
                        "janitorKind": st.get("janitor_kind", "")},
         "sandbox": {"pid": sandbox_pid, "pause": st.get("pause") or {},
                     "namespaces": ns.inodes(sandbox_pid) if sandbox_pid else {},

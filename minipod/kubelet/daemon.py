@@ -21,6 +21,63 @@ import os
 import sys
 
 
+class Guard:
+    """The janitor, as its supervisor sees it. A pod must never run unguarded without anyone
+    knowing: if the janitor dies, the write end of its pipe reports POLLERR (no reader left)
+    and our parent becomes someone else (a subreaper, or PID 1, which is never the janitor)."""
+
+    def __init__(self, fd: int, pid: int):
+        from minipod import state
+
+        self.fd, self.pid = fd, pid
+        self.start = state.proc_start_time(pid) if pid > 1 else None
+
+    def lost(self) -> str | None:
+        """Why the pod is unguarded, or None while the janitor listens."""
+        import select
+
+        p = select.poll()
+        p.register(self.fd, 0)  # POLLERR and POLLHUP are always reported
+        if self.pid <= 1 or os.getppid() != self.pid or p.poll(0):
+            return (f"the janitor (PID {self.pid}) has died: the pod would run with nobody "
+                    "to clean up after its supervisor")
+        return None
+
+
+def _injected_failures() -> None:
+    """$MINIPOD_TEST_FAIL_AFTER=STEP (set by tests only): fail pod set-up right after STEP, so
+    a test can check that every step's undo leaves the host as it was. STEP is one of dirs,
+    cgroups, sandbox, prepare:CTR, network (the veth and lease made, before the /etc files),
+    etc, release:CTR (the container's process has exec'd)."""
+    step = os.environ.get("MINIPOD_TEST_FAIL_AFTER")
+    if not step:
+        return
+    from minipod.errors import SetupError
+    from minipod.pod import container
+    from minipod.pod.pod import Pod
+
+    def fail_after(fn, when=lambda *a: True, before=False):
+        def wrapped(*args, **kw):
+            out = None if before else fn(*args, **kw)
+            if when(*args):
+                raise SetupError(f"injected failure after {step}")
+            return out
+        return wrapped
+
+    kind, _, ctr = step.partition(":")
+    if kind == "prepare":
+        Pod.prepare = fail_after(Pod.prepare, lambda self, c: c["name"] == ctr)
+    elif kind == "release":
+        container.Pending.release = fail_after(container.Pending.release,
+                                               lambda self: self.name == ctr)
+    elif kind == "network":
+        Pod.write_etc_files = fail_after(Pod.write_etc_files, before=True)
+    else:
+        attr = {"dirs": "_make_dirs", "cgroups": "_make_cgroups", "sandbox": "_start_sandbox",
+                "etc": "write_etc_files"}[kind]
+        setattr(Pod, attr, fail_after(getattr(Pod, attr)))
+
+
 def main(argv: list[str]) -> int:
     opts = dict(zip(argv[0::2], argv[1::2]))
     plan_fd = int(opts["--plan-fd"])
@@ -46,6 +103,7 @@ def main(argv: list[str]) -> int:
 
             return watch(r, pid)
         os.close(r)
+    guard = Guard(janitor_fd, os.getppid())
     # The supervisor is a subreaper too (the flag is not inherited across fork): it adopts its
     # containers' PID 1s, which are grandchildren (see container.py), and waits for them.
     _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
@@ -57,13 +115,23 @@ def main(argv: list[str]) -> int:
     from minipod.kubelet.supervisor import Host, Supervisor, tell
 
     host = Host(janitor_kind)
+    host.guard = guard
+    _injected_failures()
     trace.mark("supervisor: imported, waiting for the plan")
     with os.fdopen(plan_fd, "rb") as f:
         run_dir = f.readline().decode().strip()
     if not run_dir:
         agent.close()
         return 0
-    os.write(janitor_fd, run_dir.encode() + b"\n")  # the janitor now knows what to clean up
+    try:
+        os.write(janitor_fd, run_dir.encode() + b"\n")  # the janitor now knows what to clean up
+        lost = guard.lost()
+    except BrokenPipeError:
+        lost = guard.lost() or "the janitor has died"
+    if lost:  # nothing is created yet: refuse the pod rather than run it unguarded
+        tell(ready_fd, {"ok": False, "error": lost})
+        agent.close()
+        return 1
     if not foreground:
         log = os.open(os.path.join(run_dir, "supervisor.log"),
                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -7,7 +7,11 @@ import, so it costs one sleeping interpreter, ~10 MB RSS / ~3 MB private per pod
 
 The protocol: the supervisor writes its run directory, one line, when it gets a pod, and
 "done", one line, once it has torn the pod down and recorded its end. A supervisor that exits
-without "done" died unfinished: the janitor tears the pod down from the plan on disk.
+without "done" died unfinished: the janitor tears the pod down from the plan on disk (or
+from whatever is left of the pod's record: remains.py).
+
+The supervisor watches its janitor in turn (daemon.Guard): one that dies before the pod runs
+fails the start; one that dies later is reported (a JanitorLost event, janitorPid 0).
 """
 
 from __future__ import annotations
@@ -72,26 +76,25 @@ def _forward(pid: int) -> None:
 
 
 def cleanup(run_dir: str, why: str) -> None:
-    """Tear down from the plan on disk and record the pod as failed. Idempotent."""
+    """Tear down what the pod holds (from its plan, or from whatever is left of its record:
+    remains.py) and record the pod as failed. Its data directory stays, for `logs`; `rm`
+    removes it. Idempotent."""
     import time
 
-    from minipod import cgroups, config, state
-    from minipod.pod.plan import PodPlan
-    from minipod.pod.pod import Pod
+    from minipod import config, state
+    from minipod.kubelet import remains
 
-    plan_json = state.read_json(os.path.join(run_dir, "plan.json"))
-    if plan_json is None:
-        return
+    run_dir = run_dir.rstrip("/")
     cfg = config.load()
-    plan = PodPlan.from_json(plan_json)
-    pod = Pod(plan, cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver), [])
-    try:
-        pod.teardown()
-    except Exception as e:  # noqa: BLE001 - record it; `rm` will try again
-        print(f"minipod: cleanup of {plan.name}: {e}", file=sys.stderr)
-        why += f"; cleanup incomplete: {e}"
+    rem = remains.find(cfg, os.path.basename(run_dir), os.path.dirname(os.path.dirname(run_dir)))
+    errors = remains.teardown(cfg, rem)
+    if errors:
+        print(f"minipod: cleanup of {rem.name}: {'; '.join(errors)}", file=sys.stderr)
+        why += f"; cleanup incomplete: {'; '.join(errors)}"
+    if rem.record is None:
+        return  # no record to write the outcome into (`rm` removed it meanwhile)
     path = os.path.join(run_dir, "state.json")
-    st = state.read_json(path) or {}
+    st = dict(rem.record.state)
     st.update(final=True, stopping=False, phase=state.FAILED, message=why, sandbox_pid=0,
               finished_at=time.time())
     for c in (st.get("containers") or {}).values():
@@ -99,8 +102,10 @@ def cleanup(run_dir: str, why: str) -> None:
             c["state"] = {"terminated": {"reason": "Error", "exitCode": 137,
                                          "message": "killed: the supervisor died"}}
         c["pid"] = 0
-    if os.path.isdir(run_dir):
+    try:
         state.write_json(path, st)
+    except FileNotFoundError:
+        pass  # `rm -f` removed the run directory meanwhile: nothing left to record
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class Host:
         self.driver = cgroups.detect(self.cfg.cgroup_root, self.cfg.cgroup_driver)
         self.pause = pausemod.find(self.cfg.pause)
         self.janitor_kind = janitor_kind  # "c" (pause/janitor.c) or "python" (janitor.py)
+        self.guard = None  # daemon.Guard: is the janitor still there?
 
 
 class Phase(enum.Enum):
@@ -209,6 +210,7 @@ class Supervisor:
         self.plan = plan or PodPlan.from_json(state.read_json(os.path.join(run_dir, "plan.json")))
         self.cfg, self.driver, self.pause = host.cfg, host.driver, host.pause
         self.janitor_kind = host.janitor_kind
+        self.guard = host.guard
         if pod is None:
             from minipod.pod.pod import Pod
 
@@ -256,6 +258,15 @@ class Supervisor:
             return 1
         # The agent's work is done; keeping it would keep pyroute2's memory alive for nothing.
         agent.close()
+        lost = self.guard.lost() if self.guard else None
+        if lost:  # the janitor died during set-up: fail the start rather than run unguarded
+            self.pod.teardown()
+            self.phase = state.FAILED
+            tell(ready_fd, {"ok": False, "error": lost})
+            self.write_state(final=True, message=lost)
+            return 1
+        if self.guard:  # and if it dies later, say so (the selector reports its pipe's POLLERR)
+            self.sel.register(self.guard.fd, selectors.EVENT_READ, self._janitor_lost)
         self.started_at = time.time()
         self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
                    f"IP {self.pod.network.get('ip', '')}")
@@ -609,6 +620,10 @@ class Supervisor:
                 pass
         return echo
 
+    def _janitor_lost(self, fd: int) -> None:
+        self.sel.unregister(fd)
+        self.event("Warning", "JanitorLost", self.guard.lost() or "the janitor has died")
+
     def _say(self, msg: str) -> None:
         if self.foreground:
             try:
@@ -644,7 +659,9 @@ class Supervisor:
             "message": message,
             "supervisor_pid": os.getpid(),
             "supervisor_start": state.proc_start_time(os.getpid()),
-            "janitor_pid": os.getppid(),
+            # Never a PID that is not the janitor (after its death our parent is PID 1).
+            "janitor_pid": self.guard.pid if self.guard and not self.guard.lost() else 0,
+            "janitor_start": self.guard.start if self.guard else None,
             "janitor_kind": self.janitor_kind,
             "cgroup_driver": self.driver.name,
             "pause": {"kind": self.pause.kind, "path": self.pause.path},

@@ -215,7 +215,7 @@ def make(tmp_path, world: World, apps=("web",), inits=(), policy="Always", grace
         containers=[plan_c(n) for n in apps])
     host = SimpleNamespace(cfg=SimpleNamespace(backoff_initial=10.0, backoff_max=300.0),
                            driver=None, pause=SimpleNamespace(kind="c", path="/pause", argv=[]),
-                           janitor_kind="c")
+                           janitor_kind="c", guard=None)
     host.driver = FakeDriver(world)
     world.driver = host.driver
     sup = sv.Supervisor(str(tmp_path), False, host, plan=plan, pod=FakePod(world),
