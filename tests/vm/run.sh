@@ -157,7 +157,7 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -name minipod-vm -machin
     "${accel_args[@]}" -smp "$cpus" -m "$mem" \
     -display none -monitor none -no-reboot -serial "file:$out/console.log" \
     -kernel "$base.vmlinuz" -initrd "$base.initrd" \
-    -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet minipod.cli.runner" \
+    -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet minipod.runner" \
     -drive "file=$base.img,format=raw,if=virtio,snapshot=on,cache=unsafe" \
     $(share repo "$repo" ro) $(share wheels "$wheels" ro) $(share out "$out") \
     -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
