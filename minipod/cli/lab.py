@@ -114,12 +114,13 @@ def labs(root: Path = LABS_DIR) -> list[Lab]:
 
 def find(name: str, root: Path = LABS_DIR) -> Lab:
     """A lab by folder name, number (`1`, `01`) or topic (`sandbox`)."""
-    all_ = labs(root)
-    for lab in all_:
-        num, _, topic = lab.name.partition("-")
-        if name in (lab.name, topic) or (name.isdigit() and num.isdigit()
-                                          and int(name) == int(num)):
-            return lab
+    if not root.is_dir():
+        raise LabError(f"no labs folder at {root} (labs come with the minipod checkout)")
+    for p in sorted(root.iterdir()):
+        num, _, topic = p.name.partition("-")
+        if (p / "lab.yaml").is_file() and (name in (p.name, topic) or (
+                name.isdigit() and num.isdigit() and int(name) == int(num))):
+            return _load(p)
     raise LabError(f"no lab {name!r} (minipod lab list shows them)")
 
 
@@ -170,7 +171,9 @@ def check_line(kind: str, operands: dict[str, str]) -> tuple[bool, str]:
         ok = len(set(vals)) == 1
         if ok:
             return True, " = ".join(k for k, _ in items) + f" = {vals[0]}"
-        return False, " ≠ ".join(f"{k} = {v}" for k, v in items)
+        shown = [f"{k} = {v}" for k, v in items]
+        return False, " ≠ ".join(shown) if len(items) == 2 else \
+            "expected equal: " + ", ".join(shown)
     if kind == "differ":
         ok = len(set(vals)) == len(vals)
         shown = [f"{k} = {v}" for k, v in items]
