@@ -285,7 +285,7 @@ class Runner:
             for c in step.check:
                 (kind, ops), = c.items()
                 vals = {string.Template(str(k)).safe_substitute(self.vars):
-                        string.Template(str(v)).safe_substitute(self.vars).strip()
+                        string.Template(str(v)).safe_substitute(self.vars)
                         for k, v in ops.items()}
                 lines.append(check_line(kind, vals))
         return p, saved, lines
