@@ -109,7 +109,14 @@ def _load(path: Path) -> Lab:
 def labs(root: Path = LABS_DIR) -> list[Lab]:
     if not root.is_dir():
         raise LabError(f"no labs folder at {root} (labs come with the minipod checkout)")
-    return [_load(p) for p in sorted(root.iterdir()) if (p / "lab.yaml").is_file()]
+    out = []
+    for p in sorted(root.iterdir()):
+        if (p / "lab.yaml").is_file():
+            try:
+                out.append(_load(p))
+            except LabError as e:  # listed as what it is, so one typo does not hide the rest
+                out.append(Lab(p.name, p, "?", f"broken: {e}", {}, [], []))
+    return out
 
 
 def find(name: str, root: Path = LABS_DIR) -> Lab:
@@ -127,7 +134,12 @@ def find(name: str, root: Path = LABS_DIR) -> Lab:
 def list_table(root: Path = LABS_DIR) -> str:
     rows = [["NAME", "STATUS", "TITLE"]]
     for lab in labs(root):
-        rows.append([lab.name, f"pending: {lab.pending}" if lab.pending else "ready", lab.title])
+        if lab.pending:
+            state, why = lab.pending.partition(":")[::2] if lab.pending.startswith("broken:") \
+                else ("pending", lab.pending)
+            rows.append([lab.name, state, f"{lab.title} — {why.strip()}"])
+        else:
+            rows.append([lab.name, "ready", lab.title])
     w = [max(len(r[i]) for r in rows) for i in range(2)]
     return "\n".join(f"{r[0].ljust(w[0])}   {r[1].ljust(w[1])}   {r[2]}" for r in rows)
 
@@ -373,10 +385,15 @@ def steps_markdown(lab: Lab) -> str:
     for i, s in enumerate(lab.steps, 1):
         out.append(f"{i}. {s.say}" if s.say else f"{i}.")
         cmd = s.run
-        if isinstance(s.save, str):
-            cmd = f"{s.save}=$({cmd})" if "\n" not in cmd else cmd
-        elif isinstance(s.save, dict):
-            cmd += "\n" + "\n".join(f"# {v}: jq -r '{jq_form(p)}'" for v, p in s.save.items())
+        if isinstance(s.save, str) and "\n" not in cmd:
+            cmd = f"{s.save}=$({cmd})"
+        elif isinstance(s.save, list) and "\n" not in cmd:
+            reads = "; ".join(f"read -r {v}" for v in s.save)
+            cmd = f"{{ {reads}; }} < <({cmd})"
+        elif isinstance(s.save, dict):   # the values the runner picks from the JSON, with jq
+            cmd = "\n".join(f"{v}=$({cmd} | jq -r '{jq_form(p)}')" for v, p in s.save.items())
+        elif s.save:
+            cmd += f"\n# save the output as {s.save}"
         out.append("")
         out.append("   ```sh\n" + "\n".join("   " + ln for ln in cmd.splitlines()) + "\n   ```")
     return "\n".join(out)
@@ -391,9 +408,10 @@ def _replace(text: str, begin: str, end: str, body: str, where: str) -> str:
 
 def record(lab: Lab, runner: Runner) -> None:
     """Write the run's transcript into the README, unique names shown as the manifests'."""
+    # Unique names back to the manifests' (also as systemd escapes them: name_suffix).
     text = "\n".join(runner.result.lines)
-    for unique, base in sorted(runner.names.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(unique, base)
+    for sep in "-_":
+        text = text.replace(sep + runner.suffix, "")
     readme = lab.path / "README.md"
     body = readme.read_text()
     body = _replace(body, STEPS_BEGIN, STEPS_END, steps_markdown(lab), str(readme))
