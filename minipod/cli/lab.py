@@ -385,11 +385,13 @@ def steps_markdown(lab: Lab) -> str:
     for i, s in enumerate(lab.steps, 1):
         out.append(f"{i}. {s.say}" if s.say else f"{i}.")
         cmd = s.run
+        # A value later steps use goes into a shell variable, and is still printed.
         if isinstance(s.save, str) and "\n" not in cmd:
-            cmd = f"{s.save}=$({cmd})"
+            cmd = f'{s.save}=$({cmd}); echo "${s.save}"'
         elif isinstance(s.save, list) and "\n" not in cmd:
             reads = "; ".join(f"read -r {v}" for v in s.save)
-            cmd = f"{{ {reads}; }} < <({cmd})"
+            cmd = f"{{ {reads}; }} < <({cmd})\nprintf '%s\\n' " + " ".join(
+                f'"${v}"' for v in s.save)
         elif isinstance(s.save, dict):   # the values the runner picks from the JSON, with jq
             cmd = "\n".join(f"{v}=$({cmd} | jq -r '{jq_form(p)}')" for v, p in s.save.items())
         elif s.save:

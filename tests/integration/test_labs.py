@@ -1,0 +1,78 @@
+"""Every ready lab, run as a student would (`minipod lab run NAME` through the real CLI, in the
+`mp` fixture's isolated installation): exit 0, every check of its lab.yaml printed ✓, and the
+host left as it was (the fixture compares it). Pending labs are listed as pending, never run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from minipod.cli import lab
+
+pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+READY = [x.name for x in lab.labs() if not x.pending]
+PENDING = [x.name for x in lab.labs() if x.pending]
+
+
+def test_the_labs_are_there():
+    assert len(READY) >= 8 and len(PENDING) >= 5
+
+
+@pytest.mark.parametrize("name", READY)
+def test_lab_passes(mp, name):
+    p = mp.minipod("lab", "run", name, check=False, timeout=240)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    want = sum(len(s.check) for s in lab.find(name).steps)
+    assert out.count(f" {lab.OK}\n") == want, out     # every check of the lab ran and passed
+    assert lab.BAD not in out, out
+    assert f"{want} checks {lab.OK}, 0 {lab.BAD}" in out
+    # Its pods ran under unique names and are gone.
+    assert "No resources found" in mp.minipod("ps").stderr
+
+
+def test_list_shows_pending_as_pending(mp):
+    out = mp.minipod("lab", "list").stdout
+    rows = {ln.split()[0]: ln.split()[1] for ln in out.splitlines()[1:]}
+    for name in PENDING:
+        assert rows[name] == "pending", out
+    for name in READY:
+        assert rows[name] == "ready", out
+    assert "needs hostPID" in out
+
+
+def test_a_pending_lab_does_not_run(mp):
+    p = mp.minipod("lab", "run", PENDING[0], check=False)
+    assert p.returncode == 1 and "is pending" in p.stderr
+
+
+def test_ctrl_c_cleans_up(mp):
+    """Ctrl-C while a student looks around (--step waits for Enter after the pod is made):
+    the lab's pod is removed, the run fails, the host is unchanged (the fixture checks)."""
+    proc = subprocess.Popen([sys.executable, "-m", "minipod", "lab", "run", "01-sandbox",
+                             "--step"], env=mp.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    buf: list[str] = []
+    reader = threading.Thread(target=lambda: buf.extend(iter(lambda: proc.stdout.read(1), "")),
+                              daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while "[Enter" not in "".join(buf):
+        assert time.monotonic() < deadline, "".join(buf)
+        time.sleep(0.1)
+    pods = os.listdir(os.path.join(mp.root, "pods"))
+    assert len(pods) == 1 and pods[0].startswith("sandbox-"), pods
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 1
+    reader.join(timeout=5)
+    out = "".join(buf)
+    assert f"interrupted {lab.BAD}" in out and f"$ minipod rm -f {pods[0]}" in out, out
+    assert "No resources found" in mp.minipod("ps").stderr
