@@ -231,6 +231,14 @@ def cmd_lab(args) -> int:
     return lab.main_run(args.name, args.config, args.step, args.record)
 
 
+def cmd_ns(args) -> int:
+    from minipod.cli import views
+
+    recs = _records(_cfg(args), args.names)
+    print(views.ns_view(recs, args.all, args.output))
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -301,6 +309,11 @@ def parser() -> argparse.ArgumentParser:
     lr.add_argument("--record", action="store_true",
                     help="write the run into the lab's README (its Steps and What you should "
                          "see)")
+    sp = add("ns", cmd_ns, "namespace inodes of a pod's processes: shared with pause, own, host")
+    sp.add_argument("names", nargs="+", metavar="name")
+    sp.add_argument("--all", action="store_true", help="every process in the pod, not only "
+                    "pause and each container's PID 1")
+    sp.add_argument("-o", "--output", choices=["json"])
     add("version", cmd_version, "print the version")
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 

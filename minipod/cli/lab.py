@@ -368,7 +368,7 @@ class Runner:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.signal(signal.SIGTERM, old)
         r = self.result
-        self.emit(f"lab {self.lab.name}: {r.passed} checks {OK}, {r.failed} {BAD}")
+        self.emit(f"lab {self.lab.name}: {r.passed} checks passed, {r.failed} failed")
         return r
 
 
