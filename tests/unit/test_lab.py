@@ -148,3 +148,12 @@ def test_every_shipped_lab_loads():
         if not x.pending:
             text = (x.path / "README.md").read_text()
             assert lab.OUT_BEGIN in text and "```console" in text, x.name
+
+
+def test_a_variable_may_not_shadow_the_environment(tmp_path):
+    write_lab(tmp_path, "01-x", "steps: [{run: 'echo /', save: PATH}]\n")
+    write_lab(tmp_path, "02-y", "pods: {SHELL: web}\nsteps: [{run: 'true'}]\n")
+    with pytest.raises(lab.LabError, match=r"steps\[0\].save: 'PATH' cannot be a lab variable"):
+        lab.find("1", tmp_path)
+    with pytest.raises(lab.LabError, match="pods: 'SHELL' cannot"):
+        lab.find("2", tmp_path)
