@@ -365,7 +365,10 @@ class Runner:
             self.emit(f"lab {self.lab.name}: {self.lab.title}" + (f"  ({pods})" if pods else ""))
             for i, step in enumerate(self.lab.steps, 1):
                 if self.step_mode and i > 1:
-                    input("   [Enter: next step] ")
+                    try:
+                        input("   [Enter: next step] ")
+                    except EOFError:       # no terminal to wait on: carry on
+                        self.step_mode = False
                 if not self._step(i, step):
                     self.emit(f"step {i} failed: the steps after it depend on it; stopping")
                     break
@@ -406,17 +409,15 @@ def steps_markdown(lab: Lab) -> str:
         out.append(f"{i}. {say}" if say else f"{i}.")
         cmd = s.run
         # A value later steps use goes into a shell variable, and is still printed.
-        if isinstance(s.save, str) and "\n" not in cmd:
+        if isinstance(s.save, str):
             cmd = f'{s.save}=$({cmd}); echo "${s.save}"'
-        elif isinstance(s.save, list) and "\n" not in cmd:
+        elif isinstance(s.save, list):
             reads = "; ".join(f"read -r {v}" for v in s.save)
             cmd = f"{{ {reads}; }} < <({cmd})\nprintf '%s\\n' " + " ".join(
                 f'"${v}"' for v in s.save)
         elif isinstance(s.save, dict):   # the values the runner picks from the JSON, with jq
             cmd = "\n".join(f"{v}=$({cmd} | jq -r '{jq_form(p)}')" for v, p in s.save.items())
             cmd += "\necho " + " ".join(f'"{v}=${v}"' for v in s.save)
-        elif s.save:
-            cmd += f"\n# save the output as {s.save}"
         out.append("")
         out.append("   ```sh\n" + "\n".join("   " + ln for ln in cmd.splitlines()) + "\n   ```")
     return "\n".join(out)
