@@ -215,8 +215,8 @@ def check_line(kind: str, operands: dict[str, str]) -> tuple[bool, str]:
 
 # --- running ---------------------------------------------------------------------------------
 
-class Interrupted(Exception):
-    pass
+class Interrupted(LabError):
+    """SIGTERM during a run: handled like Ctrl-C (clean up, then fail)."""
 
 
 @dataclass
