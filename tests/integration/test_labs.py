@@ -54,8 +54,9 @@ def test_a_pending_lab_does_not_run(mp):
     assert p.returncode == 1 and "is pending" in p.stderr
 
 
-def test_ctrl_c_cleans_up(mp):
-    """Ctrl-C while a student looks around (--step waits for Enter after the pod is made):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cleans_up(mp, sig):
+    """Ctrl-C (or SIGTERM) while a student looks around (--step waits for Enter after the pod is made):
     the lab's pod is removed, the run fails, the host is unchanged (the fixture checks)."""
     proc = subprocess.Popen([sys.executable, "-m", "minipod", "lab", "run", "01-sandbox",
                              "--step"], env=mp.env, stdin=subprocess.PIPE,
@@ -70,7 +71,7 @@ def test_ctrl_c_cleans_up(mp):
         time.sleep(0.1)
     pods = os.listdir(os.path.join(mp.root, "pods"))
     assert len(pods) == 1 and pods[0].startswith("sandbox-"), pods
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     assert proc.wait(timeout=120) == 1
     reader.join(timeout=5)
     out = "".join(buf)
