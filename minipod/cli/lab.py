@@ -373,6 +373,8 @@ class Runner:
                     self.emit(f"step {i} failed: the steps after it depend on it; stopping")
                     break
         except (KeyboardInterrupt, Interrupted):
+            if self.step_mode:
+                print(file=self.out)           # after the prompt's line
             self.emit(f"interrupted {BAD}")
             self.result.failed += 1
         finally:
