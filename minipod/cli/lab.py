@@ -204,7 +204,9 @@ def check_line(kind: str, operands: dict[str, str]) -> tuple[bool, str]:
         ok = len(set(vals)) == len(vals)
         shown = [f"{k} = {v}" for k, v in items]
         return ok, " ≠ ".join(shown) if ok else "expected different: " + ", ".join(shown)
-    (label, text), (elabel, want) = items[0], items[1]
+    (label, text), (_, want) = items[0], items[1]
+    if not want:  # an empty variable would make every text contain it
+        return False, f"{label}: nothing to look for (an empty value)"
     has = want in text
     shown = text if len(text) <= 60 and "\n" not in text else f"({label})"
     if kind == "contains":

@@ -157,3 +157,8 @@ def test_a_variable_may_not_shadow_the_environment(tmp_path):
         lab.find("1", tmp_path)
     with pytest.raises(lab.LabError, match="pods: 'SHELL' cannot"):
         lab.find("2", tmp_path)
+
+
+def test_an_empty_expected_value_never_passes():
+    assert lab.check_line("contains", {"out": "anything", "expected": ""})[0] is False
+    assert lab.check_line("absent", {"out": "anything", "expected": ""})[0] is False
