@@ -227,6 +227,22 @@ def cmd_rm(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    from minipod.cli import lab
+
+    if args.lab_cmd == "list":
+        return lab.main_list()
+    return lab.main_run(args.name, args.config, args.step, args.record)
+
+
+def cmd_ns(args) -> int:
+    from minipod.cli import views
+
+    recs = _records(_cfg(args), args.names)
+    print(views.ns_view(recs, args.all, args.output))
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -288,6 +304,20 @@ def parser() -> argparse.ArgumentParser:
     sp = add("rm", cmd_rm, "remove pods (-f stops running ones with grace 0 first)")
     sp.add_argument("names", nargs="+", metavar="name")
     sp.add_argument("-f", "--force", action="store_true")
+    sp = add("lab", cmd_lab, "teaching labs that run and check themselves (labs/)")
+    labsub = sp.add_subparsers(dest="lab_cmd", required=True, metavar="list|run")
+    labsub.add_parser("list", help="list the labs: ready, or pending and why")
+    lr = labsub.add_parser("run", help="run a lab's steps and check what they show")
+    lr.add_argument("name", help="a lab: 01-sandbox, 1 or sandbox")
+    lr.add_argument("--step", action="store_true", help="wait for Enter between steps")
+    lr.add_argument("--record", action="store_true",
+                    help="write the run into the lab's README (its Steps and What you should "
+                         "see)")
+    sp = add("ns", cmd_ns, "namespace inodes of a pod's processes: shared with pause, own, host")
+    sp.add_argument("names", nargs="+", metavar="name")
+    sp.add_argument("--all", action="store_true", help="every process in the pod, not only "
+                    "pause and each container's PID 1")
+    sp.add_argument("-o", "--output", choices=["json"])
     add("version", cmd_version, "print the version")
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 
