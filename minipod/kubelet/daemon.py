@@ -66,7 +66,7 @@ def _injected_failures() -> None:
 
     kind, _, ctr = step.partition(":")
     if kind == "prepare":
-        Pod.prepare = fail_after(Pod.prepare, lambda self, c: c["name"] == ctr)
+        Pod.prepare = fail_after(Pod.prepare, lambda self, c: c.name == ctr)
     elif kind == "release":
         container.Pending.release = fail_after(container.Pending.release,
                                                lambda self: self.name == ctr)
