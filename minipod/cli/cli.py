@@ -53,9 +53,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ps(args) -> int:
+    return _table(_records(_cfg(args)))
+
+
+def _table(recs) -> int:
+    """kubectl's table, and a note per damaged record on stderr."""
     from minipod.cli import status
 
-    recs = _records(_cfg(args))
     if not recs:
         print("No resources found", file=sys.stderr)
         return 0
@@ -86,12 +90,7 @@ def cmd_get(args) -> int:
         return 0
     if args.watch:
         return _watch(cfg, args.name)
-    if not recs:
-        print("No resources found", file=sys.stderr)
-        return 0
-    print(status.ps(recs))
-    sys.stderr.write(status.damage_notes(recs))
-    return 0
+    return _table(recs)
 
 
 def _watch(cfg, name: str | None, interval: float = 0.5) -> int:
