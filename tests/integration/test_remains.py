@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -73,6 +74,9 @@ def test_rm_f_removes_a_running_pod_whatever_its_record(mp, damage):
     pids = [info["supervisor"]["pid"], info["sandbox"]["pid"]] + \
         [c["pid"] for c in info["containers"] if c["pid"]]
     d = os.path.join(mp.root, "pods", "bad")
+    # The running supervisor rewrites state.json on every change (a probe, readiness): hold it
+    # still while the damage is looked at, as if the file had been damaged after its last write.
+    os.kill(info["supervisor"]["pid"], signal.SIGSTOP)
     for f, text in DAMAGE[damage].items():
         if text is None:
             os.unlink(os.path.join(d, f))
@@ -87,6 +91,7 @@ def test_rm_f_removes_a_running_pod_whatever_its_record(mp, damage):
     p = mp.minipod("inspect", "bad", check=False)
     assert p.returncode == 1 and p.stderr.startswith('error: pod "bad" is damaged'), p.stderr
     assert p.stderr.count("\n") == 1
+    os.kill(info["supervisor"]["pid"], signal.SIGCONT)
     mp.minipod("rm", "-f", "bad")
     for pid in pids:
         assert not alive(pid), f"process {pid} of the removed pod still runs"
