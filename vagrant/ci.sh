@@ -37,11 +37,23 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # --- inside the namespaces (the script runs itself again under `ip netns exec`) -------------
 pidfile=/run/libvirt/libvirtd.pid   # (globals: the EXIT trap runs after inner() has returned)
 upped=0
+child=""
+# A long command in the background, waited for: bash runs a trap only between commands, so a
+# TERM (the timeout) would otherwise wait for `vagrant ssh` to end on its own.
+bg() {
+    "$@" &
+    child=$!
+    local rc=0
+    wait "$child" || rc=$?
+    child=""
+    return "$rc"
+}
 inner() {
     local tmp=$1; shift
     inner_cleanup() {
         local rc=$?
         set +e
+        [[ -n $child ]] && kill "$child" 2>/dev/null && wait "$child"
         if ((upped)); then
             vagrant destroy -f >/dev/null 2>&1 || log "vagrant destroy failed"
         fi
@@ -104,13 +116,13 @@ EOF
     t1=$(now)
     upped=1
     # --no-tty: no progress meter (the box upload would print thousands of them into the log)
-    if ! vagrant --no-tty up --provider libvirt; then
+    if ! bg vagrant --no-tty up --provider libvirt; then
         log "vagrant up failed; last lines of the guest's console:"
         tail -n 40 "$tmp/console.log" >&2 2>/dev/null
         exit 1
     fi
     t2=$(now)
-    vagrant ssh -c "cd /vagrant && sudo scripts/setup.sh test$(printf ' %q' "$@")" || rc=$?
+    bg vagrant ssh -c "cd /vagrant && sudo scripts/setup.sh test$(printf ' %q' "$@")" || rc=$?
     t3=$(now)
     vagrant destroy -f
     upped=0
