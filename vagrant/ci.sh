@@ -139,7 +139,7 @@ main() {
     prepare=0
     [[ ${1:-} == --prepare ]] && { prepare=1; shift; }
     [[ ${1:-} == -- ]] && shift
-    [[ ${1:-} == -h || ${1:-} == --help ]] && { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0; }
+    [[ ${1:-} == -h || ${1:-} == --help ]] && { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0; }
     [[ $(id -u) == 0 ]] || { log "needs root (libvirtd, network namespaces, the box build)"; exit 2; }
     [[ $(uname -m) == x86_64 ]] || skip "the box is an x86_64 Debian image and this host is $(uname -m)"
     [[ -e /dev/loop-control ]] || skip "no loop device: the box is built by mounting a copy of the image"

@@ -129,8 +129,8 @@ Vagrant.configure("2") do |config|
     lv.initrd = File.join(__dir__, "initrd")
     # tsc=reliable: under TCG the vCPUs' TSC is the host's clock, but the kernel, seeing an AMD
     # CPU model without invariant TSC and 2 vCPUs, calls it "unsynchronized" and falls back to
-    # the emulated HPET, so every clock read traps to qemu (the suite ran ~10x slower). Under
-    # KVM the kernel takes kvm-clock either way.
+    # the emulated HPET, whose every read is a trip through qemu's device model (and no vDSO).
+    # Under KVM the kernel takes kvm-clock either way.
     lv.cmd_line = "root=/dev/vda rw console=ttyS0 tsc=reliable"
     lv.disk_bus = "virtio"
     # The serial console is the only screen: no VNC server (nor, with it, a video card).
