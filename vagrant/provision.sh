@@ -9,7 +9,6 @@ repo=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 
 echo "== $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), PID 1 $(cat /proc/1/comm)," \
     "cgroup fs $(stat -fc %T /sys/fs/cgroup)"
-export DEBIAN_FRONTEND=noninteractive
-# A fresh box has no package lists: setup.sh installs only what is missing, but it needs lists.
-apt-get -o DPkg::Lock::Timeout=600 update -qq
+# No apt-get update here: setup.sh updates the package lists itself when it has something to
+# install, and a box that already has every package (minipod/bookworm-local) may be offline.
 exec "$repo/scripts/setup.sh" install

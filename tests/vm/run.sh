@@ -65,35 +65,8 @@ t0=$(now)
 base=$("$here/image.sh")
 t_image=$(elapsed "$t0" "$(now)")
 
-# The wheelhouse: pyproject's runtime + test requirements and the build backend, downloaded with
-# Debian's pip (the guest's Python is the same 3.11, so the same wheels fit). Cached by the
-# requirement list.
-reqs=$(/usr/bin/python3 - "$repo/pyproject.toml" <<'EOF'
-import sys, tomllib
-p = tomllib.load(open(sys.argv[1], "rb"))
-reqs = p["build-system"]["requires"] + ["wheel"] + p["project"].get("dependencies", [])
-for extra in p["project"].get("optional-dependencies", {}).values():
-    reqs += extra
-print("\n".join(sorted(set(reqs))))
-EOF
-)
-reqs+=$'\n'$(tr ' ' '\n' <<<"${MINIPOD_VM_EXTRA_PIP:-}")
-reqs=$(grep -v '^$' <<<"$reqs" | sort -u)
-wheels="$cache/wheels-$(sha256sum <<<"$reqs" | cut -c1-16)"
-if [[ ! -d $wheels ]]; then
-    log "pip download into $wheels: $(tr '\n' ' ' <<<"$reqs")"
-    tmp=$(mktemp -d "$cache/.wheels.XXXXXX")
-    # shellcheck disable=SC2086
-    if ! /usr/bin/python3 -m pip download -q -d "$tmp" $reqs 2>"$tmp.err"; then
-        # (the host's pip config may name index directories that do not exist: not the error)
-        grep -v 'is ignored: it is neither' "$tmp.err" >&2
-        rm -rf "$tmp" "$tmp.err"
-        log "pip download failed"
-        exit 2
-    fi
-    rm -f "$tmp.err"
-    mv "$tmp" "$wheels"
-fi
+# The wheelhouse (pyproject's requirements, `pip download`ed here, cached by that list).
+wheels=$("$here/wheels.sh")
 
 out=$(mktemp -d /var/tmp/minipod-vm-run.XXXXXX)
 qpid=""
@@ -129,20 +102,10 @@ echo "== job exit \$rc after \$(awk -v a=\$start -v b=\$end 'BEGIN { printf "%.1
 exit \$rc
 EOF
 
-accel=${MINIPOD_VM_ACCEL:-auto}
-if [[ $accel == auto ]]; then
-    # PVM (kvm_pvm) exposes /dev/kvm without hardware virtualisation and cannot boot a stock
-    # kernel; real KVM needs vmx/svm in the CPU flags.
-    if [[ -w /dev/kvm && ! -d /sys/module/kvm_pvm ]] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
-        accel=kvm
-    else
-        accel=tcg
-    fi
-fi
+accel=$("$here/accel.sh")   # kvm or tcg, the same decision vagrant/ci.sh makes
 case $accel in
     kvm) accel_args=(-accel kvm -cpu host) ;;
     tcg) accel_args=(-accel tcg,thread=multi -cpu max) ;;
-    *) log "MINIPOD_VM_ACCEL=$accel: expected auto, kvm or tcg"; exit 2 ;;
 esac
 
 share() {  # share TAG PATH [ro]

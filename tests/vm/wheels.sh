@@ -1,0 +1,50 @@
+#!/bin/bash
+# Build (or reuse) the wheelhouse a guest installs from, and print its path:
+# <cache>/wheels-<key>, pyproject's runtime + test requirements and the build backend, downloaded
+# with Debian's pip (the guest's Python is the same 3.11, so the same wheels fit). <key> hashes
+# the requirement list. run.sh shares it with its guest over 9p, vagrant/ci.sh rsyncs it into
+# the box, so neither guest needs HTTPS access to PyPI.
+# Environment: MINIPOD_VM_CACHE (default /var/cache/minipod-vm), MINIPOD_VM_EXTRA_PIP (more
+# requirements, space separated).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${MINIPOD_VM_CACHE:-/var/cache/minipod-vm}
+log() { echo "wheels: $*" >&2; }
+
+reqs=$(/usr/bin/python3 - "$repo/pyproject.toml" <<'PY'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))
+reqs = p["build-system"]["requires"] + ["wheel"] + p["project"].get("dependencies", [])
+for extra in p["project"].get("optional-dependencies", {}).values():
+    reqs += extra
+print("\n".join(sorted(set(reqs))))
+PY
+)
+reqs+=$'\n'$(tr ' ' '\n' <<<"${MINIPOD_VM_EXTRA_PIP:-}")
+reqs=$(grep -v '^$' <<<"$reqs" | sort -u)
+wheels="$cache/wheels-$(sha256sum <<<"$reqs" | cut -c1-16)"
+if [[ -d $wheels ]]; then
+    echo "$wheels"
+    exit 0
+fi
+mkdir -p "$cache"
+# Two guests started together (CI runs run.sh and vagrant/ci.sh side by side) must not both
+# download: the second mv would move its directory *into* the first one's.
+exec 9>"$cache/.wheels.lock"
+flock 9
+if [[ ! -d $wheels ]]; then
+    log "pip download into $wheels: $(tr '\n' ' ' <<<"$reqs")"
+    tmp=$(mktemp -d "$cache/.wheels.XXXXXX")
+    # shellcheck disable=SC2086
+    if ! /usr/bin/python3 -m pip download -q -d "$tmp" $reqs 2>"$tmp.err"; then
+        # (the host's pip config may name index directories that do not exist: not the error)
+        grep -v 'is ignored: it is neither' "$tmp.err" >&2
+        rm -rf "$tmp" "$tmp.err"
+        log "pip download failed"
+        exit 2
+    fi
+    rm -f "$tmp.err"
+    mv "$tmp" "$wheels"
+fi
+echo "$wheels"
