@@ -115,12 +115,14 @@ share() {  # share TAG PATH [ro]
 }
 log "boot $(basename "$base").img with $accel, $cpus vCPUs, $mem MiB (timeout ${timeout_s} s)"
 t1=$(now)
+# tsc=reliable: under TCG the guest kernel may distrust the emulated TSC and fall back to an
+# emulated HPET, where every clock read traps (the Vagrant box boots with the same flag).
 # shellcheck disable=SC2046
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -name minipod-vm -machine q35 \
     "${accel_args[@]}" -smp "$cpus" -m "$mem" \
     -display none -monitor none -no-reboot -serial "file:$out/console.log" \
     -kernel "$base.vmlinuz" -initrd "$base.initrd" \
-    -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet minipod.runner" \
+    -append "root=/dev/vda rw console=ttyS0 panic=-1 quiet tsc=reliable minipod.runner" \
     -drive "file=$base.img,format=raw,if=virtio,snapshot=on,cache=unsafe" \
     $(share repo "$repo" ro) $(share wheels "$wheels" ro) $(share out "$out") \
     -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
