@@ -34,7 +34,8 @@ HOLD_US = 3_000_000  # how long strace holds each execve (microseconds)
 
 # The spy reports every process of the pod that runs minipod's interpreter (its cmdline names
 # python: written pyth[o]n so that the spy's own cmdline does not match), once per PID: can it
-# open its exe for reading, for writing, can it see where its fds lead?
+# open its exe for reading, for writing, can it see where its fds lead? A process that exec'd
+# during the checks is reported LATE, not ENTRANT: its fds may have been read after the exec.
 SPY = r"""
 seen=" "
 echo spy ready
@@ -48,6 +49,10 @@ while :; do
     if true < $p/exe 2>/dev/null; then r=opened; else r=denied; fi
     if true >> $p/exe 2>/dev/null; then w=opened; else w=denied; fi
     if readlink $p/fd/0 > /dev/null 2>&1; then f=read; else f=denied; fi
+    # Only what was seen while it still ran the interpreter counts: if it has exec'd since
+    # (the command's own program is dumpable again), the checks may straddle the exec.
+    cmd=$(tr '\0' ' ' < $p/cmdline 2>/dev/null) || continue
+    case "$cmd" in *pyth[o]n*) ;; *) echo "LATE $n"; continue;; esac
     echo "ENTRANT $n read=$r write=$w fd=$f"
   done
   usleep 20000
