@@ -109,7 +109,7 @@ EOF
 
     export VAGRANT_HOME=$tmp/vagrant.d VAGRANT_DOTFILE_PATH=$tmp/dot-vagrant VAGRANT_CWD=$repo/vagrant
     export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
-    export MINIPOD_VAGRANT_BOX=$box_name MINIPOD_VAGRANT_CONSOLE=$tmp/console.log
+    export MINIPOD_VAGRANT_BOX=$box_name MINIPOD_VAGRANT_CONSOLE=$tmp/console.log MINIPOD_VAGRANT_DISPOSABLE=1
     local t0 t1 t2 t3 t4 rc=0
     t0=$(now)
     vagrant --no-tty box add --name "$box_name" "$MINIPOD_VAGRANT_BOX_FILE" >/dev/null

@@ -23,7 +23,8 @@ PY
 )
 reqs+=$'\n'$(tr ' ' '\n' <<<"${MINIPOD_VM_EXTRA_PIP:-}")
 reqs=$(grep -v '^$' <<<"$reqs" | sort -u)
-wheels="$cache/wheels-$(sha256sum <<<"$reqs" | cut -c1-16)"
+# (the "built" line: a wheelhouse of this script's older form still held the sources)
+wheels="$cache/wheels-$(sha256sum <<<"$reqs"$'\nbuilt' | cut -c1-16)"
 if [[ -d $wheels ]]; then
     echo "$wheels"
     exit 0
@@ -44,6 +45,20 @@ if [[ ! -d $wheels ]]; then
         log "pip download failed"
         exit 2
     fi
+    rm -f "$tmp.err"
+    # Packages that come only as sources (python-prctl, cgroupspy) are built into wheels here:
+    # compiling C under TCG in the guest took minutes of every run. Debian 12's python3-dev,
+    # gcc and libcap-dev (python-prctl's) must be here for that; without them the guest builds
+    # the sources itself, as before (slower, not wrong).
+    for sdist in "$tmp"/*.tar.gz; do
+        [[ -e $sdist ]] || continue
+        if /usr/bin/python3 -m pip wheel -q --no-deps --no-index --find-links "$tmp" \
+                -w "$tmp" "$sdist" >/dev/null 2>"$tmp.err"; then
+            rm -f "$sdist"
+        else
+            log "could not build $(basename "$sdist") into a wheel (the guest will): $(tail -n 1 "$tmp.err")"
+        fi
+    done
     rm -f "$tmp.err"
     mv "$tmp" "$wheels"
 fi
