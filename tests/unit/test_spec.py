@@ -140,8 +140,8 @@ def test_multi_doc_with_configmap_and_service():
     assert result.warnings[-1] == f"{src}: document 3 (Service): {skipped}"
     assert f"{src}: doc 2: spec.volumes[1].configMap: not implemented by minipod yet, ignored" \
         in result.warnings
-    assert f"{src}: doc 2: spec.nodeSelector: not implemented by minipod yet, ignored" \
-        in result.warnings
+    assert f"{src}: doc 2: spec.nodeSelector: ignored: there is no scheduler and one node: " \
+        "minipod runs every pod on this host" in result.warnings
     # The configMap volume is ignored, and so is its mount (not silently turned into an emptyDir).
     assert (f"{src}: doc 2: spec.containers[0].volumeMounts[1]: volume 'nginx-index-cm' is "
             "ignored, so is this mount") in result.warnings
