@@ -930,7 +930,8 @@ def test_host_users_false_asks_for_a_user_namespace():
 
 
 def test_a_workload_template_is_refused_too():
-    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n"
+    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n"
+            "  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n"
             "    spec:\n      securityContext: {runAsNonRoot: true}\n"
             "      containers: [{name: c, image: busybox}]\n")
     assert problems_of(text) == [f"spec.template.spec.securityContext.runAsNonRoot: {REFUSAL} "
