@@ -202,7 +202,6 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
         *(f"securityContext.{f}" for f in (
             "procMount", "windowsOptions", "seLinuxOptions", "seccompProfile", "appArmorProfile")),
         "lifecycle.stopSignal",
-        *(f"{p}.grpc" for p in ("livenessProbe", "readinessProbe", "startupProbe")),
         *(f"{p}.httpGet.protocol" for p in (
             "livenessProbe", "readinessProbe", "startupProbe",
             "lifecycle.postStart", "lifecycle.preStop")),

@@ -98,6 +98,7 @@ class TCPSocketAction(_Model):
 class GRPCAction(_Model):
     port: int
     service: str = ""
+    mode: Literal["TLS", "Plaintext"] | None = None  # unset: Plaintext
 
 
 class SleepAction(_Model):
