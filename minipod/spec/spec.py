@@ -630,7 +630,9 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
             pod_doc, note = _from_template(holder, kind)
             pod, doc_problems, doc_warnings = _load_pod(pod_doc)
             tpath = workloads.template_path(kind)
-            problems += [prefix + _template_path(p, tpath) for p in doc_problems]
+            # The pod's name is made from the workload's, whose own check names the problem.
+            problems += [prefix + _template_path(p, tpath) for p in doc_problems
+                         if not p.startswith("metadata.name:")]
             if kind == "CronJob":
                 note = "checked, not run: minipod has no controller to start its jobs on schedule"
             warnings.append(f"{source}: document {index + 1} ({kind}): {note}")
