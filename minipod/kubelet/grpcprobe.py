@@ -17,6 +17,7 @@ import socket
 import time
 from urllib.parse import unquote
 
+from minipod.errors import MinipodError
 from minipod.kubelet.netprobe import _dial, _Failed, _Timeout, gostr, hostport
 
 PATH = "/grpc.health.v1.Health/Check"
@@ -86,7 +87,9 @@ def seconds(timeout: float) -> str:
     return f"{timeout:g}s" if timeout >= 1 else f"{timeout * 1000:g}ms"
 
 
-class RPCError(Exception):
+class RPCError(MinipodError):
+    """A gRPC status other than OK (internal to the probe child: it becomes a message)."""
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"rpc error: code = {CODES[code] if code < len(CODES) else code}"
                          f" desc = {message}")
