@@ -113,6 +113,12 @@ def test_delete_from_a_file_and_force(mp):
     assert out.stdout == 'pod "forced" force deleted\n'
     assert out.stderr.startswith("Warning: Immediate deletion does not wait")
     assert json.loads(mp.minipod("get", "pods", "-o", "json").stdout)["items"] == []
+    done = SLEEPER.replace("NAME", "done").replace('["sleep", "3600"]', '["true"]')
+    mp.minipod("run", "-d", mp.write("d.yaml", done.replace("spec:\n", "spec:\n  restartPolicy:"
+                                                             " Never\n", 1)))
+    mp.wait(lambda: "Completed" in mp.minipod("ps").stdout, what="the pod to complete")
+    assert mp.minipod("delete", "done").stdout == 'pod "done" deleted\n'
+    assert mp.minipod("ps").stderr == "No resources found\n"
 
 
 GRPC = """
