@@ -6,7 +6,8 @@ apimachinery meta/v1 for ObjectMeta. The value type is
     "Container"    an object, checked field by field,
     "[]Container"  a list of such objects,
     None           a scalar, a list of scalars, a map (labels, requests: any key is fine) or an
-                   object minipod does not look inside (affinity, cloud volume sources).
+                   object minipod does not model (affinity, cloud volume sources): where such a
+                   field is dropped, the API's own schema (kube_schema) checks its value.
 walk() checks a manifest against this catalogue before pydantic sees it: a key that is not here
 is an unknown field (kubectl's strict decoding refuses it too); a path in NOT_IMPLEMENTED gets a
 warning and is dropped (or kept, if it is in TYPED, so that its type and range are still

@@ -5,7 +5,8 @@ load() goes YAML -> field walk -> pydantic -> named checks:
      kubectl refuses them).
   2. A walk of the raw document against minipod.spec.kube_fields, so that every path is exact: unknown
      fields are errors, real fields minipod does not implement are warnings and are dropped,
-     server-populated fields (`kubectl get -o yaml` output) are dropped silently.
+     server-populated fields (`kubectl get -o yaml` output) are dropped silently. Workload
+     documents (Deployment, ..., CronJob) are checked whole first (minipod.spec.workloads).
   3. pydantic for types and defaults, its errors reworded for humans with YAML (camelCase) paths.
   4. Small named checks for what types cannot say (like runc's libcontainer/configs/validate).
 All problems of all documents are collected and raised together as one SpecError.

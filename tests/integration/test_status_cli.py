@@ -147,3 +147,29 @@ def test_a_grpc_probe_is_made_against_the_pod_ip(mp):
             f" tcp {ip}:50051: connect: connection refused") in text
     assert mp.pod("grpcp")["status"]["containerStatuses"][0]["ready"] is False
     mp.minipod("delete", "grpcp", "--now")
+
+
+def test_a_grpc_probe_passes_against_a_serving_health_server(mp):
+    """A real gRPC health server in the pod's network namespace (run from the host with
+    nsenter, as busybox has no gRPC server): ready while it serves, unready once it is gone."""
+    import subprocess
+    import sys
+
+    mp.minipod("run", "-d", mp.write("g.yaml", GRPC.replace("service: db", "service: ''")))
+    sandbox = mp.inspect("grpcp")["sandbox"]["pid"]
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    server = subprocess.Popen(
+        ["nsenter", f"--net=/proc/{sandbox}/ns/net", sys.executable,
+         os.path.join(tests, "grpc_health.py"), "0.0.0.0", "50051"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "listening\n"
+        mp.wait(lambda: mp.pod("grpcp")["status"]["containerStatuses"][0]["ready"],
+                timeout=30, what="the grpc readiness probe to pass")
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    mp.wait(lambda: not mp.pod("grpcp")["status"]["containerStatuses"][0]["ready"],
+            timeout=30, what="the grpc readiness probe to fail")
+    mp.minipod("delete", "grpcp", "--now")
