@@ -167,6 +167,10 @@ def check(host: str, port: int, service: str, deadline: float, tls: bool = False
 
 def run_grpc(action, deadline: float | None, timeout: float | None) -> tuple[bool, str]:
     """(ok, message) of a grpc probe, with the kubelet's messages."""
+    try:
+        import h2  # noqa: F401
+    except ImportError:
+        return False, "grpc probe: the h2 library is not installed (scripts/setup.sh install)"
     timeout = timeout or 1
     deadline = deadline if deadline is not None else time.monotonic() + timeout
     addr = action.netloc
