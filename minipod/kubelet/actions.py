@@ -26,8 +26,9 @@ The messages are the kubelet's own strings (pkg/probe/http, staging cri-client r
     command "sleep 5" timed out
 
 Here: what a handler says (parse) and running it in a child (spawn, Running). How: exec in
-incontainer.py, httpGet and tcpSocket in netprobe.py, grpc in grpcprobe.py. Imports stay light (the supervisor imports
-this module); socket and ssl are imported in the child that needs them.
+incontainer.py, httpGet and tcpSocket in netprobe.py, grpc in grpcprobe.py. Imports stay light
+(the supervisor imports this module); socket, ssl and h2 are imported in the child that needs
+them.
 """
 
 from __future__ import annotations

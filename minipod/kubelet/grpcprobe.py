@@ -191,5 +191,6 @@ def run_grpc(action, deadline: float | None, timeout: float | None) -> tuple[boo
             return False, f"timeout: health rpc did not complete within {seconds(timeout)}"
         return False, f"error: health rpc probe failed: {e}"
     if status != 1:
-        return False, f"service unhealthy (responded with {gostr(STATUSES.get(status, str(status)))})"
+        name = STATUSES.get(status, str(status))
+        return False, f"service unhealthy (responded with {gostr(name)})"
     return True, ""
