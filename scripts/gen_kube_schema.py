@@ -97,8 +97,10 @@ def main(models: str) -> None:
         if _name(cls) in types:
             continue
         _, fields, refs = model(by_class[cls])
-        if cls in ROOTS.values():
-            fields.pop("status", None)  # written by the server; minipod drops it
+        if cls in ROOTS.values() and "status" in fields:
+            # Written by the server; minipod drops it (and needs none of its types).
+            fields.pop("status")
+            refs = {r for r in refs if _name(r) in {t.lstrip("![]{}") for t in fields.values()}}
         types[_name(cls)] = fields
         todo += sorted(refs)
     out = {
