@@ -63,6 +63,10 @@ def test_get_views_of_a_pod_with_init_containers(mp):
             spec["securityContext"], spec["enableServiceLinks"]) == (
         "ClusterFirst", "default-scheduler", "Always", {}, True)
 
+    # What get -o yaml prints is a manifest the loader takes back, as kubectl apply would.
+    again = mp.write("again.yaml", mp.minipod("get", "pod", "initd", "-o", "yaml").stdout)
+    assert "valid (1 pod: initd)" in mp.minipod("validate", again).stdout
+
     ip = mp.inspect("initd")["network"]["ip"]
     head, row = mp.minipod("get", "pods", "-o", "wide").stdout.splitlines()
     assert head.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
