@@ -56,14 +56,14 @@ def cmd_ps(args) -> int:
     return _table(_records(_cfg(args)))
 
 
-def _table(recs) -> int:
+def _table(recs, wide: bool = False) -> int:
     """kubectl's table, and a note per damaged record on stderr."""
     from minipod.cli import status
 
     if not recs:
         print("No resources found", file=sys.stderr)
         return 0
-    print(status.ps(recs))
+    print(status.ps(recs, wide=wide))
     sys.stderr.write(status.damage_notes(recs))
     return 0
 
@@ -75,22 +75,34 @@ def cmd_get(args) -> int:
     if args.kind not in ("pod", "pods", "po"):
         raise MinipodError(f'the server doesn\'t have a resource type "{args.kind}" '
                            "(minipod knows pods)")
+    output = args.output or ""
+    if output not in ("", "json", "yaml", "wide", "name") and not output.startswith("jsonpath="):
+        raise MinipodError(f'unable to match a printer suitable for the output format "{output}",'
+                           " allowed formats are: json, jsonpath, name, wide, yaml")
     recs = _records(cfg, [args.name] if args.name else None)
-    if args.output in ("json", "yaml"):
+    if output == "name":
+        print("".join(f"pod/{r.name}\n" for r in recs), end="")
+        return 0
+    if output in ("json", "yaml") or output.startswith("jsonpath="):
         objs = [status.pod_object(r) for r in recs]
-        obj = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
-        if args.output == "json":
+        obj = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs,
+                                         "metadata": {"resourceVersion": ""}}
+        if output == "json":
             import json
 
             print(json.dumps(obj, indent=4))
-        else:
+        elif output == "yaml":
             import yaml
 
             print(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False), end="")
+        else:
+            from minipod.cli import jsonpath
+
+            print(jsonpath.render(output[len("jsonpath="):], obj), end="")
         return 0
     if args.watch:
         return _watch(cfg, args.name)
-    return _table(recs)
+    return _table(recs, wide=output == "wide")
 
 
 def _watch(cfg, name: str | None, interval: float = 0.5) -> int:
@@ -226,6 +238,13 @@ def cmd_rm(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    from minipod.cli import delete
+
+    return delete.run(_cfg(args), args.names, args.filename, args.grace_period, args.now,
+                      args.force, args.ignore_not_found)
+
+
 def cmd_lab(args) -> int:
     from minipod.cli import lab
 
@@ -271,7 +290,8 @@ def parser() -> argparse.ArgumentParser:
     sp = add("get", cmd_get, "get pods, as kubectl get does")
     sp.add_argument("kind", help="pod | pods")
     sp.add_argument("name", nargs="?")
-    sp.add_argument("-o", "--output", choices=["json", "yaml", "wide"])
+    sp.add_argument("-o", "--output", metavar="FORMAT",
+                    help="json | yaml | wide | name | jsonpath=TEMPLATE (kubectl's JSONPath)")
     sp.add_argument("-w", "--watch", action="store_true", help="print a row at every change")
     sp = add("describe", cmd_describe, "show a pod in detail, as kubectl describe pod does")
     sp.add_argument("names", nargs="*", metavar="name", help="pod names (`describe pod NAME` "
@@ -303,6 +323,16 @@ def parser() -> argparse.ArgumentParser:
     sp = add("rm", cmd_rm, "remove pods (-f stops running ones with grace 0 first)")
     sp.add_argument("names", nargs="+", metavar="name")
     sp.add_argument("-f", "--force", action="store_true")
+    sp = add("delete", cmd_delete, "delete pods as kubectl delete does: stop gracefully, then "
+             "remove")
+    sp.add_argument("names", nargs="*", metavar="name", help="pod names (`delete pod NAME` "
+                    "works too)")
+    sp.add_argument("-f", "--filename", help="delete the pods of this manifest")
+    sp.add_argument("--grace-period", type=int, default=-1, help="seconds before SIGKILL "
+                    "(default -1: the pod's terminationGracePeriodSeconds)")
+    sp.add_argument("--now", action="store_true", help="--grace-period=1")
+    sp.add_argument("--force", action="store_true", help="with --grace-period=0: do not wait")
+    sp.add_argument("--ignore-not-found", action="store_true")
     sp = add("lab", cmd_lab, "teaching labs that run and check themselves (labs/)")
     labsub = sp.add_subparsers(dest="lab_cmd", required=True, metavar="list|run")
     labsub.add_parser("list", help="list the labs: ready, or pending and why")

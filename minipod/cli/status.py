@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from minipod import state
+from minipod.cli import defaults
 from minipod.kernel import ns
 
 
@@ -48,7 +49,14 @@ def containers(rec: state.PodRecord) -> list[dict]:
 
 
 def init_containers(rec: state.PodRecord) -> list[dict]:
-    return _statuses(rec, "init_containers", "PodInitializing")
+    out = []
+    for c in _statuses(rec, "init_containers", "PodInitializing"):
+        t = (c.get("state") or {}).get("terminated") or {}
+        if c.get("kind") != "sidecar" and t.get("exitCode") == 0 and not c.get("ready"):
+            # A completed init container is ready (prober_manager.go UpdatePodStatus).
+            c = {**c, "ready": True}
+        out.append(c)
+    return out
 
 
 def broken(rec) -> str | None:
@@ -84,7 +92,9 @@ def _init_status(rec: state.PodRecord) -> str | None:
         if w.get("reason") and w["reason"] not in ("PodInitializing", "ContainerCreating"):
             return "Init:" + w["reason"]
         return f"Init:{i}/{len(inits)}"
-    return f"Init:{len(inits)}/{len(inits)}"
+    # Every init container is done and the app containers are not started yet: the kubelet
+    # reports them waiting with reason PodInitializing, which is what kubectl shows.
+    return "PodInitializing"
 
 
 def display_status(rec: state.PodRecord) -> str:
@@ -129,17 +139,26 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def ps(records: list[state.PodRecord]) -> str:
-    rows = [["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"]]
+WIDE = ["NODE", "NOMINATED NODE", "READINESS GATES"]
+
+
+def ps(records: list[state.PodRecord], wide: bool = False) -> str:
+    """kubectl get pods; wide: its -o wide columns (IP, NODE, NOMINATED NODE, READINESS
+    GATES)."""
+    rows = [["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"] + (WIDE if wide else [])]
     now = time.time()
+    extra = [_node(), "<none>", "<none>"] if wide else []
     for r in records:
         if broken(r):
             rows.append([r.name, "0/0", state.UNKNOWN, "0", age(now - r.plan["created"]),
-                         "<none>"])
+                         "<none>"] + extra)
             continue
         ip = (r.state.get("network") or {}).get("ip") or "<none>"
+        gates = len((r.plan.get("manifest") or {}).get("spec", {}).get("readinessGates") or [])
+        row_extra = extra[:2] + [f"0/{gates}" if gates else "<none>"] if wide else []
         rows.append([r.name, ready(r), display_status(r), str(restarts(r)),
-                     age(now - r.plan["created"]), ip if not r.state.get("final") else "<none>"])
+                     age(now - r.plan["created"]), ip if not r.state.get("final") else "<none>"]
+                    + row_extra)
     return table(rows)
 
 
@@ -178,7 +197,7 @@ def pod_object(rec: state.PodRecord) -> dict:
     spec = dict(manifest.get("spec") or {})
     spec.setdefault("restartPolicy", plan["restart_policy"])
     spec.setdefault("terminationGracePeriodSeconds", plan["grace_seconds"])
-    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec = defaults.pod_spec(spec)
     spec["nodeName"] = _node()
     cs = [_k8s_status(c) for c in containers(rec)]
     ics = [_k8s_status(c) for c in init_containers(rec)]
@@ -219,10 +238,22 @@ def _k8s_status(c: dict) -> dict:
     s["started"] = "running" in (c.get("state") or {})
     s["state"] = {k: {f: x for f, x in v.items() if f != "stopSent"}
                   for k, v in (c.get("state") or {}).items()}
-    s["lastState"] = c.get("lastState") or {}
+    s["lastState"] = {k: _with_scheme(v) for k, v in (c.get("lastState") or {}).items()}
+    s["state"] = {k: _with_scheme(v) for k, v in s["state"].items()}
     if c.get("containerID"):
-        s["containerID"] = "minipod://" + c["containerID"]
+        s["containerID"] = _scheme(c["containerID"])
     return {k: v for k, v in s.items() if v is not None}
+
+
+def _scheme(cid: str) -> str:
+    """A container ID as the CRI reports it: `<runtime>://<id>` (containerd://...)."""
+    return cid if "://" in cid else "minipod://" + cid
+
+
+def _with_scheme(st: dict) -> dict:
+    if isinstance(st, dict) and st.get("containerID"):
+        return {**st, "containerID": _scheme(st["containerID"])}
+    return st
 
 
 def inspect(rec: state.PodRecord) -> dict:

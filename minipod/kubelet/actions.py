@@ -15,6 +15,7 @@ on a close-on-exec pipe (nothing = success). What each handler does is what the 
 - httpGet / tcpSocket: made by minipod itself from the host's network namespace to the pod IP
   (or `host`), so the image needs no curl or nc. HTTP 200-399 = success; redirects are followed
   within the same host, as the kubelet's client does. HTTPS skips certificate verification.
+- grpc: a grpc.health.v1.Health/Check call to the pod IP (grpcprobe.py); SERVING = success.
 - sleep: the lifecycle sleep action.
 
 The messages are the kubelet's own strings (pkg/probe/http, staging cri-client remote_runtime):
@@ -25,8 +26,9 @@ The messages are the kubelet's own strings (pkg/probe/http, staging cri-client r
     command "sleep 5" timed out
 
 Here: what a handler says (parse) and running it in a child (spawn, Running). How: exec in
-incontainer.py, httpGet and tcpSocket in netprobe.py. Imports stay light (the supervisor imports
-this module); socket and ssl are imported in the child that needs them.
+incontainer.py, httpGet and tcpSocket in netprobe.py, grpc in grpcprobe.py. Imports stay light
+(the supervisor imports this module); socket, ssl and h2 are imported in the child that needs
+them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Action:
     target: str = "/"                        # httpGet: the request target (path?query)
     headers: tuple[tuple[str, str], ...] = ()  # httpGet: every header sent, in order
     seconds: float = 0                       # sleep
+    service: str = ""                        # grpc: the service name asked about
 
     @property
     def netloc(self) -> str:
@@ -82,6 +85,8 @@ class Action:
             return f"GET {self.url}"
         if self.kind == "tcpSocket":
             return f"dial tcp {self.netloc}"
+        if self.kind == "grpc":
+            return f"grpc {self.netloc} {gostr(self.service)}"
         return f"sleep {self.seconds:g}s"
 
 
@@ -124,15 +129,15 @@ def parse(handler: dict, c: ContainerPlan, pod_ip: str) -> Action:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             raise ActionError(f"sleep.seconds: expected a number of seconds (got {seconds!r})")
         return Action("sleep", seconds=seconds)
-    if kind == "grpc":
-        raise ActionError("grpc: gRPC probes are not supported by minipod "
-                          "(use exec, httpGet or tcpSocket)")
     port = resolve_port(h.get("port"), c, f"{kind}.port")
     host = h.get("host") or pod_ip
     if not host:
         raise ActionError(f"{kind}: the pod has no IP and {kind}.host is not set")
     if kind == "tcpSocket":
         return Action("tcpSocket", host=host, port=port)
+    if kind == "grpc":  # mode TLS: TLS without verification (the kubelet's GRPCAction.mode)
+        return Action("grpc", host=host, port=port, service=h.get("service") or "",
+                      scheme="https" if h.get("mode") == "TLS" else "http")
     scheme = (h.get("scheme") or "HTTP").lower()
     if scheme not in ("http", "https"):
         raise ActionError(f'httpGet.scheme: expected HTTP or HTTPS (got "{h.get("scheme")}")')
@@ -252,6 +257,14 @@ def spawn(handler: dict, c: ContainerPlan, container_pid: int, pod_ip: str, driv
         r = _fork(lambda: run(action, _deadline(timeout)), what, alarm=timeout)
         r.timeout_message = timeout_message(action)
         return r
+    if action.kind == "grpc":
+        from minipod.kubelet import grpcprobe
+
+        r = _fork(lambda: grpcprobe.run_grpc(action, _deadline(timeout), timeout), what,
+                  alarm=timeout)
+        r.timeout_message = ("timeout: health rpc did not complete within "
+                             f"{grpcprobe.seconds(timeout or 1)}")
+        return r
     if not container_pid:
         return _fork(lambda: (False, f'container "{c.name}" is not running'), what)
     go_r, go_w = os.pipe()
@@ -285,6 +298,8 @@ def timeout_message(action: Action) -> str:
                 "(Client.Timeout exceeded while awaiting headers)")
     if action.kind == "tcpSocket":
         return f"dial tcp {action.netloc}: i/o timeout"
+    if action.kind == "grpc":
+        return "timeout: health rpc did not complete in time"
     if action.kind == "exec":
         return f"command {gostr(' '.join(action.argv))} timed out"
     return "container terminated before sleep hook finished"

@@ -6,7 +6,8 @@ apimachinery meta/v1 for ObjectMeta. The value type is
     "Container"    an object, checked field by field,
     "[]Container"  a list of such objects,
     None           a scalar, a list of scalars, a map (labels, requests: any key is fine) or an
-                   object minipod does not look inside (affinity, cloud volume sources).
+                   object minipod does not model (affinity, cloud volume sources): where such a
+                   field is dropped, the API's own schema (kube_schema) checks its value.
 walk() checks a manifest against this catalogue before pydantic sees it: a key that is not here
 is an unknown field (kubectl's strict decoding refuses it too); a path in NOT_IMPLEMENTED gets a
 warning and is dropped (or kept, if it is in TYPED, so that its type and range are still
@@ -21,6 +22,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+from minipod.spec import cluster_fields, kube_schema
 from minipod.spec.show import key as _key
 
 FieldTypes = dict[str, "str | None"]
@@ -201,7 +203,6 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
         *(f"securityContext.{f}" for f in (
             "procMount", "windowsOptions", "seLinuxOptions", "seccompProfile", "appArmorProfile")),
         "lifecycle.stopSignal",
-        *(f"{p}.grpc" for p in ("livenessProbe", "readinessProbe", "startupProbe")),
         *(f"{p}.httpGet.protocol" for p in (
             "livenessProbe", "readinessProbe", "startupProbe",
             "lifecycle.postStart", "lifecycle.preStop")),
@@ -294,10 +295,7 @@ class _Walk:
             name = str(key)
             p, pat = _join(path, _key(key)), _join(pattern, name)
             if name not in fields:
-                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6) \
-                    if len(name) < 100 else []
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.problems.append(f"{p}: unknown field{hint}")
+                self.problems.append(f"{p}: unknown field{_did_you_mean(name, fields)}")
                 continue
             if value is None or pat in SERVER_POPULATED:
                 continue  # null is "unset" to the API server's JSON decoder
@@ -307,12 +305,25 @@ class _Walk:
                 continue
             ignored = pat in NOT_IMPLEMENTED
             if ignored and not quiet:
-                self.warnings.append(f"{p}: not implemented by minipod yet, ignored")
+                why = cluster_fields.warning(pat) or "not implemented by minipod yet, ignored"
+                self.warnings.append(f"{p}: {why}")
             # Inside an ignored field unknown names are still errors: kubectl would refuse them.
-            value = self.value(value, fields[name], p, pat, quiet or (ignored and pat not in TYPED))
+            dropped = quiet or (ignored and pat not in TYPED)
+            if fields[name] is None and dropped:
+                # Not modelled and not kept: the API's own schema checks what pydantic won't.
+                self.problems += self.schema_value(value, type_name, name, p)
+            else:
+                value = self.value(value, fields[name], p, pat, dropped)
             if not ignored or pat in TYPED:
                 kept[key] = value
         return kept
+
+    def schema_value(self, value: Any, type_name: str, name: str, path: str) -> list[str]:
+        code = kube_schema.types().get(type_name, {}).get(name)
+        if code is None:
+            return []
+        return kube_schema.value_problems(value, kube_schema.strip(code)[0], path,
+                                          schema_object)
 
     def value(self, value: Any, type_name: str | None, path: str, pattern: str, quiet: bool) -> Any:
         if type_name is None:
@@ -325,6 +336,30 @@ class _Walk:
         if not isinstance(value, dict):
             return value
         return self.object(value, type_name, path, pattern, quiet)
+
+
+def schema_object(node: dict, type_name: str, path: str) -> list[str]:
+    """Problems of an object of a kube_schema type: unknown fields, wrong value types, missing
+    required fields (kubectl's strict decoding and the API server's validation)."""
+    fields = kube_schema.types()[type_name]
+    problems = []
+    for key, value in node.items():
+        name, p = str(key), _join(path, _key(key))
+        if name not in fields:
+            problems.append(f"{p}: unknown field{_did_you_mean(name, fields)}")
+        elif value is not None:
+            problems += kube_schema.value_problems(value, kube_schema.strip(fields[name])[0], p,
+                                                   schema_object)
+    for name, code in fields.items():
+        if kube_schema.strip(code)[1] and node.get(name) is None:
+            problems.append(f"{_join(path, name)}: required")
+    return problems
+
+
+def _did_you_mean(name: str, fields) -> str:
+    close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6) \
+        if len(name) < 100 else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _YAML_NAMES = {"host_pid": "hostPID", "host_ipc": "hostIPC", "host_ip": "hostIP"}

@@ -5,7 +5,8 @@ load() goes YAML -> field walk -> pydantic -> named checks:
      kubectl refuses them).
   2. A walk of the raw document against minipod.spec.kube_fields, so that every path is exact: unknown
      fields are errors, real fields minipod does not implement are warnings and are dropped,
-     server-populated fields (`kubectl get -o yaml` output) are dropped silently.
+     server-populated fields (`kubectl get -o yaml` output) are dropped silently. Workload
+     documents (Deployment, ..., CronJob) are checked whole first (minipod.spec.workloads).
   3. pydantic for types and defaults, its errors reworded for humans with YAML (camelCase) paths.
   4. Small named checks for what types cannot say (like runc's libcontainer/configs/validate).
 All problems of all documents are collected and raised together as one SpecError.
@@ -31,6 +32,7 @@ from pydantic import field_validator, model_validator
 from minipod.errors import SpecError
 from minipod.spec.checks import CHECKS, check  # noqa: F401 - the named checks, after pydantic's
 from minipod.spec.checks import each_container
+from minipod.spec import workloads
 from minipod.spec.kube_fields import walk, yaml_name
 from minipod.spec.quantity import Quantity
 from minipod.spec.show import key as _key
@@ -97,6 +99,7 @@ class TCPSocketAction(_Model):
 class GRPCAction(_Model):
     port: int
     service: str = ""
+    mode: Literal["TLS", "Plaintext"] | None = None  # unset: Plaintext
 
 
 class SleepAction(_Model):
@@ -519,8 +522,6 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
 
 
-_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
-
 # k8s.io/apiserver names.SimpleNameGenerator: generateName + 5 random characters.
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -545,11 +546,11 @@ def _from_template(doc: dict, kind: str) -> tuple[dict, str]:
     return pod_doc, note
 
 
-def _template_path(message: str) -> str:
+def _template_path(message: str, template: str = "spec.template.") -> str:
     """Point a problem found in a converted template back at the workload's own paths."""
     for top in ("spec.", "metadata."):
         if message.startswith(top):
-            return "spec.template." + message
+            return template + message
     return message
 
 
@@ -617,15 +618,30 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
         if not isinstance(kind, str) or not kind:
             problems.append(f"{prefix}kind: required (minipod runs kind: Pod)")
             continue
-        if kind in _POD_TEMPLATE_KINDS and isinstance(doc.get("spec"), dict):
-            # What podman kube play does: run the workload's pod template as one pod.
-            pod_doc, note = _from_template(doc, kind)
+        if kind in workloads.KINDS:
+            # The whole object as the API server checks it, then (what podman kube play does)
+            # its pod template run as one pod; a CronJob's is checked, not run.
+            wl_problems = workloads.problems(doc, kind)
+            problems += [prefix + p for p in wl_problems]
+            if wl_problems and wl_problems[0].startswith("apiVersion:"):
+                continue
+            holder = {"metadata": doc.get("metadata"),
+                      "spec": {"template": workloads.template(doc, kind),
+                               "replicas": (doc.get("spec") or {}).get("replicas")}}
+            pod_doc, note = _from_template(holder, kind)
             pod, doc_problems, doc_warnings = _load_pod(pod_doc)
-            problems += [prefix + _template_path(p) for p in doc_problems]
+            tpath = workloads.template_path(kind)
+            # The pod's name is made from the workload's, whose own check names the problem.
+            problems += [prefix + _template_path(p, tpath) for p in doc_problems
+                         if not p.startswith("metadata.name:")]
+            if kind == "CronJob":
+                note = "checked, not run: minipod has no controller to start its jobs on schedule"
             warnings.append(f"{source}: document {index + 1} ({kind}): {note}")
-            warnings += [f"{source}: {prefix}{_template_path(w)}" for w in doc_warnings]
-            if pod is not None:
+            warnings += [f"{source}: {prefix}{_template_path(w, tpath)}" for w in doc_warnings]
+            if pod is not None and kind != "CronJob":
                 pods.append(LoadedPod(pod=pod, raw=pod_doc, index=index, source=source))
+            elif pod is not None:
+                skipped.append(kind)
             continue
         if kind != "Pod":
             if kind.lower() == "pod":  # kinds are case-sensitive

@@ -44,7 +44,7 @@ def test_parse_exec():
     ({"exec": {"command": []}}, "exec.command: must not be empty"),
     ({"exec": {"command": ["true"]}, "tcpSocket": {"port": 1}},
      "only one action may be set (got exec, tcpSocket)"),
-    ({"grpc": {"port": 9000}}, "gRPC probes are not supported"),
+    ({"grpc": {"port": 70000}}, "grpc.port: invalid port number: 70000"),
     ({"sleep": {"seconds": -1}}, "sleep.seconds"),
     ({"httpGet": {"port": "grpc"}},
      'httpGet.port: container "web" has no port named "grpc" '
@@ -60,6 +60,12 @@ def test_parse_exec():
 def test_parse_rejects_with_a_message_that_names_the_field(handler, message):
     with pytest.raises(ActionError, match=re.escape(message)):
         parse(handler, C, IP)
+
+
+def test_parse_grpc():
+    assert parse({"grpc": {"port": 9000}}, C, IP) == Action("grpc", host=IP, port=9000)
+    assert parse({"grpc": {"port": 9000, "service": "db", "mode": "TLS"}}, C, IP) == \
+        Action("grpc", host=IP, port=9000, service="db", scheme="https")
 
 
 def test_parse_http_defaults_are_the_kubelets():

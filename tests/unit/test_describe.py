@@ -236,7 +236,8 @@ def test_init_containers_and_a_native_sidecar():
         "      Exit Code:    0",
         "      Started:      Sun, 10 Mar 2024 19:10:10 +0000",
         "      Finished:     Sun, 10 Mar 2024 19:10:11 +0000",
-        "    Ready:          False",
+        # A completed init container is ready (prober_manager.go UpdatePodStatus).
+        "    Ready:          True",
         "    Restart Count:  0",
         "    Environment:    <none>",
         "    Mounts:         <none>",

@@ -140,8 +140,8 @@ def test_multi_doc_with_configmap_and_service():
     assert result.warnings[-1] == f"{src}: document 3 (Service): {skipped}"
     assert f"{src}: doc 2: spec.volumes[1].configMap: not implemented by minipod yet, ignored" \
         in result.warnings
-    assert f"{src}: doc 2: spec.nodeSelector: not implemented by minipod yet, ignored" \
-        in result.warnings
+    assert f"{src}: doc 2: spec.nodeSelector: ignored: there is no scheduler and one node: " \
+        "minipod runs every pod on this host" in result.warnings
     # The configMap volume is ignored, and so is its mount (not silently turned into an emptyDir).
     assert (f"{src}: doc 2: spec.containers[0].volumeMounts[1]: volume 'nginx-index-cm' is "
             "ignored, so is this mount") in result.warnings
@@ -930,7 +930,8 @@ def test_host_users_false_asks_for_a_user_namespace():
 
 
 def test_a_workload_template_is_refused_too():
-    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n"
+    text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n"
+            "  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n"
             "    spec:\n      securityContext: {runAsNonRoot: true}\n"
             "      containers: [{name: c, image: busybox}]\n")
     assert problems_of(text) == [f"spec.template.spec.securityContext.runAsNonRoot: {REFUSAL} "
