@@ -240,3 +240,97 @@ def test_rm_f_frees_the_ports_of_a_pod_whose_supervisor_and_record_are_gone(mp):
     # and the port can be had again
     mp.minipod("run", "-d", mp.write("v.yaml", WEB.format(name="v", ports=f"hostPort: {port}")))
     assert get_eventually(mp, "127.0.0.1", port) == "hello from v\n"
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def port_forward(mp, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "minipod", "port-forward", *args],
+                            env=mp.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_port_forward_many_connections_then_ctrl_c_leaves_nothing(mp):
+    mp.minipod("run", "-d", mp.write("web.yaml", WEB.format(name="web", ports="name: http")))
+    # the pod's httpd answers on its IP first (port-forward itself does not wait for it)
+    ip = mp.pod("web")["status"]["podIP"]
+    get_eventually(mp, ip, 80)
+    local = free_port()
+    pf = port_forward(mp, "web", f"{local}:http")
+    try:
+        assert pf.stdout.readline() == f"Forwarding from 127.0.0.1:{local} -> 80\n"
+        assert pf.stdout.readline() == f"Forwarding from [::1]:{local} -> 80\n"
+        helpers = children(pf.pid)
+        assert len(helpers) == 1  # the one process in the pod's netns that makes sockets
+        assert os.readlink(f"/proc/{helpers[0]}/ns/net") == \
+            os.readlink(f"/proc/{mp.inspect('web')['sandbox']['pid']}/ns/net")
+        results: list[str] = []
+
+        def fetch():
+            results.append(get("127.0.0.1", local, timeout=20))
+        threads = [threading.Thread(target=fetch) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == ["hello from web\n"] * 40
+        assert get("::1", local) == "hello from web\n"
+        # a raw connection held open while others come and go
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as held:
+            assert get("127.0.0.1", local) == "hello from web\n"
+            held.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            held.shutdown(socket.SHUT_WR)  # the half-close reaches httpd, which answers
+            reply = b""
+            while chunk := held.recv(4096):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.") and reply.endswith(b"hello from web\n")
+        pf.send_signal(signal.SIGINT)
+        assert pf.wait(10) == 0
+        lines = pf.stdout.read().splitlines()
+        assert lines == [f"Handling connection for {local}"] * len(lines) and len(lines) == 43
+        assert pf.stderr.read() == ""
+    finally:
+        if pf.poll() is None:
+            pf.kill()
+            pf.wait()
+    for h in helpers:
+        assert not os.path.exists(f"/proc/{h}"), "the netns helper outlived port-forward"
+    with pytest.raises(OSError):
+        get("127.0.0.1", local, timeout=2)
+
+
+def test_port_forward_errors(mp):
+    mp.minipod("run", "-d", mp.write("web.yaml", WEB.format(name="web", ports="name: http")))
+    r = mp.minipod("port-forward", "web", "8080:nope", check=False)
+    assert r.returncode == 2 and r.stderr == (
+        "error: port-forward: '8080:nope': 'nope' is not a port number or the name of a "
+        "container port of the pod\n")
+    r = mp.minipod("port-forward", "ghost", "80", check=False)
+    assert r.returncode == 1 and r.stderr.startswith('error: pod "ghost" not found'), r.stderr
+    # nothing listens on 81 in the pod: that connection fails, the forwarding goes on
+    local = free_port()
+    pf = port_forward(mp, "pod/web", f"{local}:81", "--address", "127.0.0.1")
+    try:
+        assert pf.stdout.readline() == f"Forwarding from 127.0.0.1:{local} -> 81\n"
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as s:
+            assert s.recv(10) == b""  # closed: the pod refused
+        assert "Connection refused" in pf.stderr.readline()
+        assert pf.poll() is None
+        mp.minipod("stop", "web")  # the pod goes: so does port-forward
+        assert pf.wait(10) == 1
+        assert pf.stderr.read() == "error: lost connection to pod\n"
+    finally:
+        if pf.poll() is None:
+            pf.kill()
+            pf.wait()
