@@ -334,3 +334,75 @@ def test_port_forward_errors(mp):
         if pf.poll() is None:
             pf.kill()
             pf.wait()
+
+
+@pytest.mark.parametrize("step", ["sandbox", "network", "etc", "release:web"])
+def test_a_failed_set_up_step_frees_the_ports(mp, step):
+    port = free_port()
+    before = mp.host_state()
+    env = mp.env
+    mp.env = dict(env, MINIPOD_TEST_FAIL_AFTER=step)  # see kubelet/daemon.py
+    try:
+        r = mp.minipod("run", "-d", mp.write("w.yaml", WEB.format(
+            name="w", ports=f"hostPort: {port}")), check=False)
+    finally:
+        mp.env = env
+    assert r.returncode == 1 and r.stderr.endswith(f"injected failure after {step}\n"), r.stderr
+    assert mp.host_state() == before and ours(mp) == [] and records(mp) == []
+    mp.minipod("run", "-d", mp.write("v.yaml", WEB.format(name="v", ports=f"hostPort: {port}")))
+    assert get_eventually(mp, "127.0.0.1", port) == "hello from v\n"
+
+
+def test_a_new_sandbox_gets_the_ports_again(mp):
+    """pause dies, the supervisor makes a new sandbox with a new IP: the DNAT follows it."""
+    port = free_port()
+    mp.minipod("run", "-d", mp.write("w.yaml", WEB.format(name="w", ports=f"hostPort: {port}")))
+    assert get_eventually(mp, "127.0.0.1", port) == "hello from w\n"
+    old_ip, old_pause = mp.pod("w")["status"]["podIP"], mp.inspect("w")["sandbox"]["pid"]
+    os.kill(old_pause, signal.SIGKILL)
+    mp.wait(lambda: mp.inspect("w")["sandbox"]["pid"] not in (0, old_pause)
+            and mp.pod("w")["status"].get("podIP") not in (None, "", old_ip), 60, "a new sandbox")
+    new_ip = mp.pod("w")["status"]["podIP"]
+    assert get_eventually(mp, "127.0.0.1", port) == "hello from w\n"
+    dnat = [r for r in ours(mp) if "-j DNAT" in r]
+    assert len(dnat) == 1 and f"--to-destination {new_ip}:80" in dnat[0], dnat
+
+
+def test_a_pod_cannot_reach_the_hosts_loopback_through_the_bridge(mp):
+    """route_localnet on the bridge lets packets for 127.0.0.1 be routed there (CVE-2020-8558):
+    a pod that sends 127.0.0.1 to its gateway must still not reach a service bound to the
+    host's loopback. UDP shows it best: one datagram is delivered or not (a TCP handshake
+    would also need the host's answer to get back). Without MP-HPI this test receives it."""
+    mp.minipod("run", "-d", mp.write("w.yaml", WEB.format(name="w",
+                                                          ports=f"hostPort: {free_port()}")))
+    service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    service.bind(("127.0.0.1", 0))
+    target = service.getsockname()[1]
+    pause, ip = mp.inspect("w")["sandbox"]["pid"], mp.pod("w")["status"]["podIP"]
+    gw = subprocess.run(["nsenter", f"--net=/proc/{pause}/ns/net", "ip", "-4", "route", "show",
+                         "default"], capture_output=True, text=True, check=True).stdout.split()[2]
+    # In the pod's netns only: 127.0.0.1 is sent to the gateway as any other address would be.
+    attack = f"""
+set -e
+sysctl -qw net.ipv4.conf.eth0.route_localnet=1
+ip route del local 127.0.0.1 dev lo table local
+ip route del local 127.0.0.0/8 dev lo table local
+ip route add 127.0.0.1/32 via {gw} dev eth0 src {ip} onlink
+exec {sys.executable} -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(b"from the pod", ("127.0.0.1", {target}))
+    time.sleep(0.1)
+print("sent")
+'
+"""
+    try:
+        r = subprocess.run(["nsenter", f"--net=/proc/{pause}/ns/net", "sh", "-c", attack],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == "sent\n", r.stderr
+        service.settimeout(1)
+        with pytest.raises(socket.timeout):
+            print(service.recvfrom(100))
+    finally:
+        service.close()
