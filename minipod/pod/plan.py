@@ -363,7 +363,10 @@ def hosts_file(ip: str, hostname: str, subdomain: str, namespace: str,
 def host_ports(spec) -> list[dict]:
     """The app containers' hostPorts, as the kubelet gives them to the sandbox (init
     containers' are not mapped, in Kubernetes either); a hostIP without a hostPort means
-    nothing."""
+    nothing. A hostNetwork pod's ports are the host's already (hostPort = containerPort, a
+    check says so): nothing to forward."""
+    if getattr(spec, "host_network", False):
+        return []
     return [{"host_port": p.host_port, "container_port": p.container_port,
              "protocol": p.protocol, "host_ip": p.host_ip or "",
              "field": f"spec.containers[{i}].ports[{j}]"}

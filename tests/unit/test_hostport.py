@@ -127,3 +127,32 @@ def test_plan_maps_app_containers_only():
                                      "host_ip": "127.0.0.1",
                                      "field": "spec.containers[0].ports[2]"}]
     json.dumps(host_ports(pod.spec))  # plain data: it goes into plan.json
+
+
+def test_a_host_network_pod_forwards_nothing():
+    from minipod.pod.plan import host_ports
+    from minipod.spec.spec import Pod
+
+    pod = Pod.model_validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w"},
+                              "spec": {"hostNetwork": True, "containers": [
+                                  {"name": "a", "image": "x",
+                                   "ports": [{"containerPort": 80, "hostPort": 80}]}]}})
+    assert host_ports(pod.spec) == []
+
+
+def test_hostport_is_no_longer_a_not_implemented_warning():
+    from minipod.spec.spec import loads
+
+    res = loads("""
+apiVersion: v1
+kind: Pod
+metadata: {name: w}
+spec:
+  initContainers:
+  - {name: i, image: x, ports: [{containerPort: 81, hostPort: 8081}]}
+  containers:
+  - {name: a, image: x, ports: [{containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}]}
+""")
+    assert [w for w in res.warnings if "host" in w] == [
+        "<string>: spec.initContainers[0].ports[0].hostPort: not implemented by minipod yet, "
+        "ignored"]  # as in Kubernetes, an init container's hostPort maps nothing
