@@ -405,3 +405,18 @@ print("sent")
             print(service.recvfrom(100))
     finally:
         service.close()
+
+
+def test_the_janitor_frees_the_ports_of_a_crashed_supervisor(mp):
+    port = free_port()
+    mp.minipod("run", "-d", mp.write("w.yaml", WEB.format(name="w", ports=f"hostPort: {port}")))
+    assert get_eventually(mp, "127.0.0.1", port) == "hello from w\n"
+    info = mp.inspect("w")
+    jan = info["supervisor"]["janitorPid"]
+    os.kill(info["supervisor"]["pid"], signal.SIGKILL)
+    from tests.conftest import reap_orphans
+
+    mp.wait(lambda: reap_orphans() or not os.path.exists(f"/proc/{jan}"), 30, "the janitor")
+    assert ours(mp) == [] and records(mp) == []
+    mp.minipod("run", "-d", mp.write("v.yaml", WEB.format(name="v", ports=f"hostPort: {port}")))
+    assert get_eventually(mp, "127.0.0.1", port) == "hello from v\n"
