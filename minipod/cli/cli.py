@@ -218,6 +218,16 @@ def cmd_exec(args) -> int:
     return execute.run(rec, args.container, argv, args.stdin or args.tty, args.tty, driver)
 
 
+def cmd_port_forward(args) -> int:
+    from minipod.cli import portforward
+
+    kind, _, name = args.name.rpartition("/")  # kubectl's pod/NAME form
+    if kind not in ("", "pod", "pods", "po"):
+        raise MinipodError(f"port-forward: {args.name!r}: minipod forwards to pods only")
+    (rec,) = _records(_cfg(args), [name])
+    return portforward.run(rec, args.ports, args.address)
+
+
 def cmd_stop(args) -> int:
     from minipod.cli import runner
 
@@ -315,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
     sp.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     sp.add_argument("command", nargs="*", help="the command (after --)")
+    sp = add("port-forward", cmd_port_forward, "forward local ports to a pod's ports: "
+             "minipod port-forward POD [LOCAL:]REMOTE ...")
+    sp.add_argument("name")
+    sp.add_argument("ports", nargs="+", metavar="[LOCAL:]REMOTE")
+    sp.add_argument("--address", action="append", default=[], help="addresses to listen on, "
+                    "comma-separated (default localhost: 127.0.0.1 and ::1)")
     sp = add("stop", cmd_stop, "stop pods (SIGTERM, grace period, SIGKILL)")
     sp.add_argument("names", nargs="+", metavar="name")
     sp.add_argument("--grace", "--grace-period", dest="grace", type=int,

@@ -138,6 +138,21 @@ def launch(plan, cfg, daemon: Daemon) -> int:
     except BaseException:
         daemon.cancel()
         raise
+    if plan.host_ports:
+        # After the claim (a running pod of this name is the better error, and a stopped one
+        # is replaced, its ports freed) and before anything of the pod exists: a taken port
+        # leaves nothing behind but this error.
+        from minipod.net import hostport
+
+        try:
+            hostport.reserve(plan.hostport_dir, plan.uid, plan.name,
+                             [hostport.Mapping(**m) for m in plan.host_ports])
+        except BaseException as e:
+            daemon.cancel()
+            state.remove_dir(run_dir)
+            if isinstance(e, MinipodError):
+                raise SetupError(f'pod "{plan.name}": {e}') from None
+            raise
     try:
         state.write_json(os.path.join(run_dir, "plan.json"), plan.to_json())
         msg = daemon.hand(run_dir)

@@ -264,12 +264,28 @@ def teardown(cfg, rem: Remains) -> list[str]:
     if plan:
         netcfg = NetConfig(plan["bridge"], plan["subnet"], plan.get("net_state_dir")
                            or netcfg.state_dir)
+    from minipod.net import hostport
+
+    ports = os.path.join(os.path.dirname(os.path.dirname(rem.run_dir)), "hostports")
+    # By uid, and by name: `run` reserves a pod's ports before its plan.json exists.
+    held = set(rem.uids) | set(_step_value(errors, "hostPorts", hostport.owners, ports,
+                                           rem.name) or {})
+    for uid in sorted(held):
+        step(f"hostPorts of {uid}", hostport.release, ports, uid)
     for uid, veth in rem.uids.items():
         step(f"network of {uid}", net.teardown_pod, netcfg, uid, veth)
     step("unmount", _unmount_under, [rem.run_dir, *rem.data_dirs])
     step("cgroups", _remove_tree, driver, rem.pod_cgroup, rem.cgroup_parent)
     shutil.rmtree(os.path.join(rem.run_dir, "rootfs"), ignore_errors=True)
     return errors
+
+
+def _step_value(errors: list[str], what: str, fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - as teardown's steps: collected, not raised
+        errors.append(f"{what}: {e}")
+        return None
 
 
 def _kill_tree(driver, group: str, timeout: float = 10.0) -> None:

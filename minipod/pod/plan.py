@@ -93,6 +93,7 @@ class PodPlan:
     labels: dict
     annotations: dict
     manifest: dict          # the document as written (for `get -o yaml`)
+    host_ports: list[dict] = field(default_factory=list)  # net.hostport.Mapping fields
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -102,6 +103,11 @@ class PodPlan:
         """One lock per runtime root (<root>/pods/<name> -> <root>/cgroups.lock): it orders
         creating a pod slice against removing their common parent."""
         return os.path.join(os.path.dirname(os.path.dirname(self.run_dir)), "cgroups.lock")
+
+    @property
+    def hostport_dir(self) -> str:
+        """<root>/hostports: the hostPort reservations of every pod of this runtime root."""
+        return os.path.join(os.path.dirname(os.path.dirname(self.run_dir)), "hostports")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -354,6 +360,20 @@ def hosts_file(ip: str, hostname: str, subdomain: str, namespace: str,
     return text
 
 
+def host_ports(spec) -> list[dict]:
+    """The app containers' hostPorts, as the kubelet gives them to the sandbox (init
+    containers' are not mapped, in Kubernetes either); a hostIP without a hostPort means
+    nothing. A hostNetwork pod's ports are the host's already (hostPort = containerPort, a
+    check says so): nothing to forward."""
+    if getattr(spec, "host_network", False):
+        return []
+    return [{"host_port": p.host_port, "container_port": p.container_port,
+             "protocol": p.protocol, "host_ip": p.host_ip or "",
+             "field": f"spec.containers[{i}].ports[{j}]"}
+            for i, c in enumerate(spec.containers) for j, p in enumerate(c.ports)
+            if p.host_port]
+
+
 # --- the plan ----------------------------------------------------------------------------------
 
 def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
@@ -462,4 +482,5 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
         containers=ctrs, init_containers=init_ctrs,
         labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
         manifest=loaded.raw,
+        host_ports=host_ports(spec),
     )

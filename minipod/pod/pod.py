@@ -91,6 +91,11 @@ class Pod:
         att = self._run("set up the network", lambda: agent.setup_pod(
             self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
         self.network = dataclasses.asdict(att)
+        if p.host_ports:  # reserved by the CLI before the pod was created; now they lead here
+            from minipod.net import hostport
+
+            self._run("forward the hostPorts", lambda: hostport.attach(
+                p.hostport_dir, p.uid, att.bridge, p.subnet, att.ip))
         self.write_etc_files()
 
     def _make_dirs(self) -> None:
@@ -167,6 +172,10 @@ class Pod:
         """Remove everything the pod holds on the host. Safe to run any number of times."""
         self.kill_all()
         self._net_teardown(agent)
+        # The reservation outlives a re-created sandbox (rebuild_sandbox), not the pod.
+        from minipod.net import hostport
+
+        hostport.release(self.plan.hostport_dir, self.plan.uid)
         self.remove_cgroups()
         shutil.rmtree(os.path.join(self.plan.run_dir, "rootfs"), ignore_errors=True)
         if remove_data:
@@ -192,6 +201,10 @@ class Pod:
 
     def _net_teardown(self, agent=None) -> None:
         cfg, p = self.net_config(), self.plan
+        # The DNATs first: they point at the address the network teardown gives back.
+        from minipod.net import hostport
+
+        hostport.detach(p.hostport_dir, p.uid)
         if agent is not None:
             try:
                 agent.teardown_pod(cfg, p.uid, p.host_veth)

@@ -165,7 +165,9 @@ def check_env(pod: Pod) -> Iterator[str]:
 
 
 def check_ports(pod: Pod) -> Iterator[str]:
-    for path, c, _ in each_container(pod.spec):
+    # AccumulateUniqueHostPorts: one hostPort per protocol/hostIP/port in the app containers.
+    host_ports: dict[str, str] = {}
+    for path, c, init in each_container(pod.spec):
         names: dict[str, int] = {}
         for i, port in enumerate(c.ports):
             p = f"{path}.ports[{i}]"
@@ -176,6 +178,12 @@ def check_ports(pod: Pod) -> Iterator[str]:
                 yield f"{p}.hostPort: must be between 0 and 65535 (got {show(port.host_port)})"
             if port.host_ip and (problem := _ip_problem(port.host_ip)):
                 yield f"{p}.hostIP: {problem}"
+            if port.host_port and not init:
+                key = f"{port.protocol}/{port.host_ip or ''}/{port.host_port}"
+                if key in host_ports:
+                    yield f"{p}.hostPort: duplicate value {show(key)} (also {host_ports[key]})"
+                else:
+                    host_ports[key] = p
             # With hostNetwork the pod's ports are the node's: hostPort must equal containerPort.
             if pod.spec.host_network and port.host_port not in (None, 0, port.container_port):
                 yield f"{p}.hostPort: must equal containerPort when hostNetwork is true"

@@ -169,8 +169,10 @@ TYPED: frozenset[str] = frozenset({
     "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
     "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
     *_containers(
-        "terminationMessagePath", "env[].valueFrom", "ports[].hostPort", "ports[].hostIP",
-        "securityContext.runAsNonRoot"),
+        "terminationMessagePath", "env[].valueFrom", "securityContext.runAsNonRoot"),
+    # The app containers' hostPorts are mapped (net/hostport.py); as in Kubernetes, an init
+    # container's are not.
+    "spec.initContainers[].ports[].hostPort", "spec.initContainers[].ports[].hostIP",
 })
 
 # Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
