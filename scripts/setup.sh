@@ -68,9 +68,15 @@ demo)
     exec "$repo/scripts/demo.sh"
     ;;
 test)
-    say "running the test suite"
     cd "$repo"
-    exec "$venv/bin/pytest" -q -rs "$@" tests
+    # Test paths among the arguments (tests/integration/test_x.py[::name]) run instead of the
+    # whole suite; other arguments (-k, -x, --durations) go to pytest with it.
+    paths=(tests)
+    for a in "$@"; do
+        [[ -e ${a%%::*} ]] && { paths=(); break; }
+    done
+    say "running ${paths[*]:-the named tests}"
+    exec "$venv/bin/pytest" -q -rs "$@" "${paths[@]}"
     ;;
 *)
     echo "usage: $0 install|demo|test" >&2
