@@ -27,6 +27,7 @@ from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
 from minipod.pod import child, container, sandbox
 from minipod.pod.plan import ContainerPlan, PodPlan, hosts_file
+from minipod.pod.volumes import setup as volsetup
 from minipod.rollback import Rollback
 
 
@@ -45,6 +46,10 @@ class Pod:
         with Rollback() as rb:
             rb.push("pod directories", self.remove_dirs)
             self._make_dirs()
+            # Volumes before the sandbox: its mount namespace is private, so a tmpfs mounted
+            # after it would never be seen by the containers (copies of that namespace).
+            self._run("set up volumes", lambda: volsetup.make(
+                self.plan.volumes, rb.push))
             rb.push("cgroups", self.remove_cgroups)
             self._make_cgroups()
             trace.mark("pod: cgroups")
@@ -61,7 +66,9 @@ class Pod:
             rb.push("network", lambda: self._net_teardown(agent))
             self._attach_network(agent)
             trace.mark("pod: network")
-            started = [(c, self._run(f'start container "{c.name}"', x.release))
+            # Released only now: status.podIP in their env is the address just leased.
+            ip = self.network.get("ip", "")
+            started = [(c, self._run(f'start container "{c.name}"', lambda x=x: x.release(ip)))
                        for c, x in zip(first, pending)]
             pending.clear()
             rb.commit()
@@ -104,7 +111,10 @@ class Pod:
         for c in p.all_containers():
             for d in (c.rootfs, c.upper, c.work, c.log_dir):
                 os.makedirs(d, exist_ok=True)
-        for m in {m.source for c in p.all_containers() for m in c.mounts if m.kind == "bind"}:
+        # (Volumes are made by volsetup.make; a volume's subPath on first use, inside it, by
+        # rootfs.py: made here, a subPath of a configMap would hide the key's symlink.)
+        for m in {m.source for c in p.all_containers() for m in c.mounts
+                  if m.kind == "bind" and not m.source_root}:
             os.makedirs(m, exist_ok=True)
 
     def _make_cgroups(self) -> None:
@@ -148,7 +158,8 @@ class Pod:
     def start(self, c: ContainerPlan) -> container.Started:
         """(Re)start one container in the running pod."""
         pending = self.prepare(c)
-        return self._run(f'start container "{c.name}"', pending.release)
+        return self._run(f'start container "{c.name}"',
+                         lambda: pending.release(self.network.get("ip", "")))
 
     @staticmethod
     def _run(what: str, fn):
@@ -166,6 +177,7 @@ class Pod:
     def teardown(self, agent=None, remove_data: bool = False) -> None:
         """Remove everything the pod holds on the host. Safe to run any number of times."""
         self.kill_all()
+        volsetup.unmount_all(self.plan.volumes)  # the tmpfs of secrets and memory emptyDirs
         self._net_teardown(agent)
         self.remove_cgroups()
         shutil.rmtree(os.path.join(self.plan.run_dir, "rootfs"), ignore_errors=True)

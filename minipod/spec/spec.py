@@ -653,10 +653,10 @@ def loads(text: str, source: str = "<string>", given: objects_.Objects | None = 
         warnings += [f"{source}: {prefix}{w}" for w in doc_warnings]
         if pod is not None:
             pods.append(LoadedPod(pod=pod, raw=doc, index=index, source=source))
+    every = objects_.Objects()  # what the pods may read: the given objects, then the file's
+    every.update(given or objects_.Objects())
+    every.update(objs)
     if not problems:
-        every = objects_.Objects()
-        every.update(given or objects_.Objects())
-        every.update(objs)
         from minipod.spec import source_checks
 
         for lp in pods:
@@ -669,7 +669,7 @@ def loads(text: str, source: str = "<string>", given: objects_.Objects | None = 
     if not pods:
         found = f" (found {', '.join(skipped)})" if skipped else " (the file is empty)"
         raise SpecError(source, [f"no v1 Pod in this file{found}"])
-    return LoadResult(pods=pods, warnings=warnings, objects=objs)
+    return LoadResult(pods=pods, warnings=warnings, objects=every)
 
 
 def load(path: str, configmaps: list[str] | tuple[str, ...] = ()) -> LoadResult:

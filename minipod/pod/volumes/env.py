@@ -1,0 +1,65 @@
+"""A container's own environment, as the kubelet makes it (pkg/kubelet/kubelet_pods.go
+makeEnvironmentVariables): envFrom first (later sources override earlier ones), then env in
+order, each `value` $(VAR)-expanded against what came before, each valueFrom resolved.
+
+The pod IP is not known when the plan is made: the network is set up after the containers'
+processes are forked (pod.py). status.podIP and status.podIPs therefore get POD_IP_MARK here,
+which expansion carries into every value and argument that refers to them, and the container's
+process replaces the mark with the real address when it is released to exec (container.py),
+which happens only once the network is up.
+"""
+
+from __future__ import annotations
+
+from minipod.pod.volumes.content import PodFields
+from minipod.spec.expand import expand
+from minipod.spec.source_checks import env_name_problem
+
+POD_IP_MARK = "\x01minipod:status.podIP\x01"  # no manifest value holds a \x01
+
+
+def container_env(c, fields: PodFields, objects) -> tuple[dict[str, str], list[str]]:
+    """({name: value} in order, warnings) for container `c`."""
+    ns = fields.namespace
+    own: dict[str, str] = {}
+    warnings: list[str] = []
+    for ef in c.env_from:
+        kind, ref = ("ConfigMap", ef.config_map_ref) if ef.config_map_ref else ("Secret",
+                                                                               ef.secret_ref)
+        obj = objects.get(kind, ns, ref.name)
+        if obj is None:
+            continue  # optional (the loader refused a missing required one)
+        bad = []
+        for k, v in obj.data.items():
+            name = ef.prefix + k
+            if env_name_problem(name):
+                bad.append(name)
+                continue
+            own[name] = v.decode(errors="replace")
+        if bad:
+            # The kubelet's InvalidEnvironmentVariableNames event: skipped, not fatal.
+            warnings.append(f'container "{c.name}": envFrom {kind.lower()} "{ref.name}": '
+                            f"skipped invalid environment variable names: {', '.join(sorted(bad))}")
+    for e in c.env:
+        src = e.value_from
+        if src is None:
+            own[e.name] = expand(e.value or "", own)
+        elif src.field_ref is not None:
+            path = src.field_ref.field_path
+            own[e.name] = POD_IP_MARK if path in ("status.podIP", "status.podIPs") \
+                else fields.field(path)
+        elif src.resource_field_ref is not None:
+            own[e.name] = fields.resource(src.resource_field_ref, c.name)
+        else:
+            kind, ref = ("ConfigMap", src.config_map_key_ref) if src.config_map_key_ref \
+                else ("Secret", src.secret_key_ref)
+            obj = objects.get(kind, ns, ref.name)
+            if obj is not None and ref.key in obj.data:
+                own[e.name] = obj.data[ref.key].decode(errors="replace")
+            # else optional and missing: the kubelet leaves the variable out
+    return own, warnings
+
+
+def fill_pod_ip(values: list[str], ip: str) -> list[str]:
+    """Replace the mark in env entries or argv (in the container's process, before exec)."""
+    return [v.replace(POD_IP_MARK, ip) for v in values]
