@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from minipod.kernel import ns
 from minipod.pod import child, enter, rootfs
-from minipod.pod.volumes.env import fill_pod_ip
+from minipod.pod.volumes.podip import fill_pod_ip
 
 if TYPE_CHECKING:
     from minipod.pod.plan import ContainerPlan

@@ -50,6 +50,7 @@ import prctl  # noqa: F401
 
 from minipod.kernel import _libc, caps, ns
 from minipod.pod import child, rootfs
+from minipod.pod.volumes.podip import fill_pod_ip
 
 if TYPE_CHECKING:
     from minipod.pod.plan import ContainerPlan
@@ -98,8 +99,6 @@ def become(c: ContainerPlan, keep_fds: tuple[int, ...] = (), pod_ip: str = "") -
     child.die_with_parent(None)
     default_signals()
     child.close_fds_except(keep_fds)
-    from minipod.pod.volumes.env import fill_pod_ip
-
     return dict(kv.split("=", 1) for kv in fill_pod_ip(c.env, pod_ip))
 
 

@@ -403,7 +403,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
     def one(c, init: bool) -> ContainerPlan:
         image = store.resolve(c.image)
         icfg = image.config or {}
-        own, env_warnings = volenv.container_env(c, fields, objects)
+        own, env_warnings = volenv.container_env(c, fields, objects, source)
         warnings.extend(env_warnings)
         env, own = env_for(c.env or [], icfg, hostname, own)
         sc = c.security_context

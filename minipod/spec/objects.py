@@ -44,6 +44,12 @@ class Obj:
     name: str
     namespace: str
     data: dict[str, bytes] = field(default_factory=dict)
+    binary: set[str] = field(default_factory=set)  # a ConfigMap's binaryData keys (not env)
+
+    def env_data(self) -> dict[str, bytes]:
+        """What env reads: a ConfigMap's `data` only (the kubelet never puts binaryData in
+        the environment), a Secret's every key."""
+        return {k: v for k, v in self.data.items() if k not in self.binary}
 
 
 @dataclass
@@ -114,6 +120,8 @@ def parse(doc: dict) -> tuple[Obj | None, list[str]]:
             if b64:
                 try:
                     obj.data[k] = base64.b64decode("".join(v.split()), validate=True)
+                    if kind == "ConfigMap":
+                        obj.binary.add(k)
                 except (binascii.Error, ValueError):
                     problems.append(f"{p}: not valid base64")
             else:

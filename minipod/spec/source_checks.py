@@ -243,7 +243,7 @@ def missing(pod, objs: Objects) -> list[str]:
                 p = f"{path}.env[{i}].valueFrom.{yname}"
                 obj, problems = _object(objs, kind, ns, ref.name, ref.optional, p, why)
                 out.extend(problems)
-                if obj is not None and ref.key not in obj.data and not ref.optional:
+                if obj is not None and ref.key not in obj.env_data() and not ref.optional:
                     out.append(f"{p}.key: {why}: couldn't find key {ref.key} in {kind} "
                                f"{ns}/{ref.name}")
         for i, ef in enumerate(c.env_from):

@@ -11,14 +11,16 @@ which happens only once the network is up.
 
 from __future__ import annotations
 
+from minipod.errors import SpecError
 from minipod.pod.volumes.content import PodFields
 from minipod.spec.expand import expand
 from minipod.spec.source_checks import env_name_problem
 
-POD_IP_MARK = "\x01minipod:status.podIP\x01"  # no manifest value holds a \x01
+from minipod.pod.volumes.podip import POD_IP_MARK, fill_pod_ip  # noqa: F401
 
 
-def container_env(c, fields: PodFields, objects) -> tuple[dict[str, str], list[str]]:
+def container_env(c, fields: PodFields, objects,
+                  where: str = "manifest") -> tuple[dict[str, str], list[str]]:
     """({name: value} in order, warnings) for container `c`."""
     ns = fields.namespace
     own: dict[str, str] = {}
@@ -30,9 +32,9 @@ def container_env(c, fields: PodFields, objects) -> tuple[dict[str, str], list[s
         if obj is None:
             continue  # optional (the loader refused a missing required one)
         bad = []
-        for k, v in obj.data.items():
+        for k, v in obj.env_data().items():
             name = ef.prefix + k
-            if env_name_problem(name):
+            if env_name_problem(name) or b"\0" in v:
                 bad.append(name)
                 continue
             own[name] = v.decode(errors="replace")
@@ -54,12 +56,13 @@ def container_env(c, fields: PodFields, objects) -> tuple[dict[str, str], list[s
             kind, ref = ("ConfigMap", src.config_map_key_ref) if src.config_map_key_ref \
                 else ("Secret", src.secret_key_ref)
             obj = objects.get(kind, ns, ref.name)
-            if obj is not None and ref.key in obj.data:
-                own[e.name] = obj.data[ref.key].decode(errors="replace")
+            data = obj.env_data() if obj is not None else {}
+            if ref.key in data:
+                if b"\0" in data[ref.key]:
+                    raise SpecError(where, [f'container "{c.name}": env {e.name}: {kind.lower()} '
+                                            f'"{ref.name}" key {ref.key}: holds a NUL byte, '
+                                            "which an environment variable cannot"])
+                own[e.name] = data[ref.key].decode(errors="replace")
             # else optional and missing: the kubelet leaves the variable out
     return own, warnings
 
-
-def fill_pod_ip(values: list[str], ip: str) -> list[str]:
-    """Replace the mark in env entries or argv (in the container's process, before exec)."""
-    return [v.replace(POD_IP_MARK, ip) for v in values]
