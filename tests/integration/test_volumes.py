@@ -33,7 +33,7 @@ data:
   password: {base64.b64encode(SECRET_BYTES.encode()).decode()}
 stringData:
   user: admin
-  bad-name: "x"
+  1bad: "x"
 """
 
 POD = """
@@ -147,7 +147,7 @@ def test_configmap_serves_and_has_the_kubelet_layout(vols):
     p = mp.minipod("exec", "vols", "--", "touch", "/www/x", check=False)
     assert p.returncode != 0 and "Read-only" in p.stderr
     # Warnings of the run: the invalid envFrom key is skipped, as the kubelet does.
-    assert "skipped invalid environment variable names: bad-name" in run.stderr
+    assert "skipped invalid environment variable names: 1bad" in run.stderr
 
 
 def test_secret_on_tmpfs_and_not_on_disk(vols):
@@ -193,7 +193,7 @@ def test_env_from_fields_and_objects(vols):
     assert env["CPU_MILLI"] == "250"
     assert env["MODE"] == "debug" and env["CM_mode"] == "debug"
     assert env["PASSWORD"] == SECRET_BYTES and env["user"] == "admin"
-    assert "NOPE" not in env and "bad-name" not in env
+    assert "NOPE" not in env and "1bad" not in env
     assert sh(mp, "ls /mem") == "vols\n"  # subPathExpr made $(POD_NAME) inside the volume
 
 
