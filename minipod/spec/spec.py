@@ -636,7 +636,11 @@ def loads(text: str, source: str = "<string>", given: objects_.Objects | None = 
             if obj is not None:
                 objs.add(obj)
             continue
-        if kind != "Pod" or not pods_wanted:
+        if not pods_wanted:  # a --configmap file
+            problems.append(f"{prefix}kind: a --configmap file holds ConfigMap and Secret "
+                            f"documents only (got {_show(kind)})")
+            continue
+        if kind != "Pod":
             if kind.lower() == "pod":  # kinds are case-sensitive
                 problems.append(f"{prefix}kind: must be 'Pod' (got {_show(kind)})")
             else:
