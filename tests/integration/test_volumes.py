@@ -367,3 +367,20 @@ def test_pvc_outlives_the_pod(mp):
     assert mp.minipod("volume", "ls", "-q").stdout == ""
     p = mp.minipod("volume", "rm", claim, check=False)
     assert p.returncode == 1 and "not found" in p.stderr
+
+
+def test_killed_supervisor_unmounts_the_secret_tmpfs(vols):
+    """The janitor's teardown (not only `rm`) unmounts the pod's tmpfs volumes."""
+    import signal
+
+    mp, _ = vols
+    info = mp.inspect("vols")
+
+    def ours() -> list[str]:
+        with open("/proc/self/mountinfo") as f:
+            return [ln for ln in f if os.path.join(mp.root, "pods", "vols") in ln]
+
+    assert len(ours()) == 4  # creds, info, all, mem
+    os.kill(info["supervisor"]["pid"], signal.SIGKILL)
+    mp.wait(lambda: mp.pod("vols")["status"]["phase"] == "Failed", what="the janitor")
+    assert ours() == []
