@@ -1,7 +1,8 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
-    setup:    directories -> cgroups -> sandbox -> network (in a helper process, in parallel
-              with the containers' rootfs work) -> /etc files -> release the containers
+    setup:    directories -> volumes -> cgroups -> sandbox -> network (in a helper process, in
+              parallel with the containers' rootfs work) -> /etc files -> release the
+              containers (with the pod IP their env may name)
     teardown: kill everything in the pod's cgroup -> network -> cgroups -> directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
@@ -10,6 +11,11 @@ before the containers (they setns into it); the containers' processes must wait 
 overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
 removed empty and the veth dies with the netns; it is idempotent (gone = done), so it serves a
 normal stop, a rollback, the janitor after a crash, and `rm` alike.
+
+Volumes come before the sandbox because its mount namespace is private: a tmpfs (a secret's)
+mounted on the host later would never reach the containers. The containers' env is planned
+before the network exists, so status.podIP travels with the go that releases each process to
+exec (pod/volumes/env.py): the one point where the IP is known and nothing has run yet.
 """
 
 from __future__ import annotations

@@ -384,3 +384,13 @@ def test_killed_supervisor_unmounts_the_secret_tmpfs(vols):
     os.kill(info["supervisor"]["pid"], signal.SIGKILL)
     mp.wait(lambda: mp.pod("vols")["status"]["phase"] == "Failed", what="the janitor")
     assert ours() == []
+
+
+def test_host_path_block_device(mp, disk):
+    """A BlockDevice hostPath mounts the node (nodev: a non-privileged container sees it but
+    cannot open it, as the device allow-list would refuse it anyway)."""
+    node, major, minor = disk
+    mp.minipod("run", "-d", _hostpath(mp, node, "BlockDevice"))
+    out = mp.minipod("exec", "hp", "--", "stat", "-c", "%F %t:%T", "/h").stdout
+    assert out == f"block special file {major:x}:{minor:x}\n"
+    mp.minipod("rm", "-f", "hp")
