@@ -394,3 +394,32 @@ def test_host_path_block_device(mp, disk):
     out = mp.minipod("exec", "hp", "--", "stat", "-c", "%F %t:%T", "/h").stdout
     assert out == f"block special file {major:x}:{minor:x}\n"
     mp.minipod("rm", "-f", "hp")
+
+
+def test_failed_volume_set_up_rolls_back_the_tmpfs(mp):
+    """A hostPath that passes the plan's check but cannot be created (under /proc) fails the
+    set-up after the secret's tmpfs was mounted: one line, and the tmpfs is gone again (undone
+    by the set-up's rollback; the CLI's clean-up of a failed start would catch it too)."""
+    text = OBJECTS + """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rb}
+spec:
+  volumes:
+  - {name: creds, secret: {secretName: creds}}
+  - {name: h, hostPath: {path: /proc/minipod-no/such, type: DirectoryOrCreate}}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: creds, mountPath: /creds}, {name: h, mountPath: /h}]
+"""
+    p = mp.minipod("run", "-d", mp.write("rb.yaml", text), check=False)
+    assert p.returncode == 1, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if not ln.startswith("warning: ")]
+    assert len(errors) == 1 and errors[0].startswith('error: pod "rb": set up volumes: volume "h"'
+                                                     ": /proc/minipod-no/such"), p.stderr
+    assert mp.minipod("ps").stdout == ""
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if mp.base in ln]
