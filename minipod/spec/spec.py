@@ -535,12 +535,31 @@ def _from_template(doc: dict, kind: str) -> tuple[dict, str]:
         pod_meta["namespace"] = meta["namespace"]
     pod_doc = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
                "spec": tmpl.get("spec") if isinstance(tmpl.get("spec"), dict) else {}}
+    claims = doc["spec"].get("volumeClaimTemplates") if kind == "StatefulSet" else None
+    if isinstance(claims, list) and claims:
+        pod_doc["spec"] = _claim_volumes(dict(pod_doc["spec"]), claims, meta.get("name") or "")
     replicas = doc["spec"].get("replicas")
     note = f'running its pod template as pod "{name}"'
     if isinstance(replicas, int) and replicas > 1:
         note += f" (one pod, not {replicas} replicas)"
     note += "; replicas, selectors and rollouts are not implemented"
     return pod_doc, note
+
+
+def _claim_volumes(spec: dict, claims: list, workload: str) -> dict:
+    """A StatefulSet's volumeClaimTemplates as the persistentVolumeClaim volumes of its pod:
+    template T of StatefulSet S is claim T-S-0 for the first replica, as the controller names
+    it (minipod runs that one replica); a named local volume then, like any claim."""
+    volumes = list(spec.get("volumes") or []) if isinstance(spec.get("volumes"), list) else []
+    have = {v.get("name") for v in volumes if isinstance(v, dict)}
+    for t in claims:
+        name = t.get("metadata", {}).get("name") if isinstance(t, dict) and \
+            isinstance(t.get("metadata"), dict) else None
+        if isinstance(name, str) and name and name not in have:
+            volumes.append({"name": name,
+                            "persistentVolumeClaim": {"claimName": f"{name}-{workload}-0"}})
+    spec["volumes"] = volumes
+    return spec
 
 
 def _template_path(message: str) -> str:

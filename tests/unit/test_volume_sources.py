@@ -287,3 +287,26 @@ def test_atomic_writer_layout(tmp_path):
     assert (tmp_path / "d" / "b").read_bytes() == b"y"
     assert oct(os.stat(tmp_path / "d" / "b").st_mode & 0o777) == "0o444"
     assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == "0o600"
+
+
+def test_statefulset_claim_templates_become_claims():
+    text = """apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+    [lp] = loads(text, "s.yaml").pods
+    [v] = lp.pod.spec.volumes
+    assert v.name == "data" and v.persistent_volume_claim.claim_name == "data-db-0"
