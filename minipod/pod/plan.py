@@ -95,6 +95,7 @@ class PodPlan:
     manifest: dict          # the document as written (for `get -o yaml`)
     volumes: list = field(default_factory=list)   # minipod.pod.volumes.build entries
     warnings: list = field(default_factory=list)  # for the CLI to print (envFrom, sizeLimit)
+    events: list = field(default_factory=list)    # [container, reason, message] to record
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -398,13 +399,15 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
 
             raise SpecError(source, [f"spec.volumes[{i}].hostPath: {problem}"])
     volumes = {e["name"]: e for e in vol_entries}
+    events: list[list[str]] = []  # [container, reason, message]: Warning events at start
     psc = spec.security_context
 
     def one(c, init: bool) -> ContainerPlan:
         image = store.resolve(c.image)
         icfg = image.config or {}
         own, env_warnings = volenv.container_env(c, fields, objects, source)
-        warnings.extend(env_warnings)
+        warnings.extend(f"container {c.name!r}: {w}" for w in env_warnings)
+        events.extend([c.name, "InvalidEnvironmentVariableNames", w] for w in env_warnings)
         env, own = env_for(c.env or [], icfg, hostname, own)
         sc = c.security_context
         privileged = bool(sc and sc.privileged)
@@ -479,6 +482,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
         labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
         manifest=loaded.raw,
         volumes=vol_entries, warnings=[f"{source}: pod {name!r}: {w}" for w in warnings],
+        events=events,
     )
 
 

@@ -212,12 +212,13 @@ def missing(pod, objs: Objects) -> list[str]:
     out: list[str] = []
 
     def volume(p: str, kind: str, name: str, items, optional: bool) -> None:
-        obj, problems = _object(objs, kind, ns, name, optional, p, "FailedMount")
+        obj, problems = _object(objs, kind, ns, name, optional, p, why)
         out.extend(problems)
-        out.extend(_keys(obj, kind, ns, name, items, optional, p, "FailedMount"))
+        out.extend(_keys(obj, kind, ns, name, items, optional, p, why))
 
     for i, v in enumerate(pod.spec.volumes):
         p = f"spec.volumes[{i}]"
+        why = f"FailedMount: volume {show(v.name)}"
         if v.config_map is not None:
             volume(f"{p}.configMap", "ConfigMap", v.config_map.name, v.config_map.items,
                    v.config_map.optional)

@@ -147,7 +147,11 @@ def test_configmap_serves_and_has_the_kubelet_layout(vols):
     p = mp.minipod("exec", "vols", "--", "touch", "/www/x", check=False)
     assert p.returncode != 0 and "Read-only" in p.stderr
     # Warnings of the run: the invalid envFrom key is skipped, as the kubelet does.
-    assert "skipped invalid environment variable names: 1bad" in run.stderr
+    skipped = ("Keys [1bad] from the EnvFrom secret default/creds were skipped since they are "
+               "invalid environment variable names.")
+    assert f"container 'web': {skipped}" in run.stderr
+    events = mp.minipod("events", "vols").stdout
+    assert "InvalidEnvironmentVariableNames" in events and skipped in events, events
 
 
 def test_secret_on_tmpfs_and_not_on_disk(vols):
@@ -202,8 +206,8 @@ def test_configmap_file_option_and_missing_configmap(mp):
     for cmd in (["validate", pod], ["run", "-d", pod]):
         p = mp.minipod(*cmd, check=False)
         assert p.returncode == 1 and p.stderr.startswith("error: "), p.stderr
-        assert "spec.volumes[0].configMap: FailedMount: configmap 'web-index' not found" \
-            in p.stderr
+        assert "spec.volumes[0].configMap: FailedMount: volume 'index': configmap 'web-index' " \
+            "not found" in p.stderr
         assert "Traceback" not in p.stderr
     assert mp.minipod("ps").stdout == ""
     objs = mp.write("objs.yaml", OBJECTS)
@@ -226,8 +230,8 @@ def test_bad_references_are_one_line_errors(mp, bad):
         "env key": text.replace("key: password}", "key: passwd}"),
     }[bad]
     want = {
-        "missing key": "spec.volumes[1].configMap.items[0].key: FailedMount: couldn't find key "
-                       "nokey in ConfigMap default/web-index",
+        "missing key": "spec.volumes[1].configMap.items[0].key: FailedMount: volume 'picked': "
+                       "couldn't find key nokey in ConfigMap default/web-index",
         "subPath ..": "volumeMounts[6].subPath: must be a relative path without '..'",
         "subPathExpr ..": "volumeMounts[7].subPathExpr: expands to '../..'",
         "env key": "secretKeyRef.key: CreateContainerConfigError: couldn't find key passwd in "

@@ -84,13 +84,14 @@ def test_bad_documents(doc, want):
 
 def test_missing_objects_and_keys_are_errors_unless_optional():
     got = problems(pod(volumes="[{name: v, configMap: {name: nope}}]"))
-    assert got == ["doc 3: spec.volumes[0].configMap: FailedMount: configmap 'nope' not found "
+    assert got == ["doc 3: spec.volumes[0].configMap: FailedMount: volume 'v': configmap 'nope' "
+                   "not found "
                    "(put a ConfigMap document in the manifest or give its file with "
                    "--configmap, or set optional: true)"]
     got = problems(pod(volumes="[{name: v, secret: {secretName: sec, items: [{key: x, "
                                "path: y}]}}]"))
-    assert got == ["doc 3: spec.volumes[0].secret.items[0].key: FailedMount: couldn't find key x "
-                   "in Secret default/sec"]
+    assert got == ["doc 3: spec.volumes[0].secret.items[0].key: FailedMount: volume 'v': couldn't "
+                   "find key x in Secret default/sec"]
     got = problems(pod(env_="[{name: X, valueFrom: {configMapKeyRef: {name: cfg, key: bin}}}]"))
     assert "couldn't find key bin in ConfigMap default/cfg" in got[0]  # binaryData: not env
     got = problems(pod(env_from="[{secretRef: {name: gone}}]"))
@@ -211,8 +212,8 @@ def test_env_from_skips_invalid_names_with_a_warning():
     own, warnings = env.container_env(res.pods[0].pod.spec.containers[0], fields_of(res),
                                       res.objects)
     assert own == {"good": "y"}
-    assert warnings == ['container "c": envFrom configmap "cfg": skipped invalid environment '
-                        "variable names: 1bad"]
+    assert warnings == ["Keys [1bad] from the EnvFrom configmap default/cfg were skipped since "
+                        "they are invalid environment variable names."]
 
 
 def test_entries_and_mounts():

@@ -21,7 +21,7 @@ from minipod.pod.volumes.podip import POD_IP_MARK, fill_pod_ip  # noqa: F401
 
 def container_env(c, fields: PodFields, objects,
                   where: str = "manifest") -> tuple[dict[str, str], list[str]]:
-    """({name: value} in order, warnings) for container `c`."""
+    """({name: value} in order, the messages of InvalidEnvironmentVariableNames events)."""
     ns = fields.namespace
     own: dict[str, str] = {}
     warnings: list[str] = []
@@ -39,9 +39,11 @@ def container_env(c, fields: PodFields, objects,
                 continue
             own[name] = v.decode(errors="replace")
         if bad:
-            # The kubelet's InvalidEnvironmentVariableNames event: skipped, not fatal.
-            warnings.append(f'container "{c.name}": envFrom {kind.lower()} "{ref.name}": '
-                            f"skipped invalid environment variable names: {', '.join(sorted(bad))}")
+            # The kubelet's InvalidEnvironmentVariableNames event, in its words: skipped, not
+            # fatal.
+            warnings.append(f"Keys [{', '.join(sorted(bad))}] from the EnvFrom {kind.lower()} "
+                            f"{ns}/{ref.name} were skipped since they are invalid environment "
+                            "variable names.")
     for e in c.env:
         src = e.value_from
         if src is None:
