@@ -38,13 +38,14 @@ def _records(cfg, names=None):
 def cmd_run(args) -> int:
     from minipod.cli import runner
 
-    return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run)
+    return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run,
+                      configmaps=args.configmap)
 
 
 def cmd_validate(args) -> int:
     from minipod.spec import spec
 
-    res = spec.load(args.file)
+    res = spec.load(args.file, args.configmap)
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     names = ", ".join(lp.pod.metadata.name for lp in res.pods)
@@ -294,8 +295,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("file", help="a YAML file of v1 Pods, or - for stdin")
     sp.add_argument("-d", "--detach", action="store_true", help="run in the background")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    configmap = dict(action="append", default=[], metavar="FILE", help=(
+        "a file of ConfigMap/Secret documents for the pods to read (repeatable)"))
+    sp.add_argument("--configmap", **configmap)
     sp = add("validate", cmd_validate, "check a manifest without running it")
     sp.add_argument("file")
+    sp.add_argument("--configmap", **configmap)
     add("ps", cmd_ps, "list pods (NAME READY STATUS RESTARTS AGE IP)")
     sp = add("get", cmd_get, "get pods, as kubectl get does")
     sp.add_argument("kind", help="pod | pods")
@@ -364,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
                     "pause and each container's PID 1")
     sp.add_argument("-o", "--output", choices=["json"])
     add("version", cmd_version, "print the version")
+    from minipod.cli import volume as volume_commands  # volume ls, volume rm
+
+    volume_commands.add_parsers(sub, _cfg)
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 
     image_commands.add_parsers(sub)

@@ -32,6 +32,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
               file=sys.stderr)
         tty = False
     term = os.environ.get("TERM", "xterm")
+    pod_ip = (rec.state.get("network") or {}).get("ip", "")  # status.podIP in the env
     sock_parent, sock_child = socket.socketpair() if tty else (None, None)
 
     def body(ch: child.Channel) -> None:
@@ -56,7 +57,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
             os.dup2(fd, 0)
         # The container's user, working directory and capabilities (after the pty: it is
         # opened as root), its signal dispositions, not Python's, and no fd but stdio.
-        env = enter.become(c, ch.keep_fds())
+        env = enter.become(c, ch.keep_fds(), pod_ip)
         if tty:
             env.setdefault("TERM", term)
         ch.stage = f'exec "{argv[0]}"'

@@ -17,12 +17,12 @@ from minipod.errors import Conflict, MinipodError, NotFound, SetupError
 from minipod.kernel import _libc
 
 
-def load_plans(path: str, cfg, err=sys.stderr) -> list:
+def load_plans(path: str, cfg, err=sys.stderr, configmaps: list[str] | None = None) -> list:
     from minipod.images.store import ImageStore
     from minipod.pod import plan as planmod
     from minipod.spec import spec
 
-    res = spec.load(path)
+    res = spec.load(path, configmaps or ())
     for w in res.warnings:
         print(f"warning: {w}", file=err)
     store = ImageStore(cfg.image_root)
@@ -36,7 +36,9 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
             if (c.image, c.image_pull_policy) not in wanted:
                 wanted.add((c.image, c.image_pull_policy))
                 pull.ensure(store, cfg, c.image, c.image_pull_policy, err=err)
-    plans = [planmod.build(lp, cfg, store, path) for lp in res.pods]
+    plans = [planmod.build(lp, cfg, store, path, res.objects) for lp in res.pods]
+    for w in (w for p in plans for w in p.warnings):
+        print(f"warning: {w}", file=err)
     seen = set()
     for p in plans:
         if p.name in seen:
@@ -46,9 +48,9 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
 
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
-        err=sys.stderr) -> int:
+        err=sys.stderr, configmaps: list[str] | None = None) -> int:
     if dry_run:
-        plans = load_plans(path, cfg, err)
+        plans = load_plans(path, cfg, err, configmaps)
         json.dump([p.to_json() for p in plans], out, indent=2, default=str)
         out.write("\n")
         return 0
@@ -57,7 +59,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
     trace.mark("cli: start daemon")
     spare = Daemon(detach, cfg.janitor)
     try:
-        plans = load_plans(path, cfg, err)
+        plans = load_plans(path, cfg, err, configmaps)
         trace.mark("cli: planned")
     except BaseException:
         spare.cancel()

@@ -69,7 +69,7 @@ def _injected_failures() -> None:
         Pod.prepare = fail_after(Pod.prepare, lambda self, c: c.name == ctr)
     elif kind == "release":
         container.Pending.release = fail_after(container.Pending.release,
-                                               lambda self: self.name == ctr)
+                                               lambda self, *_: self.name == ctr)
     elif kind == "network":
         Pod.write_etc_files = fail_after(Pod.write_etc_files, before=True)
     else:

@@ -270,6 +270,9 @@ class Supervisor:
         self.started_at = time.time()
         self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
                    f"IP {self.pod.network.get('ip', '')}")
+        for name, reason, message in self.plan.events:  # found while planning (envFrom keys)
+            self.event("Warning", reason, message,
+                       self.ctrs.get(name))
         for ctr, s in zip(first, started):
             self._running(ctr, s[1])
         self.apps_started = first == self.apps

@@ -58,6 +58,17 @@ class Channel:
         if os.read(self.go_r, 1) != b"g":
             os._exit(1)  # the parent closed the pipe: it gave up on us (rollback)
 
+    def wait_go_payload(self) -> str:
+        """wait_go() for a go that carries one line of data (Handle.go(payload))."""
+        self.wait_go()
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self.go_r, 4096)
+            if not chunk:
+                os._exit(1)
+            data += chunk
+        return data[:-1].decode()
+
     def keep_fds(self) -> tuple[int, ...]:
         return (self.report_w, self.go_r)
 
@@ -100,8 +111,9 @@ class Handle:
         self.go_w = go_w
         self._buf = b""
 
-    def go(self) -> None:
-        os.write(self.go_w, b"g")
+    def go(self, payload: str | None = None) -> None:
+        """Let the child go on; a payload (one line) is for a child in wait_go_payload()."""
+        os.write(self.go_w, b"g" if payload is None else b"g" + payload.encode() + b"\n")
 
     def read(self) -> str | None:
         """The next report line, or None at EOF (the child exec'd or exited)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from minipod.kernel import ns
 from minipod.pod import child, enter, rootfs
+from minipod.pod.volumes.podip import fill_pod_ip
 
 if TYPE_CHECKING:
     from minipod.pod.plan import ContainerPlan
@@ -37,10 +38,11 @@ class Pending:
         self.out = out
         self.err = err
 
-    def release(self) -> Started:
-        """Let it exec; raise ChildError if exec fails (missing binary, bad user...)."""
+    def release(self, pod_ip: str = "") -> Started:
+        """Let it exec; raise ChildError if exec fails (missing binary, bad user...). `pod_ip`
+        goes with the go: status.podIP in its env and argv is only known now (volumes/env.py)."""
         try:
-            self.handle.go()
+            self.handle.go(pod_ip)
             line = self.handle.read()
             if line is not None:
                 raise child.ChildError(f"unexpected report {line!r}")
@@ -100,12 +102,13 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup) ->
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         ch.send("R")
-        ch.wait_go()
+        pod_ip = ch.wait_go_payload()
         ch.stage = "enter the container"
-        env = enter.become(c, ch.keep_fds())
-        ch.stage = f"exec {c.argv[0]}"
+        env = enter.become(c, ch.keep_fds(), pod_ip)
+        argv = fill_pod_ip(c.argv, pod_ip)
+        ch.stage = f"exec {argv[0]}"
         try:
-            os.execvpe(c.argv[0], c.argv, env)
+            os.execvpe(argv[0], argv, env)
         except OSError as e:
             ch.send("E " + child.exec_error(c.argv[0], e))
             os._exit(127)

@@ -50,6 +50,7 @@ import prctl  # noqa: F401
 
 from minipod.kernel import _libc, caps, ns
 from minipod.pod import child, rootfs
+from minipod.pod.volumes.podip import fill_pod_ip
 
 if TYPE_CHECKING:
     from minipod.pod.plan import ContainerPlan
@@ -71,7 +72,7 @@ def join(pid: int, types: list[str]) -> None:
     ns.join(pid, types)
 
 
-def become(c: ContainerPlan, keep_fds: tuple[int, ...] = ()) -> dict[str, str]:
+def become(c: ContainerPlan, keep_fds: tuple[int, ...] = (), pod_ip: str = "") -> dict[str, str]:
     """Steps 3-12: make the calling process container `c`'s own (its plan);
     returns its environment for exec. Call after join() and after stdio is in place (a pty is
     opened as root); `keep_fds` are close-on-exec pipes to the parent."""
@@ -98,7 +99,7 @@ def become(c: ContainerPlan, keep_fds: tuple[int, ...] = ()) -> dict[str, str]:
     child.die_with_parent(None)
     default_signals()
     child.close_fds_except(keep_fds)
-    return dict(kv.split("=", 1) for kv in c.env)
+    return dict(kv.split("=", 1) for kv in fill_pod_ip(c.env, pod_ip))
 
 
 def _chdir(cwd: str) -> bool:

@@ -94,6 +94,9 @@ class PodPlan:
     annotations: dict
     manifest: dict          # the document as written (for `get -o yaml`)
     host_ports: list[dict] = field(default_factory=list)  # net.hostport.Mapping fields
+    volumes: list = field(default_factory=list)   # minipod.pod.volumes.build entries
+    warnings: list = field(default_factory=list)  # for the CLI to print (envFrom, sizeLimit)
+    events: list = field(default_factory=list)    # [container, reason, message] to record
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -265,8 +268,10 @@ def argv_for(command: list[str] | None, args: list[str] | None, image_cfg: dict,
     return entry + (args if args is not None else cmd)
 
 
-def env_for(spec_env, image_cfg: dict, hostname: str) -> tuple[list[str], dict[str, str]]:
-    """Image Env, then HOSTNAME, then the container's env ($(VAR)-expanded in order)."""
+def env_for(spec_env, image_cfg: dict, hostname: str,
+            own: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Image Env, then HOSTNAME, then the container's env ($(VAR)-expanded in order; `own`:
+    already made, with envFrom and valueFrom, by minipod.pod.volumes.env)."""
     final: dict[str, str] = {}
     for kv in image_cfg.get("Env") or []:
         k, _, v = kv.partition("=")
@@ -275,7 +280,9 @@ def env_for(spec_env, image_cfg: dict, hostname: str) -> tuple[list[str], dict[s
     final["HOSTNAME"] = hostname
     # The kubelet expands $(VAR) against the container's own earlier variables only: it never
     # sees the image's environment.
-    own = expand_env([(e.name, e.value or "") for e in spec_env if e.value_from is None], {})
+    if own is None:
+        own = expand_env([(e.name, e.value or "") for e in spec_env if e.value_from is None],
+                         {})
     final.update(own)
     return [f"{k}={v}" for k, v in final.items()], own
 
@@ -376,8 +383,9 @@ def host_ports(spec) -> list[dict]:
 
 # --- the plan ----------------------------------------------------------------------------------
 
-def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
-    """Build the plan for one validated pod. Resolves images; creates nothing."""
+def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan:
+    """Build the plan for one validated pod. Resolves images; creates nothing. `objects`: the
+    ConfigMaps and Secrets its volumes and env read (minipod.spec.objects)."""
     pod = loaded.pod
     spec = pod.spec
     meta = pod.metadata
@@ -396,13 +404,31 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
     inits = list(spec.init_containers or [])
     qos = qos_class(apps + inits)
     capacity = memory_capacity()
-    volumes = {v.name: v for v in spec.volumes or []}
+    from minipod.pod.volumes import build as volbuild, env as volenv, hostpath
+    from minipod.spec.objects import Objects
+
+    objects = objects if objects is not None else Objects()
+    fields = pod_fields(loaded, uid, capacity)
+    vol_entries, warnings = volbuild.entries(pod, objects, fields, data_dir, run_dir,
+                                             cfg.data_root)
+    for i, e in enumerate(vol_entries):
+        # The kubelet's type check, made now so that a wrong type fails `run` before anything
+        # of the file's pods is created; pod set-up checks again before it creates anything.
+        if e["kind"] == "hostPath" and (problem := hostpath.problem(e["dir"], e["type"])):
+            from minipod.errors import SpecError
+
+            raise SpecError(source, [f"spec.volumes[{i}].hostPath: {problem}"])
+    volumes = {e["name"]: e for e in vol_entries}
+    events: list[list[str]] = []  # [container, reason, message]: Warning events at start
     psc = spec.security_context
 
     def one(c, init: bool) -> ContainerPlan:
         image = store.resolve(c.image)
         icfg = image.config or {}
-        env, own = env_for(c.env or [], icfg, hostname)
+        own, env_warnings = volenv.container_env(c, fields, objects, source)
+        warnings.extend(f"container {c.name!r}: {w}" for w in env_warnings)
+        events.extend([c.name, "InvalidEnvironmentVariableNames", w] for w in env_warnings)
+        env, own = env_for(c.env or [], icfg, hostname, own)
         sc = c.security_context
         privileged = bool(sc and sc.privileged)
         caps_cfg = sc.capabilities if sc else None
@@ -420,15 +446,8 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
         elif gid_ is not None:
             user = f"{user or 0}:{gid_}"
         cdir = os.path.join(data_dir, "containers", c.name)
-        mounts = []
-        own_targets = set()
-        for vm in c.volume_mounts or []:
-            vol = volumes[vm.name]
-            vol_dir = src = os.path.join(data_dir, "volumes", vol.name)
-            if vm.sub_path:
-                src = os.path.join(src, vm.sub_path)
-            mounts.append(Mount(src, vm.mount_path, bool(vm.read_only), source_root=vol_dir))
-            own_targets.add(os.path.normpath(vm.mount_path))
+        mounts = volbuild.mounts(c, volumes, own, Mount, source)
+        own_targets = {os.path.normpath(vm.mount_path) for vm in c.volume_mounts or []}
         ro_root = bool(sc and sc.read_only_root_filesystem)
         for f in ("hosts", "hostname", "resolv.conf"):
             target = f"/etc/{f}"
@@ -483,4 +502,35 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
         labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
         manifest=loaded.raw,
         host_ports=host_ports(spec),
+        volumes=vol_entries, warnings=[f"{source}: pod {name!r}: {w}" for w in warnings],
+        events=events,
     )
+
+
+def pod_fields(loaded, uid: str, capacity: int):
+    """What the downward API reads about this pod and this node."""
+    import socket
+
+    from minipod.pod.volumes.content import PodFields
+
+    pod = loaded.pod
+    raw_spec = loaded.raw.get("spec") if isinstance(loaded.raw.get("spec"), dict) else {}
+    account = raw_spec.get("serviceAccountName") or raw_spec.get("serviceAccount") or "default"
+    containers = {c.name: c for c in [*pod.spec.init_containers, *pod.spec.containers]}
+    return PodFields(
+        pod.metadata.name, pod.metadata.namespace, uid, dict(pod.metadata.labels),
+        dict(pod.metadata.annotations), containers, node_name=socket.gethostname(),
+        service_account=str(account), host_ip=host_ip(), cpus=os.cpu_count() or 1,
+        memory=capacity)
+
+
+def host_ip() -> str:
+    """The node's address: the source of its default route (what status.hostIP shows)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's source
+            return s.getsockname()[0]
+    except OSError:
+        return ""

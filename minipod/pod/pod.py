@@ -1,7 +1,8 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
-    setup:    directories -> cgroups -> sandbox -> network (in a helper process, in parallel
-              with the containers' rootfs work) -> /etc files -> release the containers
+    setup:    directories -> volumes -> cgroups -> sandbox -> network (in a helper process, in
+              parallel with the containers' rootfs work) -> /etc files -> release the
+              containers (with the pod IP their env may name)
     teardown: kill everything in the pod's cgroup -> network -> cgroups -> directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
@@ -10,6 +11,11 @@ before the containers (they setns into it); the containers' processes must wait 
 overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
 removed empty and the veth dies with the netns; it is idempotent (gone = done), so it serves a
 normal stop, a rollback, the janitor after a crash, and `rm` alike.
+
+Volumes come before the sandbox because its mount namespace is private: a tmpfs (a secret's)
+mounted on the host later would never reach the containers. The containers' env is planned
+before the network exists, so status.podIP travels with the go that releases each process to
+exec (pod/volumes/env.py): the one point where the IP is known and nothing has run yet.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
 from minipod.pod import child, container, sandbox
 from minipod.pod.plan import ContainerPlan, PodPlan, hosts_file
+from minipod.pod.volumes import setup as volsetup
 from minipod.rollback import Rollback
 
 
@@ -45,6 +52,10 @@ class Pod:
         with Rollback() as rb:
             rb.push("pod directories", self.remove_dirs)
             self._make_dirs()
+            # Volumes before the sandbox: its mount namespace is private, so a tmpfs mounted
+            # after it would never be seen by the containers (copies of that namespace).
+            self._run("set up volumes", lambda: volsetup.make(
+                self.plan.volumes, rb.push))
             rb.push("cgroups", self.remove_cgroups)
             self._make_cgroups()
             trace.mark("pod: cgroups")
@@ -61,7 +72,9 @@ class Pod:
             rb.push("network", lambda: self._net_teardown(agent))
             self._attach_network(agent)
             trace.mark("pod: network")
-            started = [(c, self._run(f'start container "{c.name}"', x.release))
+            # Released only now: status.podIP in their env is the address just leased.
+            ip = self.network.get("ip", "")
+            started = [(c, self._run(f'start container "{c.name}"', lambda x=x: x.release(ip)))
                        for c, x in zip(first, pending)]
             pending.clear()
             rb.commit()
@@ -109,7 +122,10 @@ class Pod:
         for c in p.all_containers():
             for d in (c.rootfs, c.upper, c.work, c.log_dir):
                 os.makedirs(d, exist_ok=True)
-        for m in {m.source for c in p.all_containers() for m in c.mounts if m.kind == "bind"}:
+        # (Volumes are made by volsetup.make; a volume's subPath on first use, inside it, by
+        # rootfs.py: made here, a subPath of a configMap would hide the key's symlink.)
+        for m in {m.source for c in p.all_containers() for m in c.mounts
+                  if m.kind == "bind" and not m.source_root}:
             os.makedirs(m, exist_ok=True)
 
     def _make_cgroups(self) -> None:
@@ -153,7 +169,8 @@ class Pod:
     def start(self, c: ContainerPlan) -> container.Started:
         """(Re)start one container in the running pod."""
         pending = self.prepare(c)
-        return self._run(f'start container "{c.name}"', pending.release)
+        return self._run(f'start container "{c.name}"',
+                         lambda: pending.release(self.network.get("ip", "")))
 
     @staticmethod
     def _run(what: str, fn):
@@ -171,6 +188,7 @@ class Pod:
     def teardown(self, agent=None, remove_data: bool = False) -> None:
         """Remove everything the pod holds on the host. Safe to run any number of times."""
         self.kill_all()
+        volsetup.unmount_all(self.plan.volumes)  # the tmpfs of secrets and memory emptyDirs
         self._net_teardown(agent)
         # The reservation outlives a re-created sandbox (rebuild_sandbox), not the pod.
         from minipod.net import hostport

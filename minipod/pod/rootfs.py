@@ -104,6 +104,8 @@ def _source(m: Mount) -> int:
     first use, as the kubelet does.
     """
     src, vol = m.source, m.source_root
+    if m.kind == "host":  # a hostPath: the node's own path, checked by its type (volumes/)
+        return os.open(src, os.O_PATH | os.O_CLOEXEC)
     if not vol:  # the kubelet's files (/etc/hosts ...), or a plan written before source_root
         if m.kind != "file":
             os.makedirs(src, 0o755, exist_ok=True)
@@ -120,7 +122,8 @@ def _volume(root_fd: int, m: Mount, nodev: int) -> None:
     src_fd = _source(m)
     try:
         src = os.fstat(src_fd)
-        create = "file" if m.kind == "file" else "dir"
+        # A file, socket or device (a hostPath, a subPath to one key) binds onto a file.
+        create = "dir" if stat.S_ISDIR(src.st_mode) else "file"
         with _At(root_fd, m.target, create) as at:
             mounts.bind(inroot.fd_path(src_fd), at.path)
         flags = nodev | (MS_RDONLY if m.readonly else 0)

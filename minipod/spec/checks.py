@@ -160,7 +160,9 @@ def check_env(pod: Pod) -> Iterator[str]:
             if e.value and e.value_from:
                 yield f"{p}: may not have both value and valueFrom"
             src = e.value_from
-            if src and bool(src.field_ref) == bool(src.resource_field_ref):
+            if src and sum(x is not None for x in (
+                    src.field_ref, src.resource_field_ref, src.config_map_key_ref,
+                    src.secret_key_ref)) != 1:
                 yield f"{p}.valueFrom: must have exactly one source"
 
 
@@ -435,4 +437,6 @@ CHECKS = (check_metadata, check_pod_fields, check_containers, check_restart_poli
 
 def check(pod: Pod) -> list[str]:
     """Every semantic problem of a typed pod, as "path: message" lines."""
-    return [problem for fn in CHECKS for problem in fn(pod)]
+    from minipod.spec.source_checks import check_sources  # volume and env sources
+
+    return [problem for fn in (*CHECKS, check_sources) for problem in fn(pod)]

@@ -169,11 +169,14 @@ TYPED: frozenset[str] = frozenset({
     "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
     "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
     *_containers(
-        "terminationMessagePath", "env[].valueFrom", "securityContext.runAsNonRoot"),
+        "terminationMessagePath", "securityContext.runAsNonRoot"),
     # The app containers' hostPorts are mapped (net/hostport.py); as in Kubernetes, an init
     # container's are not.
     "spec.initContainers[].ports[].hostPort", "spec.initContainers[].ports[].hostIP",
 })
+
+_VOLUMES_BUILT = ("name", "emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim",
+                  "downwardAPI", "projected")
 
 # Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
 # Shrink this as features land.
@@ -192,16 +195,24 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
     *(f"spec.securityContext.{f}" for f in (
         "seLinuxOptions windowsOptions supplementalGroupsPolicy fsGroupChangePolicy"
         " seccompProfile appArmorProfile seLinuxChangePolicy").split()),
-    # Every volume source but emptyDir. The loader also drops such a volume and its mounts.
-    *(f"spec.volumes[].{f}" for f in FIELDS["Volume"] if f not in ("name", "emptyDir")),
+    # Every volume source minipod does not build (minipod/pod/volumes/ builds the others). The
+    # loader also drops such a volume and its mounts.
+    *(f"spec.volumes[].{f}" for f in FIELDS["Volume"] if f not in _VOLUMES_BUILT),
     "spec.volumes[].emptyDir.mode",
+    # Alpha fields (owners other than root), and the projections that need a cluster.
+    *(f"spec.volumes[].{v}.defaultUser" for v in (
+        "configMap", "secret", "downwardAPI", "projected")),
+    *(f"spec.volumes[].{v}.items[].user" for v in ("configMap", "secret", "downwardAPI")),
+    *(f"spec.volumes[].projected.sources[].{v}" for v in (
+        "serviceAccountToken", "clusterTrustBundle", "podCertificate")),
+    *(f"spec.volumes[].projected.sources[].{v}.items[].user" for v in (
+        "configMap", "secret", "downwardAPI")),
     *_containers(
-        "envFrom", "resizePolicy", "restartPolicyRules", "volumeDevices",
+        "resizePolicy", "restartPolicyRules", "volumeDevices",
         "terminationMessagePolicy", "stdinOnce", "resources.claims",
-        "env[].valueFrom.configMapKeyRef", "env[].valueFrom.secretKeyRef",
         "env[].valueFrom.fileKeyRef",
         "volumeMounts[].recursiveReadOnly", "volumeMounts[].mountPropagation",
-        "volumeMounts[].subPathExpr", "volumeMounts[].bindMountOptions",
+        "volumeMounts[].bindMountOptions",
         *(f"securityContext.{f}" for f in (
             "procMount", "windowsOptions", "seLinuxOptions", "seccompProfile", "appArmorProfile")),
         "lifecycle.stopSignal",
@@ -364,7 +375,8 @@ def _did_you_mean(name: str, fields) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-_YAML_NAMES = {"host_pid": "hostPID", "host_ipc": "hostIPC", "host_ip": "hostIP"}
+_YAML_NAMES = {"host_pid": "hostPID", "host_ipc": "hostIPC", "host_ip": "hostIP",
+               "downward_api": "downwardAPI"}
 
 
 def yaml_name(name: str) -> str:

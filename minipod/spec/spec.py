@@ -35,8 +35,13 @@ from minipod.spec.checks import each_container
 from minipod.spec import workloads
 from minipod.spec.kube_fields import walk, yaml_name
 from minipod.spec.quantity import Quantity
+from minipod.spec import objects as objects_
 from minipod.spec.show import key as _key
 from minipod.spec.show import show as _show
+from minipod.spec.sources import (  # noqa: F401 - the sources that read other objects
+    ConfigMapVolumeSource, DownwardAPIVolumeSource, EnvFromSource, EnvVarSource,
+    HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    ProjectedVolumeSource, ResourceFieldSelector, SecretVolumeSource)
 
 # --- models ----------------------------------------------------------------------------------
 
@@ -169,22 +174,6 @@ class PodSecurityContext(_Model):
     sysctls: list[Sysctl] = []
 
 
-class ObjectFieldSelector(_Model):
-    field_path: str
-    api_version: str = "v1"
-
-
-class ResourceFieldSelector(_Model):
-    resource: str
-    container_name: str = ""
-    divisor: QuantityValue | None = None
-
-
-class EnvVarSource(_Model):
-    field_ref: ObjectFieldSelector | None = None
-    resource_field_ref: ResourceFieldSelector | None = None
-
-
 class EnvVar(_Model):
     name: str
     value: str | None = None
@@ -232,6 +221,7 @@ class VolumeMount(_Model):
     mount_path: str
     read_only: bool = False
     sub_path: str = ""
+    sub_path_expr: str = ""
 
 
 class EmptyDirVolumeSource(_Model):
@@ -242,11 +232,17 @@ class EmptyDirVolumeSource(_Model):
 class Volume(_Model):
     name: str
     empty_dir: EmptyDirVolumeSource | None = None
+    host_path: HostPathVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = None
+    projected: ProjectedVolumeSource | None = None
 
     @model_validator(mode="after")
     def _default_source(self) -> Volume:
         # SetDefaults_Volume: a volume with no source is an emptyDir.
-        if self.empty_dir is None:
+        if all(getattr(self, f) is None for f in type(self).model_fields if f != "name"):
             self.empty_dir = EmptyDirVolumeSource()
         return self
 
@@ -257,6 +253,7 @@ class Container(_Model):
     command: list[str] = []
     args: list[str] = []
     env: list[EnvVar] = []
+    env_from: list[EnvFromSource] = []
     working_dir: str | None = None
     ports: list[ContainerPort] = []
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
@@ -520,6 +517,7 @@ class LoadedPod:
 class LoadResult:
     pods: list[LoadedPod]
     warnings: list[str] = field(default_factory=list)
+    objects: objects_.Objects = field(default_factory=lambda: objects_.Objects())
 
 
 # k8s.io/apiserver names.SimpleNameGenerator: generateName + 5 random characters.
@@ -538,12 +536,31 @@ def _from_template(doc: dict, kind: str) -> tuple[dict, str]:
         pod_meta["namespace"] = meta["namespace"]
     pod_doc = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
                "spec": tmpl.get("spec") if isinstance(tmpl.get("spec"), dict) else {}}
+    claims = doc["spec"].get("volumeClaimTemplates") if kind == "StatefulSet" else None
+    if isinstance(claims, list) and claims:
+        pod_doc["spec"] = _claim_volumes(dict(pod_doc["spec"]), claims, meta.get("name") or "")
     replicas = doc["spec"].get("replicas")
     note = f'running its pod template as pod "{name}"'
     if isinstance(replicas, int) and replicas > 1:
         note += f" (one pod, not {replicas} replicas)"
     note += "; replicas, selectors and rollouts are not implemented"
     return pod_doc, note
+
+
+def _claim_volumes(spec: dict, claims: list, workload: str) -> dict:
+    """A StatefulSet's volumeClaimTemplates as the persistentVolumeClaim volumes of its pod:
+    template T of StatefulSet S is claim T-S-0 for the first replica, as the controller names
+    it (minipod runs that one replica); a named local volume then, like any claim."""
+    volumes = list(spec.get("volumes") or []) if isinstance(spec.get("volumes"), list) else []
+    have = {v.get("name") for v in volumes if isinstance(v, dict)}
+    for t in claims:
+        name = t.get("metadata", {}).get("name") if isinstance(t, dict) and \
+            isinstance(t.get("metadata"), dict) else None
+        if isinstance(name, str) and name and name not in have:
+            volumes.append({"name": name,
+                            "persistentVolumeClaim": {"claimName": f"{name}-{workload}-0"}})
+    spec["volumes"] = volumes
+    return spec
 
 
 def _template_path(message: str, template: str = "spec.template.") -> str:
@@ -600,9 +617,13 @@ def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
     return pod, problems, warnings
 
 
-def loads(text: str, source: str = "<string>") -> LoadResult:
-    """Load every v1 Pod of a YAML stream; raise SpecError listing all problems of all documents."""
+def loads(text: str, source: str = "<string>", given: objects_.Objects | None = None,
+          pods_wanted: bool = True) -> LoadResult:
+    """Load every v1 Pod of a YAML stream; raise SpecError listing all problems of all documents.
+    ConfigMap, Secret and PersistentVolumeClaim documents are kept in the result's `objects`;
+    `given` holds those of other files (`run --configmap`), which the file's own override."""
     docs = _parse_yaml(text, source)
+    objs = objects_.Objects()
     present = [(i, d) for i, d in enumerate(docs) if d is not None]
     multi = len(present) > 1
     pods: list[LoadedPod] = []
@@ -627,7 +648,9 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
                 continue
             holder = {"metadata": doc.get("metadata"),
                       "spec": {"template": workloads.template(doc, kind),
-                               "replicas": (doc.get("spec") or {}).get("replicas")}}
+                               "replicas": (doc.get("spec") or {}).get("replicas"),
+                               "volumeClaimTemplates":
+                                   (doc.get("spec") or {}).get("volumeClaimTemplates")}}
             pod_doc, note = _from_template(holder, kind)
             pod, doc_problems, doc_warnings = _load_pod(pod_doc)
             tpath = workloads.template_path(kind)
@@ -642,6 +665,17 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
                 pods.append(LoadedPod(pod=pod, raw=pod_doc, index=index, source=source))
             elif pod is not None:
                 skipped.append(kind)
+            continue
+        if kind in objects_.KINDS:
+            skipped.append(kind)  # named if the file holds no pod
+            obj, doc_problems = objects_.parse(doc)
+            problems += [f"{prefix}{p}" if prefix else f"{kind} {p}" for p in doc_problems]
+            if obj is not None:
+                objs.add(obj)
+            continue
+        if not pods_wanted:  # a --configmap file
+            problems.append(f"{prefix}kind: a --configmap file holds ConfigMap and Secret "
+                            f"documents only (got {_show(kind)})")
             continue
         if kind != "Pod":
             if kind.lower() == "pod":  # kinds are case-sensitive
@@ -660,18 +694,37 @@ def loads(text: str, source: str = "<string>") -> LoadResult:
         warnings += [f"{source}: {prefix}{w}" for w in doc_warnings]
         if pod is not None:
             pods.append(LoadedPod(pod=pod, raw=doc, index=index, source=source))
+    every = objects_.Objects()  # what the pods may read: the given objects, then the file's
+    every.update(given or objects_.Objects())
+    every.update(objs)
+    if not problems:
+        from minipod.spec import source_checks
+
+        for lp in pods:
+            prefix = f"doc {lp.index + 1}: " if multi else ""
+            problems += [prefix + p for p in source_checks.missing(lp.pod, every)]
     if problems:
         raise SpecError(source, problems)
+    if not pods and not pods_wanted:
+        return LoadResult(pods=[], warnings=warnings, objects=objs)
     if not pods:
         found = f" (found {', '.join(skipped)})" if skipped else " (the file is empty)"
         raise SpecError(source, [f"no v1 Pod in this file{found}"])
-    return LoadResult(pods=pods, warnings=warnings)
+    return LoadResult(pods=pods, warnings=warnings, objects=every)
 
 
-def load(path: str) -> LoadResult:
-    """Load a manifest file ("-" reads stdin)."""
+def load(path: str, configmaps: list[str] | tuple[str, ...] = ()) -> LoadResult:
+    """Load a manifest file ("-" reads stdin), with the ConfigMaps and Secrets of the files
+    `configmaps` (`run --configmap FILE`) for its pods to refer to."""
+    given = objects_.Objects()
+    for cm in configmaps:
+        given.update(_read(cm, lambda text, src: loads(text, src, pods_wanted=False)).objects)
+    return _read(path, lambda text, src: loads(text, src, given))
+
+
+def _read(path: str, fn) -> LoadResult:
     if path == "-":
-        return loads(sys.stdin.read(), "<stdin>")
+        return fn(sys.stdin.read(), "<stdin>")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -679,4 +732,4 @@ def load(path: str) -> LoadResult:
         raise SpecError(path, [f"cannot read: {e.strerror or e}"]) from None
     except UnicodeDecodeError as e:
         raise SpecError(path, [f"not UTF-8 text: {e.reason} at byte {e.start}"]) from None
-    return loads(text, path)
+    return fn(text, path)

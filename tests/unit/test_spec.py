@@ -136,18 +136,17 @@ def test_multi_doc_with_configmap_and_service():
     [loaded] = result.pods
     assert loaded.index == 1
     skipped = "skipped: minipod runs v1 Pods only"
-    assert result.warnings[0] == f"{src}: document 1 (ConfigMap): {skipped}"
+    # The ConfigMap beside the pod is what its configMap volume reads (as podman kube play).
+    assert not any("(ConfigMap)" in w for w in result.warnings)
     assert result.warnings[-1] == f"{src}: document 3 (Service): {skipped}"
-    assert f"{src}: doc 2: spec.volumes[1].configMap: not implemented by minipod yet, ignored" \
-        in result.warnings
     assert f"{src}: doc 2: spec.nodeSelector: ignored: there is no scheduler and one node: " \
         "minipod runs every pod on this host" in result.warnings
-    # The configMap volume is ignored, and so is its mount (not silently turned into an emptyDir).
-    assert (f"{src}: doc 2: spec.containers[0].volumeMounts[1]: volume 'nginx-index-cm' is "
-            "ignored, so is this mount") in result.warnings
+    assert not any("configMap" in w for w in result.warnings)
     pod = loaded.pod
-    assert [v.name for v in pod.spec.volumes] == ["shared-logs"]
-    assert [m.name for m in pod.spec.containers[0].volume_mounts] == ["shared-logs"]
+    assert [v.name for v in pod.spec.volumes] == ["shared-logs", "nginx-index-cm"]
+    assert pod.spec.volumes[1].config_map.name == "nginx-index"
+    [cm] = result.objects.items.values()
+    assert (cm.kind, cm.name) == ("ConfigMap", "nginx-index")
     assert pod.spec.containers[1].volume_mounts[0].read_only is True
     assert pod.spec.containers[0].resources.memory_request() == 50 * 2**20
     assert loaded.raw["spec"]["volumes"][1]["configMap"] == {"name": "nginx-index"}  # as written
@@ -158,10 +157,12 @@ def test_kubectl_get_output_is_accepted():
     result = load(src)
     # Server-populated fields (uid, resourceVersion, creationTimestamp, status) pass silently.
     assert not any("uid" in w or "status" in w or "creationTimestamp" in w for w in result.warnings)
-    assert f"{src}: spec.volumes[0].projected: not implemented by minipod yet, ignored" \
-        in result.warnings
+    # The service account volume: its token is a warning, kube-root-ca.crt is left empty.
+    tok = "spec.volumes[0].projected.sources[0].serviceAccountToken"
+    assert f"{src}: {tok}: not implemented by minipod yet, ignored" in result.warnings
     pod = result.pods[0].pod
-    assert pod.spec.volumes == [] and pod.spec.containers[0].volume_mounts == []
+    assert [v.name for v in pod.spec.volumes] == [m.name for m in
+                                                  pod.spec.containers[0].volume_mounts]
     assert pod.spec.containers[0].ports[0].protocol == "TCP"
 
 
@@ -336,15 +337,15 @@ def test_semantic_problems_of_a_second_document_are_prefixed():
     assert problems_of(text) == ["doc 2: spec.containers[0].image: required"]
 
 
-def test_non_pod_kinds_are_skipped_with_a_warning():
+def test_non_pod_kinds_are_skipped_with_a_warning_configmaps_kept():
     text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n---\n" + POD
     text += "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
     result = loads(text, "all.yaml")
     assert [lp.pod.metadata.name for lp in result.pods] == ["web"]
     assert result.pods[0].index == 1
     assert result.warnings == [
-        "all.yaml: document 1 (ConfigMap): skipped: minipod runs v1 Pods only",
         "all.yaml: document 3 (Service): skipped: minipod runs v1 Pods only"]
+    assert result.objects.get("ConfigMap", "default", "c").data == {"a": b"b"}
 
 
 def test_no_pod_at_all():
@@ -376,9 +377,9 @@ def test_not_implemented_field_warns_with_its_path():
 
 
 def test_not_implemented_init_container_field_warns_too():
-    text = POD + "  initContainers:\n  - name: init\n    image: busybox\n    envFrom: []\n"
+    text = POD + "  initContainers:\n  - name: init\n    image: busybox\n    resizePolicy: []\n"
     assert loads(text, "p.yaml").warnings == [
-        "p.yaml: spec.initContainers[0].envFrom: not implemented by minipod yet, ignored"]
+        "p.yaml: spec.initContainers[0].resizePolicy: not implemented by minipod yet, ignored"]
 
 
 def test_null_means_unset():
