@@ -1,0 +1,195 @@
+"""hostNetwork, hostPID, hostIPC; the sandbox's own PID namespace; each container's cgroup
+namespace and /sys/fs/cgroup; the pod's netns under a name `ip netns` knows. Observed as a
+user would: namespace inodes, /proc inside, `ip link`, files under /sys/fs/cgroup."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+
+import pytest
+
+from minipod.cgroups import fs
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  EXTRA
+  containers:
+  - name: app
+    image: busybox
+    command: [sleep, "3600"]
+    resources: {limits: {memory: 64Mi}}
+    SECURITY
+"""
+
+
+def run(mp, name: str, extra: str = "", privileged: bool = False) -> dict:
+    text = POD.replace("NAME", name).replace("EXTRA", extra or "restartPolicy: Never")
+    text = text.replace("SECURITY", "securityContext: {privileged: true}" if privileged else "")
+    mp.minipod("run", "-d", mp.write(f"{name}.yaml", text))
+    return mp.inspect(name)
+
+
+def sh(mp, pod: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
+    return mp.minipod("exec", pod, "--", "sh", "-c", script, check=check)
+
+
+def ino(pid, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def nspid(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(ln for ln in f if ln.startswith("NSpid:"))
+    return [int(x) for x in line.split()[1:]]
+
+
+# --- the sandbox's PID namespace ----------------------------------------------------------------
+
+@pytest.mark.parametrize("share", [False, True], ids=["own", "shared"])
+def test_pause_is_pid_1_of_the_sandboxs_own_pid_namespace(mp, share):
+    info = run(mp, "pidns", "shareProcessNamespace: true" if share else "")
+    pause, app = info["sandbox"]["pid"], info["containers"][0]["pid"]
+    assert ino(pause, "pid") != ino("self", "pid")
+    assert info["sandbox"]["namespaces"]["pid"] == ino(pause, "pid")  # inspect shows it
+    assert nspid(pause)[-1] == 1  # PID 1 there, as containerd's sandbox
+    assert info["sandbox"]["hostNamespaces"] == []
+    if share:
+        assert ino(app, "pid") == ino(pause, "pid")
+        assert sh(mp, "pidns", "cat /proc/1/cmdline").stdout.strip("\0") != "sleep"
+    else:
+        assert ino(app, "pid") not in (ino(pause, "pid"), ino("self", "pid"))
+    mp.minipod("rm", "-f", "pidns")
+
+
+# --- hostPID --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("share", [False, True], ids=["alone", "with-shareProcessNamespace"])
+def test_a_host_pid_pod_sees_the_nodes_processes(mp, share):
+    extra = "hostPID: true" + ("\n  shareProcessNamespace: true" if share else "")
+    info = run(mp, "hpid", extra)
+    pause, app = info["sandbox"]["pid"], info["containers"][0]["pid"]
+    # The node's PID namespace wins over shareProcessNamespace, as with the kubelet.
+    assert ino(pause, "pid") == ino(app, "pid") == ino("self", "pid")
+    assert info["sandbox"]["hostNamespaces"] == ["pid"]
+    assert str(os.getpid()) in sh(mp, "hpid", "ls /proc").stdout.split()
+    mp.minipod("rm", "-f", "hpid")
+
+
+def test_a_privileged_host_pid_pod_can_nsenter_into_the_nodes_namespaces(mp):
+    run(mp, "enter", "hostPID: true\n  hostNetwork: true\n  hostIPC: true", privileged=True)
+    # nsenter runs the node's readlink, in the node's mount namespace.
+    out = sh(mp, "enter", "nsenter -t 1 -m -u -n -i -- readlink "
+                          "/proc/self/ns/mnt /proc/self/ns/uts /proc/self/ns/net /proc/self/ns/ipc")
+    assert out.stdout.split() == [os.readlink(f"/proc/1/ns/{k}")
+                                  for k in ("mnt", "uts", "net", "ipc")]
+    mp.minipod("rm", "-f", "enter")
+
+
+# --- hostNetwork ------------------------------------------------------------------------------
+
+@pytest.fixture
+def dummy_link():
+    name = "mpd" + uuid.uuid4().hex[:10]
+    subprocess.run(["ip", "link", "add", name, "type", "dummy"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
+def test_a_host_network_pod_sees_the_nodes_links_and_gets_no_veth_nor_lease(mp, dummy_link):
+    node_hostname = socket.gethostname()
+    info = run(mp, "hnet", "hostNetwork: true")
+    pause = info["sandbox"]["pid"]
+    for kind in ("net", "uts"):  # hostNetwork takes the node's UTS namespace too (containerd)
+        assert ino(pause, kind) == ino(info["containers"][0]["pid"], kind) == ino("self", kind)
+    assert dummy_link in sh(mp, "hnet", "ip link").stdout
+    from minipod.net import node_ip
+
+    assert info["network"]["ip"] == node_ip() == mp.pod("hnet")["status"]["podIP"]
+    assert info["network"]["hostVeth"] == "" and info["sandbox"]["netns"] == ""
+    leases = os.path.join(mp.root, "networks", mp.bridge)
+    assert not os.path.isdir(leases) or not [f for f in os.listdir(leases) if f[0].isdigit()]
+    assert mp.bridge not in subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                           text=True).stdout
+    assert sh(mp, "hnet", "hostname").stdout.strip() == node_hostname
+    assert socket.gethostname() == node_hostname  # and the node's was not changed
+    hosts = sh(mp, "hnet", "cat /etc/hosts").stdout
+    with open("/etc/hosts") as f:
+        assert hosts == "# Kubernetes-managed hosts file (host network).\n" + f.read()
+    mp.minipod("rm", "-f", "hnet")
+
+
+# --- hostIPC --------------------------------------------------------------------------------------
+
+def test_a_host_ipc_pod_shares_the_nodes_ipc_namespace(mp):
+    info = run(mp, "hipc", "hostIPC: true")
+    assert ino(info["containers"][0]["pid"], "ipc") == ino("self", "ipc")
+    assert ino(info["containers"][0]["pid"], "net") != ino("self", "net")
+    assert info["sandbox"]["hostNamespaces"] == ["ipc"]
+    other = run(mp, "oipc")
+    assert ino(other["containers"][0]["pid"], "ipc") != ino("self", "ipc")
+    mp.minipod("rm", "-f", "hipc")
+    mp.minipod("rm", "-f", "oipc")
+
+
+# --- the container's cgroup namespace ---------------------------------------------------------
+
+V2 = fs.is_unified("/sys/fs/cgroup")
+LIMIT = "/sys/fs/cgroup/memory.max" if V2 else "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+
+
+@pytest.mark.parametrize("privileged", [False, True], ids=["default", "privileged"])
+def test_a_container_sees_its_own_cgroup_read_only_unless_privileged(mp, privileged):
+    info = run(mp, "cgns", privileged=privileged)
+    app = info["containers"][0]["pid"]
+    assert ino(app, "cgroup") != ino("self", "cgroup")
+    assert sh(mp, "cgns", f"cat {LIMIT}").stdout.strip() == "67108864"
+    lines = sh(mp, "cgns", "cat /proc/self/cgroup").stdout.splitlines()
+    if V2:
+        assert lines == ["0::/"]
+    else:  # every hierarchy's root is where the container was at unshare
+        assert lines and all(ln.endswith(":/") for ln in lines)
+    write = sh(mp, "cgns", f"echo 67108864 > {LIMIT}", check=False)
+    if privileged:
+        assert write.returncode == 0, write.stderr
+    else:
+        assert write.returncode != 0 and "Read-only file system" in write.stderr
+        assert sh(mp, "cgns", "mkdir /sys/fs/cgroup/x", check=False).returncode != 0
+    mp.minipod("rm", "-f", "cgns")
+
+
+# --- the pod's netns under a name ----------------------------------------------------------
+
+def ip_netns() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [ln.split()[0] for ln in out.stdout.splitlines() if ln.strip()]
+
+
+def test_the_pods_netns_has_a_name_while_the_pod_runs(mp):
+    info = run(mp, "named")
+    name = os.path.basename(info["sandbox"]["netns"])
+    assert name.startswith(mp.cgroup_parent.removesuffix(".slice") + "-named-")
+    assert name in ip_netns()
+    who = subprocess.run(["ip", "netns", "identify", str(info["containers"][0]["pid"])],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert who == [name]
+    mp.minipod("rm", "-f", "named")
+    assert name not in ip_netns()
+    assert not os.path.exists(f"/run/netns/{name}")
+
+
+def test_rm_f_removes_the_netns_name_of_a_pod_without_its_plan(mp):
+    info = run(mp, "lost")
+    name = os.path.basename(info["sandbox"]["netns"])
+    os.unlink(os.path.join(mp.root, "pods", "lost", "plan.json"))  # a damaged record
+    mp.minipod("rm", "-f", "lost")
+    assert name not in ip_netns()
