@@ -85,11 +85,20 @@ def test_a_host_pid_pod_sees_the_nodes_processes(mp, share):
 
 def test_a_privileged_host_pid_pod_can_nsenter_into_the_nodes_namespaces(mp):
     run(mp, "enter", "hostPID: true\n  hostNetwork: true\n  hostIPC: true", privileged=True)
+    # A process of the node's (PID 1 itself may refuse ptrace access, as on some CI hosts):
     # nsenter runs the node's readlink, in the node's mount namespace.
-    out = sh(mp, "enter", "nsenter -t 1 -m -u -n -i -- readlink "
-                          "/proc/self/ns/mnt /proc/self/ns/uts /proc/self/ns/net /proc/self/ns/ipc")
-    assert out.stdout.split() == [os.readlink(f"/proc/1/ns/{k}")
-                                  for k in ("mnt", "uts", "net", "ipc")]
+    node = subprocess.Popen(["sleep", "120"])
+    try:
+        out = sh(mp, "enter", f"nsenter -t {node.pid} -m -u -n -i -- sh -c "
+                              "'for k in mnt uts net ipc; do readlink /proc/$$/ns/$k; done; "
+                              f"cat {mp.config}'")
+    finally:
+        node.kill()
+        node.wait()
+    lines = out.stdout.splitlines()
+    assert lines[:4] == [os.readlink(f"/proc/self/ns/{k}") for k in ("mnt", "uts", "net", "ipc")]
+    with open(mp.config) as f:  # a file only the node's filesystem has
+        assert "\n".join(lines[4:]) + "\n" == f.read()
     mp.minipod("rm", "-f", "enter")
 
 
@@ -97,8 +106,10 @@ def test_a_privileged_host_pid_pod_can_nsenter_into_the_nodes_namespaces(mp):
 
 @pytest.fixture
 def dummy_link():
+    """A link of the node's with a unique name (a veth pair: not every kernel has dummy)."""
     name = "mpd" + uuid.uuid4().hex[:10]
-    subprocess.run(["ip", "link", "add", name, "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", "mpe" + name[3:]],
+                   check=True)
     try:
         yield name
     finally:
