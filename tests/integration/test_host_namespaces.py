@@ -204,3 +204,13 @@ def test_rm_f_removes_the_netns_name_of_a_pod_without_its_plan(mp):
     os.unlink(os.path.join(mp.root, "pods", "lost", "plan.json"))  # a damaged record
     mp.minipod("rm", "-f", "lost")
     assert name not in ip_netns()
+
+
+def test_another_pods_sandbox_does_not_keep_a_removed_pods_netns(mp):
+    first = run(mp, "first")
+    name = first["sandbox"]["netns"]
+    second = run(mp, "second")  # its sandbox's mount namespace began as a copy of the host's
+    with open(f"/proc/{second['sandbox']['pid']}/mountinfo") as f:
+        assert name not in f.read()
+    mp.minipod("rm", "-f", "first")
+    mp.minipod("rm", "-f", "second")
