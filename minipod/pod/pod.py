@@ -1,15 +1,18 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
-    setup:    directories -> cgroups -> sandbox -> network (in a helper process, in parallel
-              with the containers' rootfs work) -> /etc files -> release the containers
-    teardown: kill everything in the pod's cgroup -> network -> cgroups -> directories
+    setup:    directories -> cgroups -> sandbox -> its netns named (/run/netns) -> network (in
+              a helper process, in parallel with the containers' rootfs work) -> /etc files
+              -> release the containers
+    teardown: kill everything in the pod's cgroup -> netns name -> network -> cgroups ->
+              directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
 before the containers (they setns into it); the containers' processes must wait for the network
 (the kubelet runs CNI ADD before it creates containers) but their mount work need not, so it
 overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
-removed empty and the veth dies with the netns; it is idempotent (gone = done), so it serves a
-normal stop, a rollback, the janitor after a crash, and `rm` alike.
+removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
+idempotent (gone = done), so it serves a normal stop, a rollback, the janitor after a crash,
+and `rm` alike.
 """
 
 from __future__ import annotations
