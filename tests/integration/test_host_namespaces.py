@@ -210,9 +210,18 @@ def test_the_pods_netns_has_a_name_while_the_pod_runs(mp):
 
 
 def test_rm_f_removes_the_netns_name_of_a_pod_without_its_plan(mp):
+    import signal
+
     info = run(mp, "lost")
     name = os.path.basename(info["sandbox"]["netns"])
     os.unlink(os.path.join(mp.root, "pods", "lost", "plan.json"))  # a damaged record
+    # Nobody left to tear the pod down with what it knew: only `rm -f`, from what remains.
+    for pid in (info["supervisor"]["janitorPid"], info["supervisor"]["pid"]):
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    mp.wait(lambda: mp.minipod("ps").stdout and not os.path.exists(
+        f"/proc/{info['supervisor']['pid']}/cmdline"), what="the supervisor's end")
+    assert name in ip_netns()  # the pin outlives every process of the pod
     mp.minipod("rm", "-f", "lost")
     assert name not in ip_netns()
 
