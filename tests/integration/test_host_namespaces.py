@@ -234,3 +234,17 @@ def test_another_pods_sandbox_does_not_keep_a_removed_pods_netns(mp):
         assert name not in f.read()
     mp.minipod("rm", "-f", "first")
     mp.minipod("rm", "-f", "second")
+
+
+def test_a_host_pid_containers_processes_end_with_it(mp):
+    text = POD.replace("NAME", "left").replace("EXTRA", "hostPID: true\n  restartPolicy: Never")
+    text = text.replace('command: [sleep, "3600"]',
+                        "command: [sh, -c, 'sleep 1000 & echo $!; sleep 1']").replace("SECURITY", "")
+    mp.minipod("run", "-d", mp.write("left.yaml", text))
+    logs = mp.wait(lambda: mp.minipod("logs", "left", check=False).stdout.strip(),
+                   what="the background sleep's PID")
+    pid = int(logs)  # the node's PID: hostPID
+    mp.wait(lambda: mp.pod("left")["status"]["phase"] == "Succeeded", what="the container's end")
+    mp.wait(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read()
+            .rsplit(")", 1)[1].split()[0], what="its background process's end")
+    mp.minipod("rm", "-f", "left")
