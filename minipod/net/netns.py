@@ -63,11 +63,6 @@ def unpin(path: str) -> None:
         pass
 
 
-def pinned(path: str) -> bool:
-    """Is a namespace mounted at `path`?"""
-    return any(point == path for point in _nsfs_mounts())
-
-
 def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     points = []
     with open(mountinfo) as f:
