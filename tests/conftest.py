@@ -168,6 +168,10 @@ class Env:
             "leases": sorted(f for f in os.listdir(leases) if f[0].isdigit())
             if os.path.isdir(leases) else [],
             "ip_forward_claim": f"holder.{self.bridge}" in claims,
+            # The pods' names for `ip netns` (<cgroup prefix>-<pod>-<uid>): only ours.
+            "netns": sorted(f for f in os.listdir("/run/netns")
+                            if f.startswith(self.cgroup_parent.removesuffix(".slice") + "-"))
+            if os.path.isdir("/run/netns") else [],
             # A pod's writable layers, volumes and logs: only `rm` removes them.
             "data": sorted(os.listdir(data)) if os.path.isdir(data) else [],
         }

@@ -286,12 +286,20 @@ def inspect(rec: state.PodRecord) -> dict:
                        "janitorKind": st.get("janitor_kind", "")},
         "sandbox": {"pid": sandbox_pid, "pause": st.get("pause") or {},
                     "namespaces": ns.inodes(sandbox_pid) if sandbox_pid else {},
-                    "cgroup": plan["sandbox_cgroup"], "hostname": plan["hostname"]},
+                    "cgroup": plan["sandbox_cgroup"], "hostname": plan["hostname"],
+                    # The node's namespaces it shares (hostNetwork takes uts too); pid is the
+                    # pod's own, pause its PID 1, unless hostPID.
+                    "hostNamespaces": [n for n, on in (
+                        ("net", plan.get("host_network")), ("uts", plan.get("host_network")),
+                        ("ipc", plan.get("host_ipc")), ("pid", plan.get("host_pid"))) if on],
+                    "netns": plan.get("netns", "")},
         "cgroups": {"driver": st.get("cgroup_driver", ""), "pod": plan["pod_cgroup"],
                     "parent": plan["cgroup_parent"], "limits": plan["pod_limits"]},
         "network": {"ip": net.get("ip", ""), "gateway": net.get("gateway", ""),
                     "prefixLength": net.get("prefixlen"), "bridge": plan["bridge"],
-                    "hostVeth": plan["host_veth"], "podInterface": "eth0",
+                    "hostNetwork": bool(plan.get("host_network")),
+                    "hostVeth": "" if plan.get("host_network") else plan["host_veth"],
+                    "podInterface": "" if plan.get("host_network") else "eth0",
                     "subnet": plan["subnet"]},
         "dirs": {"run": plan["run_dir"], "data": plan["data_dir"]},
         "containers": ctrs,

@@ -9,6 +9,7 @@ and otherwise from what the name and the configuration derive (see plan.py's nam
     uid         plan.json; the data directory <data_root>/pods/<namespace>_<name>_<uid>;
                 the IP in state.json, whose lease file names its owner (the uid)
     veth        plan.json; state.json's network; else plan.host_veth(uid)
+    netns name  plan.json; else plan.netns_path(prefix, name, uid) in /run/netns
     leases      those the uid owns (the network goes with the last one)
     mounts      whatever is mounted under the run or data directories
 
@@ -272,7 +273,12 @@ def teardown(cfg, rem: Remains) -> list[str]:
                                            rem.name) or {})
     for uid in sorted(held):
         step(f"hostPorts of {uid}", hostport.release, ports, uid)
+    from minipod.net import netns
+    from minipod.pod.plan import netns_path
+
     for uid, veth in rem.uids.items():
+        # The netns name first: it would keep the netns, and the pod's end of the veth, alive.
+        step(f"netns name of {uid}", netns.unpin, netns_path(cfg.cgroup_prefix, rem.name, uid))
         step(f"network of {uid}", net.teardown_pod, netcfg, uid, veth)
     step("unmount", _unmount_under, [rem.run_dir, *rem.data_dirs])
     step("cgroups", _remove_tree, driver, rem.pod_cgroup, rem.cgroup_parent)

@@ -356,6 +356,10 @@ class Supervisor:
         ooms = self.driver.oom_kills(ctr.c.cgroup)
         oom = ooms > ctr.oom_before
         ctr.oom_before = ooms
+        if self.plan.share_pid or self.plan.host_pid:
+            # No PID namespace of its own, whose end would take the rest of its processes with
+            # it: kill them, as runc does when such a container's init exits.
+            self.driver.kill(ctr.c.cgroup, signal.SIGKILL)
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         if oom:
             self.event("Warning", "OOMKilling", f"memory limit reached: container {ctr.name} "

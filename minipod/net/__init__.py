@@ -57,6 +57,19 @@ class Attachment:
     ifname: str = "eth0"
 
 
+def node_ip() -> str:
+    """The node's address, as a host-network pod's IP: the source of its default route (a UDP
+    connect sends no packet), else loopback."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
 def _network_lock(cfg: NetConfig):
     from minipod.kernel.lock import flock
 

@@ -1,10 +1,11 @@
 """Start one container: fork -> join the sandbox -> unshare -> rootfs -> wait -> exec.
 
-Two processes, as in runc: A joins the sandbox's namespaces and unshares mnt+pid, but
+Two processes, as in runc: A joins the sandbox's namespaces and unshares mnt (+pid), but
 unshare(CLONE_NEWPID) only applies to A's children, so A forks B -- PID 1 of the new PID
 namespace -- and exits. The supervisor is a child subreaper, so B becomes its child and the
 supervisor reaps it like any other. B builds the root filesystem, reports ready, waits for the
-go (the network must be up before the workload runs, as with the kubelet's CNI ADD), and execs.
+go (the network must be up before the workload runs, as with the kubelet's CNI ADD), makes its
+own cgroup namespace and /sys/fs/cgroup (it is in its cgroup by then), and execs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
+from minipod.cgroups import nsmount
 from minipod.kernel import ns
 from minipod.pod import child, enter, rootfs
 from minipod.pod.volumes.podip import fill_pod_ip
@@ -66,11 +68,15 @@ class Pending:
             pass
 
 
-def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup) -> Pending:
-    """Fork container `c` up to just before exec."""
+def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
+            host_pid: bool, cgroupfs: list | None) -> Pending:
+    """Fork container `c` up to just before exec. `cgroupfs`: cgroups.nsmount.layout()."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    # shareProcessNamespace joins the sandbox's PID namespace (the node's with hostPID: the
+    # node's wins, as with the kubelet); hostPID alone stays in ours, the node's.
     join = ["ipc", "uts", "net"] + (["pid"] if share_pid else [])
+    own_pid = not share_pid and not host_pid
 
     def stage_a(ch: child.Channel) -> None:
         os.setsid()  # containers never get the terminal's signals (Ctrl-C is for minipod)
@@ -82,8 +88,8 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup) ->
         # which holds the pod's /dev/shm. Non-dumpable first (see enter.py): with
         # shareProcessNamespace, the pod's other containers see us until we exec.
         enter.join(sandbox_pid, join + ["mnt"])
-        ch.stage = "unshare mnt" + ("" if share_pid else ",pid")
-        ns.unshare("mnt") if share_pid else ns.unshare("mnt", "pid")
+        ch.stage = "unshare mnt" + (",pid" if own_pid else "")
+        ns.unshare("mnt", "pid") if own_pid else ns.unshare("mnt")
         pid = os.fork()
         if pid == 0:
             stage_b(ch)
@@ -103,6 +109,15 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup) ->
         os.dup2(err_w, 2)
         ch.send("R")
         pod_ip = ch.wait_go_payload()
+        # The parent has put us in the container's cgroup (it does so only after "R", so that
+        # the set-up above is not charged to the container). Only now can our cgroup namespace
+        # have that cgroup as its root, and only inside it does a cgroup mount show that root:
+        # so unshare and mount here, after the go -- a few syscalls charged to the container --
+        # and before become() drops CAP_SYS_ADMIN.
+        ch.stage = "unshare cgroup"
+        ns.unshare("cgroup")
+        ch.stage = "mount /sys/fs/cgroup"
+        nsmount.mount(cgroupfs, readonly=not c.privileged)
         ch.stage = "enter the container"
         env = enter.become(c, ch.keep_fds(), pod_ip)
         argv = fill_pod_ip(c.argv, pod_ip)

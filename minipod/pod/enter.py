@@ -57,8 +57,9 @@ if TYPE_CHECKING:
 
 PR_SET_DUMPABLE = 4
 # The namespaces a process joins to run inside a running container (exec, probes, hooks); mnt
-# last (see ns.join); pid applies to the child forked next.
-CONTAINER_NAMESPACES = ["ipc", "uts", "net", "pid", "mnt"]
+# last (see ns.join); pid applies to the child forked next; cgroup, so that /proc/self/cgroup
+# reads as in the container (its root is the container's cgroup, which the process joined).
+CONTAINER_NAMESPACES = ["ipc", "uts", "net", "pid", "cgroup", "mnt"]
 
 
 def before_join() -> None:

@@ -97,6 +97,11 @@ class PodPlan:
     volumes: list = field(default_factory=list)   # minipod.pod.volumes.build entries
     warnings: list = field(default_factory=list)  # for the CLI to print (envFrom, sizeLimit)
     events: list = field(default_factory=list)    # [container, reason, message] to record
+    # The node's namespaces the pod asked for (the sandbox does not make its own of those).
+    host_network: bool = False  # also the node's UTS namespace, as containerd does
+    host_pid: bool = False
+    host_ipc: bool = False
+    netns: str = ""         # where the pod's netns is pinned (`ip netns`); "" with hostNetwork
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -160,6 +165,15 @@ def cgroup_names(parent: str, prefix: str, pod: str) -> tuple[str, str]:
 
 def container_cgroup(pod_slice: str, prefix: str, pod: str, ctr: str) -> str:
     return f"{pod_slice}/{prefix}-{_unit_pod(prefix, pod)}-{ctr}.scope"
+
+
+NETNS_DIR = "/run/netns"  # where `ip netns` looks (iproute2's NETNS_RUN_DIR)
+
+
+def netns_path(prefix: str, pod: str, uid: str) -> str:
+    """/run/netns/<prefix>-<pod>-<uid[:8]>: the pod's name for `ip netns list`; the uid part
+    keeps a removed pod's entry apart from its successor's of the same name."""
+    return os.path.join(NETNS_DIR, f"{prefix}-{fit(pod, NAME_MAX - len(prefix) - 10)}-{uid[:8]}")
 
 
 def host_veth(uid: str) -> str:
@@ -359,7 +373,17 @@ def hosts_file(ip: str, hostname: str, subdomain: str, namespace: str,
             lines.append(f"{ip}\t{fqdn}\t{hostname}")
         else:
             lines.append(f"{ip}\t{hostname}")
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _alias_lines(aliases)
+
+
+def host_network_hosts_file(node_hosts: str, aliases: list[dict]) -> str:
+    """A host-network pod's /etc/hosts: the node's, under the kubelet's header
+    (kubelet_pods.go nodeHostsFileContent)."""
+    return "# Kubernetes-managed hosts file (host network).\n" + node_hosts + _alias_lines(aliases)
+
+
+def _alias_lines(aliases: list[dict]) -> str:
+    text = ""
     if aliases:
         text += "\n# Entries added by HostAliases.\n"
         for a in aliases:
@@ -394,6 +418,12 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
 
     uid = str(uuid.uuid4())
     hostname = (spec.hostname or name)[:63].rstrip("-.")
+    if spec.host_network:
+        # The node's UTS namespace: the kubelet sets no hostname for such a sandbox, and
+        # containerd uses the node's.
+        import socket
+
+        hostname = socket.gethostname()
     run_dir = os.path.join(cfg.root, "pods", name)
     # <namespace>_<name>_<uid>, as the kubelet names /var/log/pods entries, in one component.
     data_dir = os.path.join(cfg.data_root, "pods", f"{meta.namespace}_"
@@ -504,6 +534,8 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
         host_ports=host_ports(spec),
         volumes=vol_entries, warnings=[f"{source}: pod {name!r}: {w}" for w in warnings],
         events=events,
+        host_network=spec.host_network, host_pid=spec.host_pid, host_ipc=spec.host_ipc,
+        netns="" if spec.host_network else netns_path(prefix, name, uid),
     )
 
 

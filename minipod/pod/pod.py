@@ -1,16 +1,18 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
-    setup:    directories -> volumes -> cgroups -> sandbox -> network (in a helper process, in
-              parallel with the containers' rootfs work) -> /etc files -> release the
-              containers (with the pod IP their env may name)
-    teardown: kill everything in the pod's cgroup -> network -> cgroups -> directories
+    setup:    directories -> volumes -> cgroups -> sandbox -> its netns named (/run/netns) ->
+              network (in a helper process, in parallel with the containers' rootfs work) ->
+              /etc files -> release the containers (with the pod IP their env may name)
+    teardown: kill everything in the pod's cgroup -> netns name -> network -> cgroups ->
+              directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
 before the containers (they setns into it); the containers' processes must wait for the network
 (the kubelet runs CNI ADD before it creates containers) but their mount work need not, so it
 overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
-removed empty and the veth dies with the netns; it is idempotent (gone = done), so it serves a
-normal stop, a rollback, the janitor after a crash, and `rm` alike.
+removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
+idempotent (gone = done), so it serves a normal stop, a rollback, the janitor after a crash,
+and `rm` alike.
 
 Volumes come before the sandbox because its mount namespace is private: a tmpfs (a secret's)
 mounted on the host later would never reach the containers. The containers' env is planned
@@ -32,7 +34,7 @@ from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
 from minipod.pod import child, container, sandbox
-from minipod.pod.plan import ContainerPlan, PodPlan, hosts_file
+from minipod.pod.plan import ContainerPlan, PodPlan, host_network_hosts_file, hosts_file
 from minipod.pod.volumes import setup as volsetup
 from minipod.rollback import Rollback
 
@@ -62,6 +64,8 @@ class Pod:
             rb.push("sandbox", self.kill_all)
             self._start_sandbox()
             trace.mark("pod: sandbox")
+            rb.push("netns name", self._unpin_netns)
+            self._pin_netns()
             # The containers' mount work first: meanwhile the agent finishes importing pyroute2
             # (the daemon started it while the CLI was validating). They wait before exec.
             pending = []
@@ -87,8 +91,10 @@ class Pod:
 
         agent = agentmod.start()  # never pyroute2 in the supervisor: it forks after this
         try:
+            self._unpin_netns()  # the pin keeps the old netns (and its veth end) alive
             self._net_teardown(agent)
             self._start_sandbox()
+            self._pin_netns()
             self._attach_network(agent)
         finally:
             agent.close()
@@ -98,9 +104,28 @@ class Pod:
         self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
             p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
 
+    def _pin_netns(self) -> None:
+        """Name the pod's netns for `ip netns` (none with hostNetwork: the node's is not ours)."""
+        if self.plan.netns:
+            from minipod.net import netns
+
+            self._run("name the network namespace", lambda: netns.pin(
+                self.sandbox_pid, self.plan.netns))
+
+    def _unpin_netns(self) -> None:
+        from minipod.net import netns
+
+        netns.unpin(self.plan.netns)
+
     def _attach_network(self, agent) -> None:
         """The veth into the sandbox's netns, an IP; then the /etc files that name the IP."""
         p = self.plan
+        if p.host_network:  # no veth, no lease: the pod's IP is the node's, as the kubelet says
+            from minipod.net import node_ip
+
+            self.network = {"ip": node_ip(), "host_network": True}
+            self.write_etc_files()
+            return
         att = self._run("set up the network", lambda: agent.setup_pod(
             self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
         self.network = dataclasses.asdict(att)
@@ -150,9 +175,14 @@ class Pod:
     def write_etc_files(self) -> None:
         p = self.plan
         etc = os.path.join(p.run_dir, "etc")
+        if p.host_network:
+            with open("/etc/hosts") as f:  # the node's, as the kubelet reads it
+                hosts = host_network_hosts_file(f.read(), p.host_aliases)
+        else:
+            hosts = hosts_file(self.network.get("ip", ""), p.hostname, p.subdomain,
+                               p.namespace, p.host_aliases)
         files = {
-            "hosts": hosts_file(self.network.get("ip", ""), p.hostname, p.subdomain,
-                                p.namespace, p.host_aliases),
+            "hosts": hosts,
             "hostname": p.hostname + "\n",
             "resolv.conf": p.resolv_conf,
         }
@@ -164,7 +194,18 @@ class Pod:
     def prepare(self, c: ContainerPlan) -> container.Pending:
         return self._run(f'create container "{c.name}"', lambda: container.prepare(
             c, self.sandbox_pid, self.plan.share_pid,
-            lambda pid: self.driver.join(c.cgroup, pid)))
+            lambda pid: self.driver.join(c.cgroup, pid), host_pid=self.plan.host_pid,
+            cgroupfs=self.cgroupfs()))
+
+    def cgroupfs(self):
+        """The host's cgroup layout the containers' /sys/fs/cgroup follows (read once)."""
+        if not hasattr(self, "_cgroupfs"):
+            from minipod.cgroups import nsmount
+            from minipod.cgroups.v1 import CONTROLLERS
+
+            self._cgroupfs = nsmount.layout(getattr(self.driver, "root", nsmount.TARGET),
+                                            CONTROLLERS)
+        return self._cgroupfs
 
     def start(self, c: ContainerPlan) -> container.Started:
         """(Re)start one container in the running pod."""
@@ -189,6 +230,8 @@ class Pod:
         """Remove everything the pod holds on the host. Safe to run any number of times."""
         self.kill_all()
         volsetup.unmount_all(self.plan.volumes)  # the tmpfs of secrets and memory emptyDirs
+        # The name first: it holds the netns, and with it the pod's end of the veth.
+        self._unpin_netns()
         self._net_teardown(agent)
         # The reservation outlives a re-created sandbox (rebuild_sandbox), not the pod.
         from minipod.net import hostport
@@ -223,6 +266,8 @@ class Pod:
         from minipod.net import hostport
 
         hostport.detach(p.hostport_dir, p.uid)
+        if p.host_network:
+            return  # nothing was made
         if agent is not None:
             try:
                 agent.teardown_pod(cfg, p.uid, p.host_veth)

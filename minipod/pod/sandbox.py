@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from minipod.kernel import _libc, mounts, ns
 from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
+from minipod.net import netns
 from minipod.pod import child
 
 
@@ -23,7 +24,15 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
     kubelet's set-up work is never charged to the pod. Only pause itself runs there.
     """
     supervisor = os.getpid()
-    types = ["net", "ipc", "uts", "mnt"] + (["pid"] if plan.share_pid else [])
+    # The node's namespaces the pod asked for are simply not unshared (hostNetwork takes the
+    # node's UTS namespace too, as containerd does). Without hostPID the sandbox gets a PID
+    # namespace of its own with pause as its PID 1, as containerd gives it; containers join it
+    # only with shareProcessNamespace.
+    host_net = getattr(plan, "host_network", False)
+    host_ipc = getattr(plan, "host_ipc", False)
+    own_pid = not getattr(plan, "host_pid", False)
+    types = (["mnt"] + ([] if host_net else ["net", "uts"]) + ([] if host_ipc else ["ipc"])
+             + (["pid"] if own_pid else []))
 
     def body(ch: child.Channel) -> None:
         os.setsid()  # out of the terminal's process group: Ctrl-C goes to the supervisor only
@@ -33,12 +42,19 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
         # with the sandbox, even if nobody cleans up. Private first, or the tmpfs would
         # propagate to the host's /dev/shm through a shared /.
         mounts.make_private("/")
-        ch.stage = "set the hostname"
-        _libc.sethostname(plan.hostname)
-        ch.stage = "mount the pod's /dev/shm"
-        mounts.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                     f"mode=1777,size={plan.shm_size}")
-        if plan.share_pid:
+        # The copy holds every pod's pinned netns (/run/netns/...); a private copy would keep
+        # them alive after their pods unpinned them. They are not ours to hold.
+        ch.stage = "detach the copies of pinned network namespaces"
+        netns.detach_copies()
+        if not host_net:  # never the node's hostname
+            ch.stage = "set the hostname"
+            _libc.sethostname(plan.hostname)
+        if not host_ipc:
+            # With hostIPC the pod shares the node's /dev/shm, as containerd does.
+            ch.stage = "mount the pod's /dev/shm"
+            mounts.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         f"mode=1777,size={plan.shm_size}")
+        if own_pid:
             # unshare(CLONE_NEWPID) applies to children: pause must be the next child, so it
             # becomes PID 1 of the pod and reaps every container's orphans.
             pid = os.fork()
@@ -64,7 +80,7 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
     h = child.fork(body)
     try:
         pid = h.pid
-        if plan.share_pid:
+        if own_pid:
             pid = int(h.expect("P "))
             os.waitpid(h.pid, 0)  # the intermediate: reaped before pause may set its death signal
             h.go()

@@ -181,8 +181,8 @@ _VOLUMES_BUILT = ("name", "emptyDir", "hostPath", "configMap", "secret", "persis
 # Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
 # Shrink this as features land.
 NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
-    # Modelled, but dropped: the pod runs in its own namespaces whatever it asks.
-    "spec.hostNetwork", "spec.hostPID", "spec.hostIPC", *_containers("stdin", "tty"),
+    # Modelled, but dropped.
+    *_containers("stdin", "tty"),
     # --- not modelled: meaningless without a cluster, or not built ----------------------------
     "metadata.finalizers",
     *(f"spec.{f}" for f in (
@@ -226,7 +226,7 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
 # --- security controls minipod cannot apply yet ------------------------------------------------
 #
 # Ignoring a field with a warning is fine when ignoring it gives the pod *more* isolation than
-# it asked for (hostNetwork: true, hostPID: true, procMount: Unmasked, a hostPath volume) or
+# it asked for (procMount: Unmasked, a hostPath volume) or
 # changes nothing it could rely on (windowsOptions on Linux). It is not fine when the field asks
 # for a protection: a pod that says runAsNonRoot or seccompProfile RuntimeDefault was written on
 # the assumption that it gets it, and running it without would be a silent downgrade. Those

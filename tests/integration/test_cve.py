@@ -270,7 +270,8 @@ echo done
     spec = pod("agent", "busybox", script).replace("    imagePullPolicy: Never\n", "")
     out = run_to_completion(mp, "agent", spec)["c"]
     assert out.splitlines()[-1] == "done", out
-    # No cgroupfs in the container (and /sys is read-only), no CAP_SYS_ADMIN to mount one.
+    # The container's /sys/fs/cgroup is read-only and rooted at its own cgroup (release_agent
+    # is only in a hierarchy's real root); no CAP_SYS_ADMIN to mount one.
     for word in ("FOUND", "WROTE", "MOUNTED"):
         assert word not in out, out
     assert "mount: permission denied" in out, out

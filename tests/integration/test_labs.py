@@ -133,7 +133,7 @@ def test_ns_view_matches_proc(mp):
         assert sharing("nsa", "(sandbox)", kind) == "own"
     assert sharing("nsa", "one", "pid") == "own" and sharing("nsa", "one", "mnt") == "own"
     assert sharing("nsb", "one", "pid") == "shared-with-pause"     # shareProcessNamespace
-    assert sharing("nsa", "(sandbox)", "pid") == "host"              # pause: the host's pid ns
+    assert sharing("nsa", "(sandbox)", "pid") == "own"    # pause: PID 1 of the pod's pid ns
     assert rows[("nsa", "one")]["namespaces"]["user"]["inode"] == readlink_inode(me, "user")
     assert sharing("nsa", "one", "user") == "host"
     assert "user (host)" in doc["sharedBetweenPods"]["shared"]

@@ -18,23 +18,26 @@ def ns_of(pid: int | str, kind: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
-@pytest.mark.parametrize("share_pid", [False, True], ids=["own-pid", "shared-pid"])
-def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, share_pid):
+@pytest.mark.parametrize("host_pid", [False, True], ids=["own-pid", "host-pid"])
+def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    plan = SimpleNamespace(share_pid=share_pid, hostname="order-test", shm_size=1 << 20)
+    plan = SimpleNamespace(share_pid=False, hostname="order-test", shm_size=1 << 20,
+                           host_network=False, host_pid=host_pid, host_ipc=False)
     seen = {}
 
     def join(pid: int) -> None:  # what the driver would do: the child is as it will exec
         seen["net"] = ns_of(pid, "net")
         seen["uts"] = ns_of(pid, "uts")
         seen["pid"] = pid
+        seen["pidns"] = ns_of(pid, "pid")
 
     sb = sandbox.start(plan, [str(c_helpers / "pause")], join)
     try:
         assert seen["pid"] == sb.pid  # pause itself, not an intermediate process
         assert seen["net"] != ns_of("self", "net")
         assert seen["uts"] != ns_of("self", "uts")
+        assert (seen["pidns"] == ns_of("self", "pid")) == host_pid
     finally:
         os.kill(sb.pid, 9)
         os.waitpid(sb.pid, 0)
@@ -72,7 +75,8 @@ def test_a_container_joins_its_cgroup_with_its_root_built_and_waiting_to_exec(
     class Recorder(Driver):  # only join() matters here; the rest is never reached
         def join(self, group, pid=0):
             joined[group] = {"pid": pid, "root": os.readlink(f"/proc/{pid}/root"),
-                             "mnt": ns_of(pid, "mnt"), "net": ns_of(pid, "net")}
+                             "mnt": ns_of(pid, "mnt"), "net": ns_of(pid, "net"),
+                             "cgroup": ns_of(pid, "cgroup")}
 
         create = set_limits = kill = remove = lambda self, *a, **k: None
         procs = paths = lambda self, *a: []
@@ -95,6 +99,9 @@ def test_a_container_joins_its_cgroup_with_its_root_built_and_waiting_to_exec(
             assert seen["root"] == "/"  # as its own mount namespace shows it: pivoted...
             assert seen["mnt"] != ns_of("self", "mnt")  # ...in a mount namespace of its own
             assert seen["net"] == ns_of(pod.sandbox_pid, "net")  # the pod's
+            # Its cgroup namespace comes after the join: made before, its root would be the
+            # runtime's cgroup, not the container's.
+            assert seen["cgroup"] == ns_of("self", "cgroup")
             with open(f"/proc/{pending.pid}/cmdline", "rb") as f:
                 assert b"sleep" not in f.read()  # and it has not exec'd yet
         finally:

@@ -189,3 +189,50 @@ def test_device_allow_list_per_container_none_at_pod_level():
     assert p.pod_limits["devices"] is None  # the kubelet's SkipDevices for the pod's cgroup
     priv = build(POD.replace("{extra}", "securityContext: {privileged: true}"))
     assert priv.containers[0].limits["devices"] == "allow-all"
+
+
+# --- host namespaces, the netns name ---------------------------------------------------------
+
+def test_a_pod_gets_its_own_namespaces_and_a_netns_name_by_default():
+    p = build(POD.replace("{extra}", ""))
+    assert (p.host_network, p.host_pid, p.host_ipc) == (False, False, False)
+    assert p.hostname == "web-1"
+    assert p.netns == f"/run/netns/minipod-web-1-{p.uid[:8]}"
+
+
+def test_the_netns_name_follows_the_cgroup_prefix_and_fits_a_file_name():
+    p = build(POD.replace("{extra}", "").replace("web-1", "w" * 253),
+              cgroup_parent="mpt1.slice")
+    name = p.netns.removeprefix("/run/netns/")
+    assert name.startswith("mpt1-w") and name.endswith("-" + p.uid[:8])
+    assert len(name) <= plan.NAME_MAX
+
+
+def test_host_namespaces_are_planned():
+    import socket
+
+    text = POD.replace("{extra}", "").replace(
+        "spec:\n", "spec:\n  hostNetwork: true\n  hostPID: true\n  hostIPC: true\n"
+                   "  hostname: ignored\n")
+    p = build(text)
+    assert (p.host_network, p.host_pid, p.host_ipc) == (True, True, True)
+    assert p.netns == ""  # the node's netns is not the pod's to name
+    # The node's UTS namespace: its hostname, in HOSTNAME too (the kubelet sets none).
+    assert p.hostname == socket.gethostname()
+    assert f"HOSTNAME={socket.gethostname()}" in p.containers[0].env
+
+
+def test_the_plan_of_an_older_minipod_still_loads():
+    p = build(POD.replace("{extra}", ""))
+    d = p.to_json()
+    for k in ("host_network", "host_pid", "host_ipc", "netns"):
+        del d[k]
+    old = plan.PodPlan.from_json(d)
+    assert (old.host_network, old.netns) == (False, "")
+
+
+def test_a_host_network_pods_hosts_file_is_the_nodes_under_the_kubelets_header():
+    text = plan.host_network_hosts_file("127.0.0.1 localhost\n",
+                                        [{"ip": "10.1.2.3", "hostnames": ["a", "b"]}])
+    assert text == ("# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n"
+                    "\n# Entries added by HostAliases.\n10.1.2.3\ta\tb\n")

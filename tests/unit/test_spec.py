@@ -119,15 +119,15 @@ def test_native_sidecar():
     assert init.name == "logshipper" and init.restart_policy == "Always"
 
 
-def test_nsenter_host_namespaces_are_warned_about():
+def test_nsenter_host_namespaces_are_kept_and_tty_warned_about():
     result = load(str(FIXTURES / "nsenter-test.yaml"))
     src = str(FIXTURES / "nsenter-test.yaml")
-    for path in ("spec.hostPID", "spec.hostNetwork", "spec.hostIPC", "spec.containers[0].tty",
-                 "spec.containers[0].stdin"):
+    for path in ("spec.containers[0].tty", "spec.containers[0].stdin"):
         assert f"{src}: {path}: not implemented by minipod yet, ignored" in result.warnings
+    assert not [w for w in result.warnings if "spec.host" in w]
     pod = result.pods[0].pod
     assert pod.spec.containers[0].security_context.privileged is True
-    assert pod.spec.host_network is False  # dropped until the runtime implements it
+    assert pod.spec.host_network and pod.spec.host_pid and pod.spec.host_ipc
 
 
 def test_multi_doc_with_configmap_and_service():
@@ -370,10 +370,9 @@ def test_not_implemented_field_warns_with_its_path():
     text = POD + "    tty: true\n  hostNetwork: true\n"
     result = loads(text, "pod.yaml")
     assert result.warnings == [
-        "pod.yaml: spec.containers[0].tty: not implemented by minipod yet, ignored",
-        "pod.yaml: spec.hostNetwork: not implemented by minipod yet, ignored"]
+        "pod.yaml: spec.containers[0].tty: not implemented by minipod yet, ignored"]
     pod = result.pods[0].pod
-    assert pod.spec.containers[0].tty is False and pod.spec.host_network is False
+    assert pod.spec.containers[0].tty is False and pod.spec.host_network is True
 
 
 def test_not_implemented_init_container_field_warns_too():

@@ -210,7 +210,7 @@ def make(tmp_path, world: World, apps=("web",), inits=(), policy="Always", grace
                              specs.get(name, {}), f"cg/{name}")
 
     plan = SimpleNamespace(
-        name="p", restart_policy=policy, grace_seconds=grace,
+        name="p", restart_policy=policy, grace_seconds=grace, share_pid=False, host_pid=False,
         init_containers=[plan_c(n.removesuffix("+"), n.endswith("+")) for n in inits],
         containers=[plan_c(n) for n in apps])
     host = SimpleNamespace(cfg=SimpleNamespace(backoff_initial=10.0, backoff_max=300.0),
