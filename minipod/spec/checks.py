@@ -108,6 +108,9 @@ def check_pod_fields(pod: Pod) -> Iterator[str]:
     for name, value in (("hostname", s.hostname), ("subdomain", s.subdomain)):
         if value and (problem := _label_problem(value)):
             yield f"spec.{name}: {problem}"
+    if s.host_pid and s.share_process_namespace:
+        # The API server's own rule (ValidatePodSecurityContext): no node ever runs this pod.
+        yield "spec.shareProcessNamespace: ShareProcessNamespace and HostPID cannot both be enabled"
 
 
 def check_containers(pod: Pod) -> Iterator[str]:

@@ -588,8 +588,9 @@ def test_pull_policy_defaults():
 # --- models --------------------------------------------------------------------------------------
 
 def test_camel_case_aliases_and_snake_case_names():
-    pod = pod_of(minimal(hostPID=True, hostIPC=True, shareProcessNamespace=True))
-    assert pod.spec.host_pid and pod.spec.host_ipc and pod.spec.share_process_namespace
+    pod = pod_of(minimal(hostPID=True, hostIPC=True))
+    assert pod.spec.host_pid and pod.spec.host_ipc
+    assert pod_of(minimal(shareProcessNamespace=True)).spec.share_process_namespace
     port = spec.ContainerPort.model_validate({"containerPort": 80, "hostIP": "127.0.0.1"})
     assert port.host_ip == "127.0.0.1"
     assert spec.ContainerPort(container_port=80).protocol == "TCP"  # by name too
@@ -988,3 +989,10 @@ def test_profile_annotations_are_refused_like_the_fields(key, value, refused):
         assert one_problem(doc).startswith(f"metadata.annotations.{key}: {REFUSAL} (")
     else:
         assert loads(_dump(doc)).pods
+
+
+def test_host_pid_with_share_process_namespace_is_refused_as_the_api_server_does():
+    with pytest.raises(SpecError) as e:
+        loads(json.dumps(minimal(hostPID=True, shareProcessNamespace=True)))
+    assert "spec.shareProcessNamespace: ShareProcessNamespace and HostPID cannot both be " \
+        "enabled" in str(e.value)
