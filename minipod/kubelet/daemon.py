@@ -123,6 +123,9 @@ def main(argv: list[str]) -> int:
     if not run_dir:
         agent.close()
         return 0
+    from minipod.kubelet import titles
+
+    titles.set_for(titles.SUPERVISOR, run_dir)  # `ps` names the pod from now on
     try:
         os.write(janitor_fd, run_dir.encode() + b"\n")  # the janitor now knows what to clean up
         lost = guard.lost()
