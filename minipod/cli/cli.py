@@ -242,6 +242,19 @@ def cmd_ns(args) -> int:
     return 0
 
 
+def cmd_tree(args) -> int:
+    from minipod import cgroups
+    from minipod.cli import tree
+
+    cfg = _cfg(args)
+    recs = _records(cfg, [args.name] if args.name else None)
+    if not recs:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print(tree.view(recs, cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver), args.output))
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -317,6 +330,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="every process in the pod, not only "
                     "pause and each container's PID 1")
     sp.add_argument("-o", "--output", choices=["json"])
+    sp = add("tree", cmd_tree, "a pod's process tree, cgroup tree and network path")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("-o", "--output", choices=["json", "dot"])
     add("version", cmd_version, "print the version")
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 

@@ -65,3 +65,106 @@ def test_ps_names_the_pod(mp, c_helpers, kind):
     # Found by its title, the pod is still stopped and removed properly.
     mp.minipod("rm", "-f", name)
     assert not any(name in a for a in ps_args().values())
+
+
+def _status_nspid(pid: int) -> list[int]:
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("NSpid:"):
+            return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def _ppid(pid: int) -> int:
+    return int(_read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1])
+
+
+def cgroup_dir(pid: int, controller: str) -> str:
+    """Where the kernel says `pid`'s cgroup is, for `controller` (v1) or the unified tree."""
+    lines = [ln.split(":", 2) for ln in _read(f"/proc/{pid}/cgroup").splitlines()]
+    for _, ctrls, path in lines:
+        if controller in ctrls.split(",") and os.path.isdir(f"/sys/fs/cgroup/{controller}"):
+            return f"/sys/fs/cgroup/{controller}{path}"
+    path = next(p for _, c, p in lines if c == "")
+    return f"/sys/fs/cgroup{path}"
+
+
+def _ip_json(*args: str, netns_of: int | None = None) -> list[dict]:
+    cmd = ["ip", "-j", *args]
+    if netns_of:
+        cmd = ["nsenter", "--target", str(netns_of), "--net", *cmd]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def _walk(node: dict, parent: dict | None = None):
+    yield node, parent
+    for k in node["children"]:
+        yield from _walk(k, node)
+
+
+def test_tree_is_what_the_kernel_shows(mp):
+    """`minipod tree -o json`: the processes with their parents and NSpid as /proc has them,
+    the cgroup leaves with the limits and members cgroupfs has, the links as `ip` shows them."""
+    name = "treed"
+    mp.minipod("run", "-d", mp.write("p.yaml", POD.format(name=name)))
+    info = mp.inspect(name)
+    app = next(c["pid"] for c in info["containers"] if c["name"] == "app")
+    # app's shell forks its background sleep right away: wait for it to be there.
+    mp.wait(lambda: len(open(f"{cgroup_dir(app, 'pids')}/cgroup.procs").read().split()) == 2,
+            what="app's child")
+    doc = json.loads(mp.minipod("tree", name, "-o", "json").stdout)
+
+    nodes = {n["pid"]: (n, p) for n, p in _walk(doc["processes"])}
+    sup = info["supervisor"]
+    assert doc["processes"]["pid"] == sup["janitorPid"]
+    assert nodes[sup["pid"]][0]["role"] == "supervisor"
+    assert nodes[info["sandbox"]["pid"]][0]["role"] == "sandbox"
+    for pid, (n, parent) in nodes.items():
+        assert n["nspid"] == _status_nspid(pid), pid
+        if parent:
+            assert _ppid(pid) == parent["pid"], pid
+    # Every process of the pod is in the tree: what cgroupfs lists for each container.
+    for c in info["containers"]:
+        members = sorted(int(x) for x in open(
+            f"{cgroup_dir(c['pid'], 'pids')}/cgroup.procs").read().split())
+        assert nodes[c["pid"]][0]["role"] == f"container {c['name']}"
+        assert nodes[c["pid"]][0]["nspid"][-1] == 1  # PID 1 of its own pid namespace
+        for pid in members:
+            assert pid in nodes, (c["name"], pid)
+        leaf = next(g for g in doc["cgroups"]["tree"]["children"][0]["children"]
+                    if g["role"] == f"container {c['name']}")
+        assert leaf["procs"] == members
+        assert leaf["usage"]["pids.current"] == str(len(members))
+    app_leaf = next(g for g in doc["cgroups"]["tree"]["children"][0]["children"]
+                    if g["role"] == "container app")
+    mem = cgroup_dir(app, "memory")
+    v1 = os.path.exists(f"{mem}/memory.limit_in_bytes")
+    assert app_leaf["limits"]["memory.max"] == _read(
+        f"{mem}/memory.limit_in_bytes" if v1 else f"{mem}/memory.max") == "67108864"
+    cpu = cgroup_dir(app, "cpu")
+    want_cpu = (f"{_read(cpu + '/cpu.cfs_quota_us')} {_read(cpu + '/cpu.cfs_period_us')}"
+                if v1 else _read(f"{cpu}/cpu.max"))
+    assert app_leaf["limits"]["cpu.max"] == want_cpu == "50000 100000"
+
+    net = doc["network"]
+    (br,) = _ip_json("addr", "show", "dev", mp.bridge)
+    assert net["bridge"]["index"] == br["ifindex"]
+    assert net["bridge"]["addresses"] == [f'{a["local"]}/{a["prefixlen"]}'
+                                          for a in br["addr_info"] if a["family"] == "inet"]
+    (veth,) = _ip_json("link", "show", "dev", net["hostVeth"]["name"])
+    assert net["hostVeth"]["master"] == veth["master"] == mp.bridge
+    (eth0,) = _ip_json("addr", "show", "dev", "eth0", netns_of=info["sandbox"]["pid"])
+    assert net["pod"]["eth0"]["index"] == eth0["ifindex"] == veth["link_index"]
+    assert net["hostVeth"]["index"] == eth0["link_index"] == net["pod"]["eth0"]["peerIndex"]
+    assert net["pod"]["eth0"]["addresses"] == [
+        f'{a["local"]}/{a["prefixlen"]}' for a in eth0["addr_info"] if a["family"] == "inet"]
+    assert net["pod"]["ip"] == info["network"]["ip"] == eth0["addr_info"][0]["local"]
+    assert net["pod"]["netns"] == os.stat(f"/proc/{info['sandbox']['pid']}/ns/net").st_ino
+
+    text = mp.minipod("tree", name).stdout
+    assert f"{app} [1] sh -c sleep 3600 & exec sleep 3600" not in text  # it exec'd: sleep
+    assert f"{app} [1] sleep 3600  (container app)" in text
+    assert f"{net['hostVeth']['name']}@if{eth0['ifindex']}" in text
+    graph = mp.minipod("tree", name, "-o", "dot").stdout
+    assert graph.startswith("digraph minipod {") and graph.count("{") == graph.count("}")
+    assert all(f"pid{pid} " in graph for pid in nodes)
+    mp.minipod("rm", "-f", name)
