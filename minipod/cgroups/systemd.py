@@ -338,6 +338,16 @@ class SystemdDriver(Driver):
         result = self.bus.wait_job(job, self.job_timeout)
         if result != "done":
             raise CgroupError(f"systemd StartTransientUnit {name} (group {group}): job {result}")
+        from minipod import explain
+
+        if explain.ON:
+            shown = [f"{k}={v[1]}" for k, v in props if k not in ("PIDs", "Description")
+                     and not isinstance(v[1], list)]
+            explain.say(f"new systemd unit {name} (cgroup {group})",
+                        f"D-Bus org.freedesktop.systemd1.Manager.StartTransientUnit({name!r})",
+                        f"busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 "
+                        f"org.freedesktop.systemd1.Manager StartTransientUnit ... "
+                        f"# {name} {' '.join(shown)}", unit=name, group=group)
         return True
 
     def _active(self, name: str) -> bool | None:

@@ -38,7 +38,11 @@ def _records(cfg, names=None):
 def cmd_run(args) -> int:
     from minipod.cli import runner
 
-    return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run)
+    explain = ("json" if args.output == "json" else "text") if args.explain else None
+    if args.output and not args.explain:
+        raise MinipodError("run: -o json goes with --explain")
+    return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run,
+                      explain=explain)
 
 
 def cmd_validate(args) -> int:
@@ -278,6 +282,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("file", help="a YAML file of v1 Pods, or - for stdin")
     sp.add_argument("-d", "--detach", action="store_true", help="run in the background")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, create nothing")
+    sp.add_argument("--explain", action="store_true", help="print every primitive as it is "
+                    "done: real values, the system call, a shell command for it")
+    sp.add_argument("-o", "--output", choices=["json"], help="with --explain: JSON lines")
     sp = add("validate", cmd_validate, "check a manifest without running it")
     sp.add_argument("file")
     add("ps", cmd_ps, "list pods (NAME READY STATUS RESTARTS AGE IP)")

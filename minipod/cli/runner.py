@@ -46,23 +46,33 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
 
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
-        err=sys.stderr) -> int:
+        err=sys.stderr, explain: str | None = None) -> int:
+    """`explain`: None, "text" or "json" -- print every primitive as the pod is built."""
     if dry_run:
         plans = load_plans(path, cfg, err)
         json.dump([p.to_json() for p in plans], out, indent=2, default=str)
         out.write("\n")
         return 0
+    if explain:
+        from minipod.cli.explaining import Follower
+
+        with Follower(explain, out) as follow:
+            return _run(path, cfg, detach, out, err, follow.path)
+    return _run(path, cfg, detach, out, err, None)
+
+
+def _run(path: str, cfg, detach: bool, out, err, explain_file: str | None) -> int:
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
-    spare = Daemon(detach, cfg.janitor)
+    spare = Daemon(detach, cfg.janitor, explain_file)
     try:
         plans = load_plans(path, cfg, err)
         trace.mark("cli: planned")
     except BaseException:
         spare.cancel()
         raise
-    pids = launch_all(plans, cfg, spare, detach)
+    pids = launch_all(plans, cfg, spare, detach, explain_file)
     if detach:
         for p in plans:
             print(p.name, file=out)
@@ -73,11 +83,13 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 class Daemon:
     """A pod's janitor + supervisor pair (daemon.py), started before it is given its pod."""
 
-    def __init__(self, detach: bool, janitor: str = ""):
+    def __init__(self, detach: bool, janitor: str = "", explain_file: str | None = None):
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
+            if explain_file:  # for the daemon only (see minipod/explain.py)
+                os.environ["MINIPOD_EXPLAIN"] = explain_file
             _exec_daemon(plan_r, ready_w, detach, janitor)
         os.close(plan_r)
         os.close(ready_w)
@@ -97,7 +109,8 @@ class Daemon:
         return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
 
 
-def launch_all(plans: list, cfg, spare: Daemon, detach: bool) -> list[int]:
+def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
+               explain_file: str | None = None) -> list[int]:
     """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
     set-up error), the pods already started are removed again before the error is raised.
     A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
@@ -106,7 +119,8 @@ def launch_all(plans: list, cfg, spare: Daemon, detach: bool) -> list[int]:
     pids: list[int] = []
     for i, p in enumerate(plans):
         try:
-            pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach, cfg.janitor)))
+            pids.append(launch(p, cfg, spare if i == 0 else
+                               Daemon(detach, cfg.janitor, explain_file)))
         except BaseException as e:
             started = [q.name for q in plans[:i]]
             for name in reversed(started):

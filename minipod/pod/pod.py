@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from minipod import trace
+from minipod import explain, trace
 from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
@@ -46,9 +46,11 @@ class Pod:
             rb.push("pod directories", self.remove_dirs)
             self._make_dirs()
             rb.push("cgroups", self.remove_cgroups)
+            explain.stage("cgroups")
             self._make_cgroups()
             trace.mark("pod: cgroups")
             rb.push("sandbox", self.kill_all)
+            explain.stage("sandbox")
             self._start_sandbox()
             trace.mark("pod: sandbox")
             # The containers' mount work first: meanwhile the agent finishes importing pyroute2
@@ -56,13 +58,19 @@ class Pod:
             pending = []
             rb.push("containers", lambda: [x.abort() for x in pending])
             for c in first:
+                explain.stage(f"container {c.name}: namespaces and root filesystem")
                 pending.append(self.prepare(c))
             trace.mark("pod: containers prepared")
             rb.push("network", lambda: self._net_teardown(agent))
+            explain.stage("network")
             self._attach_network(agent)
             trace.mark("pod: network")
-            started = [(c, self._run(f'start container "{c.name}"', x.release))
-                       for c, x in zip(first, pending)]
+            started = []
+            for c, x in zip(first, pending):
+                explain.stage(f"container {c.name}: start")
+                started.append((c, self._run(f'start container "{c.name}"', x.release)))
+                if explain.ON:
+                    self._explain_started(c, started[-1][1].pid)
             pending.clear()
             rb.commit()
         return started
@@ -84,6 +92,27 @@ class Pod:
         p = self.plan
         self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
             p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+        if explain.ON:
+            held = explain.inodes(self.sandbox_pid, ["net", "ipc", "uts"])
+            explain.say(f"pause runs as PID {self.sandbox_pid}, holding "
+                        + " ".join(f"{t}:[{i}]" for t, i in held.items()),
+                        f"execve({self.pause_argv[0]!r})",
+                        f"exec {' '.join(self.pause_argv)}", pid=self.sandbox_pid,
+                        inodes=held)
+
+    def _explain_started(self, c: ContainerPlan, pid: int) -> None:
+        """A container's process has exec'd: what it is now, as /proc shows it."""
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                nspid = next(ln.split()[1:] for ln in f if ln.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            nspid = []
+        inodes = explain.inodes(pid, ["net", "ipc", "uts", "pid", "mnt"])
+        explain.say(f'container "{c.name}" runs {" ".join(c.argv)!r} as PID {pid} '
+                    f"(PID {nspid[-1] if nspid else '?'} in its pid namespace), "
+                    + " ".join(f"{t}:[{i}]" for t, i in inodes.items()),
+                    f"execve({c.argv[0]!r}, ...)", "exec " + " ".join(c.argv), pid=pid,
+                    nspid=[int(x) for x in nspid], inodes=inodes)
 
     def _attach_network(self, agent) -> None:
         """The veth into the sandbox's netns, an IP; then the /etc files that name the IP."""
