@@ -168,3 +168,107 @@ def test_tree_is_what_the_kernel_shows(mp):
     assert graph.startswith("digraph minipod {") and graph.count("{") == graph.count("}")
     assert all(f"pid{pid} " in graph for pid in nodes)
     mp.minipod("rm", "-f", name)
+
+
+def _explained(mp, name: str) -> tuple[list[dict], str]:
+    p = mp.minipod("run", "-d", "--explain", "-o", "json",
+                   mp.write("p.yaml", POD.format(name=name)))
+    lines = p.stdout.splitlines()
+    assert lines[-1] == name
+    return [json.loads(ln) for ln in lines[:-1]], p.stderr
+
+
+def _ns(pid: int, t: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{t}").st_ino
+
+
+def test_explain_names_every_step_the_pod_took(mp):
+    """`run --explain`: every primitive the pod was built from, with the values the kernel
+    has now: the cgroup directories and limits, the sandbox's namespaces, each container's
+    joins, mounts and pivot_root, the veth as `ip` shows it, the started processes."""
+    import glob
+
+    before = set(glob.glob("/tmp/minipod-explain-*"))
+    name = "explained"
+    recs, _ = _explained(mp, name)
+    info = mp.inspect(name)
+    pause = info["sandbox"]["pid"]
+    steps = [r for r in recs if not r.get("begin")]
+    stages = [r["stage"] for r in recs if r.get("begin")]
+    assert stages == ["cgroups", "sandbox",
+                      "container app: namespaces and root filesystem",
+                      "container side: namespaces and root filesystem", "network",
+                      "container app: start", "container side: start"]
+
+    def find(pred) -> list[dict]:
+        return [r for r in steps if pred(r)]
+
+    # cgroups: each container's directory, as the kernel reports it, was made and explained,
+    # its memory limit written there, and its process moved in.
+    made = {r["values"]["path"] for r in find(lambda r: r["what"].startswith("new cgroup"))}
+    for c in info["containers"]:
+        for ctrl in ("memory", "pids"):
+            d = cgroup_dir(c["pid"], ctrl)
+            assert d in made or not d.startswith("/sys/fs/cgroup/" + ctrl), (d, made)
+            assert find(lambda r: r["shell"] == f"echo {c['pid']} > {d}/cgroup.procs"), d
+    app = next(c for c in info["containers"] if c["name"] == "app")
+    mem = cgroup_dir(app["pid"], "memory")
+    limit = find(lambda r: r["values"].get("value") == "67108864")
+    assert [r["values"]["path"] for r in limit] in (
+        [f"{mem}/memory.limit_in_bytes"], [f"{mem}/memory.max"])
+    assert limit[0]["shell"] == f"echo 67108864 > {limit[0]['values']['path']}"
+
+    # The sandbox: the namespaces it made are pause's.
+    (new,) = find(lambda r: r["stage"] == "sandbox" and r["syscall"].startswith("unshare("))
+    assert new["shell"] == "unshare --net --ipc --uts --mount"
+    for t in ("net", "ipc", "uts", "mnt"):
+        assert new["values"]["inodes"][t] == _ns(pause, t)
+    assert find(lambda r: r["shell"] == f"hostname {name}")
+    (runs,) = find(lambda r: r["what"].startswith("pause runs"))
+    assert runs["values"]["pid"] == pause
+
+    for c in info["containers"]:
+        mine = [r for r in steps if r["stage"].startswith(f"container {c['name']}:")]
+        (join,) = [r for r in mine if r["syscall"].startswith("setns")]
+        assert join["shell"] == f"nsenter --target {pause} --ipc --uts --net --mount"
+        for t in ("net", "ipc", "uts"):
+            assert join["values"]["inodes"][t] == _ns(pause, t) == _ns(c["pid"], t)
+        (own,) = [r for r in mine if r["syscall"].startswith("unshare(")]
+        assert own["shell"] == "unshare --mount --pid --fork"
+        assert own["values"]["inodes"]["mnt"] == _ns(c["pid"], "mnt")
+        rootfs = f"{mp.root}/pods/{name}/rootfs/{c['name']}"
+        assert [r for r in mine if r["values"].get("fstype") == "overlay"
+                and r["values"]["target"] == rootfs]
+        assert [r for r in mine if r["values"].get("target") == f"{rootfs}/proc"]
+        assert [r for r in mine if r["shell"].startswith(f"cd {rootfs} && pivot_root . .")]
+        assert [r for r in mine if r["shell"].startswith("setpriv --bounding-set -all,")]
+        (started,) = [r for r in mine if r["what"].startswith(f'container "{c["name"]}" runs')]
+        assert started["values"]["pid"] == c["pid"]
+        assert started["values"]["nspid"][-1] == 1
+        for t in ("net", "ipc", "uts", "pid", "mnt"):
+            assert started["values"]["inodes"][t] == _ns(c["pid"], t)
+        assert started["values"]["inodes"]["pid"] != _ns(pause, "pid")
+
+    # The network: the veth `ip` shows, in pause's netns, with the pod's address.
+    (veth,) = find(lambda r: r["syscall"].startswith("rtnetlink RTM_NEWLINK kind=veth"))
+    (link,) = _ip_json("link", "show", "dev", veth["values"]["host_veth"])
+    assert link["ifindex"] == veth["values"]["host_index"] and link["master"] == mp.bridge
+    assert veth["values"]["netns"] == _ns(pause, "net")
+    assert veth["shell"].startswith(f"ip link add {link['ifname']} ")
+    assert veth["shell"].endswith(f"type veth peer name eth0 netns /proc/{pause}/ns/net")
+    (eth0,) = _ip_json("addr", "show", "dev", "eth0", netns_of=pause)
+    (addr,) = find(lambda r: "RTM_NEWADDR" in r["syscall"] and "pod's netns" in r["syscall"])
+    assert addr["values"]["ip"] == info["network"]["ip"] == eth0["addr_info"][0]["local"]
+    assert addr["values"]["index"] == eth0["ifindex"]
+
+    # Nothing of it reaches the workloads, and the CLI's file is gone.
+    with open(f"/proc/{pause}/environ", "rb") as f:
+        assert b"MINIPOD_EXPLAIN" not in f.read()
+    assert set(glob.glob("/tmp/minipod-explain-*")) == before
+    mp.minipod("rm", "-f", name)
+
+
+def test_explain_is_off_by_default(mp):
+    p = mp.minipod("run", "-d", mp.write("p.yaml", POD.format(name="quiet")))
+    assert p.stdout == "quiet\n"
+    mp.minipod("rm", "-f", "quiet")
