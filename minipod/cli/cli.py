@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     if args.output and not args.explain:
         raise MinipodError("run: -o json goes with --explain")
     return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run,
-                      explain=explain)
+                      explain=explain, step=args.step)
 
 
 def cmd_validate(args) -> int:
@@ -285,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--explain", action="store_true", help="print every primitive as it is "
                     "done: real values, the system call, a shell command for it")
     sp.add_argument("-o", "--output", choices=["json"], help="with --explain: JSON lines")
+    sp.add_argument("--step", action="store_true", help="stop after each stage (cgroups, "
+                    "sandbox, network, each container) until Enter")
     sp = add("validate", cmd_validate, "check a manifest without running it")
     sp.add_argument("file")
     add("ps", cmd_ps, "list pods (NAME READY STATUS RESTARTS AGE IP)")

@@ -42,3 +42,58 @@ class Follower:
                     return
         finally:
             reader.close()
+
+
+class Stepper:
+    """`minipod run --step`: the CLI's end of stepping.py's pipes. Each stop is printed, then
+    we wait for a line on stdin (EOF: go on without waiting) and let the supervisor go."""
+
+    def __init__(self, out, stdin):
+        self.out, self.stdin = out, stdin
+        self._msg_r, self.msg_w = os.pipe()
+        self.go_r, self._go_w = os.pipe()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def env(self) -> str:
+        return f"{self.msg_w},{self.go_r}"
+
+    def fds(self) -> tuple[int, int]:
+        return self.msg_w, self.go_r
+
+    def __enter__(self) -> "Stepper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for fd in (self.msg_w, self.go_r):  # the daemons hold their own copies
+            os.close(fd)
+        self._thread.join()
+        os.close(self._go_w)
+
+    def _serve(self) -> None:
+        import select
+
+        from minipod import stepping
+
+        buf = b""
+        eof_stdin = False
+        with os.fdopen(self._msg_r, "rb", buffering=0) as r:
+            while not self._stop.is_set():
+                if not select.select([r], [], [], 0.1)[0]:
+                    continue
+                chunk = r.read(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    print(stepping.render(json.loads(line)), file=self.out, flush=True)
+                    if not eof_stdin:
+                        eof_stdin = self.stdin.readline() == ""
+                    try:
+                        os.write(self._go_w, b"\n")
+                    except OSError:
+                        return

@@ -46,33 +46,41 @@ def load_plans(path: str, cfg, err=sys.stderr) -> list:
 
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
-        err=sys.stderr, explain: str | None = None) -> int:
-    """`explain`: None, "text" or "json" -- print every primitive as the pod is built."""
+        err=sys.stderr, explain: str | None = None, step: bool = False) -> int:
+    """`explain`: None, "text" or "json" -- print every primitive as the pod is built.
+    `step`: stop after each stage of the set-up until Enter (stdin)."""
     if dry_run:
         plans = load_plans(path, cfg, err)
         json.dump([p.to_json() for p in plans], out, indent=2, default=str)
         out.write("\n")
         return 0
-    if explain:
-        from minipod.cli.explaining import Follower
+    import contextlib
 
-        with Follower(explain, out) as follow:
-            return _run(path, cfg, detach, out, err, follow.path)
-    return _run(path, cfg, detach, out, err, None)
+    from minipod.cli import explaining
+
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, str] = {}
+        if explain:
+            extra["MINIPOD_EXPLAIN"] = stack.enter_context(
+                explaining.Follower(explain, out)).path
+        if step:
+            extra["MINIPOD_STEP"] = stack.enter_context(
+                explaining.Stepper(out, sys.stdin)).env
+        return _run(path, cfg, detach, out, err, extra)
 
 
-def _run(path: str, cfg, detach: bool, out, err, explain_file: str | None) -> int:
+def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str]) -> int:
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
-    spare = Daemon(detach, cfg.janitor, explain_file)
+    spare = Daemon(detach, cfg.janitor, extra)
     try:
         plans = load_plans(path, cfg, err)
         trace.mark("cli: planned")
     except BaseException:
         spare.cancel()
         raise
-    pids = launch_all(plans, cfg, spare, detach, explain_file)
+    pids = launch_all(plans, cfg, spare, detach, extra)
     if detach:
         for p in plans:
             print(p.name, file=out)
@@ -83,13 +91,18 @@ def _run(path: str, cfg, detach: bool, out, err, explain_file: str | None) -> in
 class Daemon:
     """A pod's janitor + supervisor pair (daemon.py), started before it is given its pod."""
 
-    def __init__(self, detach: bool, janitor: str = "", explain_file: str | None = None):
+    def __init__(self, detach: bool, janitor: str = "", extra: dict[str, str] | None = None):
+        """`extra`: $MINIPOD_EXPLAIN, $MINIPOD_STEP for the daemon only (explain.py,
+        stepping.py); the descriptors $MINIPOD_STEP names are passed on to it."""
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
-            if explain_file:  # for the daemon only (see minipod/explain.py)
-                os.environ["MINIPOD_EXPLAIN"] = explain_file
+            for k, v in (extra or {}).items():
+                os.environ[k] = v
+                if k == "MINIPOD_STEP":
+                    for fd in v.split(","):
+                        os.set_inheritable(int(fd), True)
             _exec_daemon(plan_r, ready_w, detach, janitor)
         os.close(plan_r)
         os.close(ready_w)
@@ -110,7 +123,7 @@ class Daemon:
 
 
 def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
-               explain_file: str | None = None) -> list[int]:
+               extra: dict[str, str] | None = None) -> list[int]:
     """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
     set-up error), the pods already started are removed again before the error is raised.
     A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
@@ -120,7 +133,7 @@ def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
     for i, p in enumerate(plans):
         try:
             pids.append(launch(p, cfg, spare if i == 0 else
-                               Daemon(detach, cfg.janitor, explain_file)))
+                               Daemon(detach, cfg.janitor, extra)))
         except BaseException as e:
             started = [q.name for q in plans[:i]]
             for name in reversed(started):

@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
         os.close(r)
     # Before anything forks: `run --explain` hands its file over in the environment, and
     # every process forked from here on (agent, sandbox, containers) inherits the descriptor.
-    from minipod import explain  # noqa: F401
+    from minipod import explain, stepping  # noqa: F401
 
     guard = Guard(janitor_fd, os.getppid())
     # The supervisor is a subreaper too (the flag is not inherited across fork): it adopts its

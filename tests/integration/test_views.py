@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -272,3 +273,107 @@ def test_explain_is_off_by_default(mp):
     p = mp.minipod("run", "-d", mp.write("p.yaml", POD.format(name="quiet")))
     assert p.stdout == "quiet\n"
     mp.minipod("rm", "-f", "quiet")
+
+
+def _until_prompt(proc, timeout: float = 60) -> list[str]:
+    """stdout lines up to and with "press Enter to continue" (or EOF); read with os.read, so
+    that select() sees every byte not yet taken (a buffered readline would hide them)."""
+    import select
+    import time
+
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        while "\n" in proc.pending:
+            line, proc.pending = proc.pending.split("\n", 1)
+            lines.append(line)
+            if line.strip() == "press Enter to continue":
+                return lines
+        if not select.select([fd], [], [], 1)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return lines
+        proc.pending += chunk.decode()
+    proc.kill()
+    raise AssertionError(f"no stop within {timeout}s: {lines}")
+
+
+def _members(d: str) -> list[int]:
+    return [int(x) for x in open(f"{d}/cgroup.procs").read().split()]
+
+
+def _cmd(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode().strip()
+
+
+def test_step_stops_after_each_stage(mp):
+    """`run --step`: after each stage exactly that stage's work exists; Enter goes on."""
+    name = "stepped"
+    path = mp.write("p.yaml", POD.format(name=name))
+    proc = subprocess.Popen([sys.executable, "-m", "minipod", "run", "-d", "--step", path],
+                            env=mp.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.pending = ""
+    try:
+        out = _until_prompt(proc)
+        assert out[0] == "── stopped after: cgroups", out
+        dirs = [ln.split("cgroup ", 1)[1] for ln in out if ln.startswith("     cgroup ")]
+        assert len(dirs) == 4  # the pod, the sandbox, app, side
+        for d in dirs:
+            assert os.path.isdir(d) and _members(d) == [], d
+        pod_dir, sandbox_dir, app_dir, side_dir = dirs
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+        out = _until_prompt(proc)
+        assert out[0] == "── stopped after: sandbox", out
+        pause = int(out[2].split("PID ")[1].split(",")[0])
+        assert _members(sandbox_dir) == [pause] and _read(f"/proc/{pause}/comm") == "pause"
+        assert _ns(pause, "net") != _ns(os.getpid(), "net")
+        assert [x["ifname"] for x in _ip_json("link", netns_of=pause)] == ["lo"]
+        assert _members(app_dir) == _members(side_dir) == []
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+        out = _until_prompt(proc)
+        assert out[0] == "── stopped after: network", out
+        veth = out[2].split("veth ")[1].split()[0]
+        (link,) = _ip_json("link", "show", "dev", veth)
+        assert link["master"] == mp.bridge
+        (eth0,) = _ip_json("addr", "show", "dev", "eth0", netns_of=pause)
+        assert f'{eth0["addr_info"][0]["local"]}/' in out[2]
+        # The containers wait before exec (in their cgroups already, not yet their command).
+        for d in (app_dir, side_dir):
+            (waiting,) = _members(d)
+            assert not _cmd(waiting).startswith(("sh ", "sleep ")), _cmd(waiting)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+        out = _until_prompt(proc)
+        assert out[0] == "── stopped after: container app", out
+        app = int(out[2].split(" as PID ")[1].split()[0])
+        # Its command runs (the shell may not have exec'd its sleep yet).
+        assert _cmd(app) in ("sh -c sleep 3600 & exec sleep 3600", "sleep 3600")
+        assert app in _members(app_dir)
+        (side,) = _members(side_dir)
+        assert not _cmd(side).startswith("sleep"), "side started before Enter"
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+        out = _until_prompt(proc)
+        assert out[0] == "── stopped after: container side", out
+        assert _cmd(side) == "sleep 3600"
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        rest = proc.pending + proc.stdout.read()
+        assert proc.wait(30) == 0, proc.stderr.read()
+        assert rest == f"{name}\n"
+        assert mp.pod(name)["status"]["phase"] == "Running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    mp.minipod("rm", "-f", name)
