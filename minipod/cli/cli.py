@@ -259,6 +259,16 @@ def cmd_tree(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from minipod.cli import byhand, runner
+
+    cfg = _cfg(args)
+    plans = runner.load_plans(args.file, cfg)
+    make = byhand.cleanup_script if args.cleanup else byhand.build_script
+    print("\n".join(make(p.to_json(), cfg.root, cfg.cgroup_root) for p in plans), end="")
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -342,6 +352,11 @@ def parser() -> argparse.ArgumentParser:
     sp = add("tree", cmd_tree, "a pod's process tree, cgroup tree and network path")
     sp.add_argument("name", nargs="?")
     sp.add_argument("-o", "--output", choices=["json", "dot"])
+    sp = add("explain", cmd_explain, "print a bash script that builds the pod by hand "
+             "(util-linux, iproute2, coreutils), or --cleanup: one that removes it")
+    sp.add_argument("file")
+    sp.add_argument("--script", action="store_true", help="the build script (the default)")
+    sp.add_argument("--cleanup", action="store_true", help="the script that removes it")
     add("version", cmd_version, "print the version")
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 

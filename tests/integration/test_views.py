@@ -377,3 +377,55 @@ def test_step_stops_after_each_stage(mp):
             proc.kill()
             proc.wait()
     mp.minipod("rm", "-f", name)
+
+
+def test_script_builds_the_same_pod_by_hand(mp):
+    """`explain --script` builds the pod with util-linux, iproute2 and coreutils alone: the
+    containers share pause's (here: sleep's) net, ipc and uts and have their own pid and mnt,
+    the limits are set, the IP answers; `explain --cleanup` leaves nothing behind."""
+    name = "byhand"
+    path = mp.write("p.yaml", POD.format(name=name))
+    build = mp.minipod("explain", "--script", path).stdout
+    cleanup = mp.minipod("explain", "--cleanup", path).stdout
+    assert "minipod" not in "".join(ln for ln in build.splitlines() if not ln.startswith("#")
+                                    and "STATE=" not in ln and "/pods/" not in ln
+                                    and "minipod/images" not in ln and "lowerdir" not in ln)
+    state = os.path.join(mp.root, "byhand", name)
+    try:
+        r = subprocess.run(["bash", "-c", build], capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr
+        sandbox = int(_read(f"{state}/sandbox.pid"))
+        app, side = (int(_read(f"{state}/{c}.pid")) for c in ("app", "side"))
+        for pid in (app, side):
+            for t in ("net", "ipc", "uts"):
+                assert _ns(pid, t) == _ns(sandbox, t) != _ns(os.getpid(), t)
+            for t in ("pid", "mnt"):
+                assert _ns(pid, t) not in (_ns(sandbox, t), _ns(os.getpid(), t))
+            assert _status_nspid(pid)[-1] == 1
+            assert _cmd(pid) == "sleep 3600" or _cmd(pid).startswith("sh -c sleep 3600")
+            mounts = [ln.split()[4] for ln in _read(f"/proc/{pid}/mountinfo").splitlines()]
+            assert "/.oldroot" not in mounts and "/proc" in mounts
+            bnd = next(ln for ln in _read(f"/proc/{pid}/status").splitlines()
+                       if ln.startswith("CapBnd:"))
+            assert int(bnd.split()[1], 16) == 0xa80425fb  # containerd's 14 default caps
+        assert _ns(app, "pid") != _ns(side, "pid")
+        hostname = subprocess.run(["nsenter", "--target", str(app), "--uts", "cat",
+                                   "/proc/sys/kernel/hostname"], capture_output=True,
+                                  text=True).stdout.strip()
+        assert hostname == name
+        mem = cgroup_dir(app, "memory")
+        assert _read(f"{mem}/memory.limit_in_bytes" if os.path.exists(
+            f"{mem}/memory.limit_in_bytes") else f"{mem}/memory.max") == "67108864"
+        (eth0,) = _ip_json("addr", "show", "dev", "eth0", netns_of=app)
+        ip = eth0["addr_info"][0]["local"]
+        ping = subprocess.run(["/bin/busybox", "ping", "-c", "1", "-W", "3", ip],
+                              capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        r = subprocess.run(["bash", "-c", cleanup], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(state)
+    for pid in (sandbox, app, side):
+        assert not os.path.exists(f"/proc/{pid}") or " Z" in _read(f"/proc/{pid}/stat")
+    # The rest (links, cgroups, mounts, processes under this test's root) is the mp fixture's
+    # check that the host is as it was.
