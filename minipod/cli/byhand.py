@@ -148,7 +148,7 @@ def build_script(plan: dict, root: str, cgroup_root: str = "/sys/fs/cgroup") -> 
     ]
     for c in ctrs:
         L += _container(c, n, groups[c["name"]], dirs)
-    L += ["", f"echo \"pod {name}: sandbox $SANDBOX, IP {n['ip']}\""]
+    L += ["", f"echo \"pod {name}: sandbox $SANDBOX, IP {n['ip']}\"", 'echo "state $STATE"']
     return "\n".join(L) + "\n"
 
 
