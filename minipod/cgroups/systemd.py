@@ -341,13 +341,18 @@ class SystemdDriver(Driver):
         from minipod import explain
 
         if explain.ON:
-            shown = [f"{k}={v[1]}" for k, v in props if k not in ("PIDs", "Description")
-                     and not isinstance(v[1], list)]
-            explain.say(f"new systemd unit {name} (cgroup {group})",
+            plain = {k: v[1] for k, v in props if k != "Description"
+                     and isinstance(v[1], (int, str, bool))}
+            pids = next((v[1] for k, v in props if k == "PIDs"), [])
+            shown = " ".join(f"-p {k}={('yes' if v else 'no') if isinstance(v, bool) else v}"
+                             for k, v in plain.items() if k != "Slice")
+            who = f", PID {' '.join(map(str, pids))} in it" if pids else ""
+            kind = "--scope" if name.endswith(".scope") else "--slice-inherit"
+            explain.say(f"new systemd unit {name} (cgroup {group}){who}",
                         f"D-Bus org.freedesktop.systemd1.Manager.StartTransientUnit({name!r})",
-                        f"busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 "
-                        f"org.freedesktop.systemd1.Manager StartTransientUnit ... "
-                        f"# {name} {' '.join(shown)}", unit=name, group=group)
+                        f"systemd-run {kind} --unit={name} --slice={plain.get('Slice', '')} "
+                        f"{shown}  # minipod asks over D-Bus; systemd-run is the same request",
+                        unit=name, group=group, pids=pids, props=plain)
         return True
 
     def _active(self, name: str) -> bool | None:

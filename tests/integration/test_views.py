@@ -205,19 +205,30 @@ def test_explain_names_every_step_the_pod_took(mp):
         return [r for r in steps if pred(r)]
 
     # cgroups: each container's directory, as the kernel reports it, was made and explained,
-    # its memory limit written there, and its process moved in.
-    made = {r["values"]["path"] for r in find(lambda r: r["what"].startswith("new cgroup"))}
-    for c in info["containers"]:
-        for ctrl in ("memory", "pids"):
-            d = cgroup_dir(c["pid"], ctrl)
-            assert d in made or not d.startswith("/sys/fs/cgroup/" + ctrl), (d, made)
-            assert find(lambda r: r["shell"] == f"echo {c['pid']} > {d}/cgroup.procs"), d
+    # its memory limit written there, and its process moved in (systemd: a unit that holds
+    # the process and carries the limit).
     app = next(c for c in info["containers"] if c["name"] == "app")
-    mem = cgroup_dir(app["pid"], "memory")
-    limit = find(lambda r: r["values"].get("value") == "67108864")
-    assert [r["values"]["path"] for r in limit] in (
-        [f"{mem}/memory.limit_in_bytes"], [f"{mem}/memory.max"])
-    assert limit[0]["shell"] == f"echo 67108864 > {limit[0]['values']['path']}"
+    if info["cgroups"]["driver"] == "systemd":
+        units = find(lambda r: r["what"].startswith("new systemd unit"))
+        for c in info["containers"]:
+            (unit,) = [r for r in units if r["values"]["pids"] == [c["pid"]]]
+            assert cgroup_dir(c["pid"], "memory").endswith("/" + unit["values"]["unit"])
+            assert unit["shell"].startswith(f"systemd-run --scope --unit={unit['values']['unit']}")
+            if c["name"] == "app":
+                props = unit["values"]["props"]
+                assert props.get("MemoryMax", props.get("MemoryLimit")) == 67108864
+    else:
+        made = {r["values"]["path"] for r in find(lambda r: r["what"].startswith("new cgroup"))}
+        for c in info["containers"]:
+            for ctrl in ("memory", "pids"):
+                d = cgroup_dir(c["pid"], ctrl)
+                assert d in made, (d, made)
+                assert find(lambda r: r["shell"] == f"echo {c['pid']} > {d}/cgroup.procs"), d
+        mem = cgroup_dir(app["pid"], "memory")
+        limit = find(lambda r: r["values"].get("value") == "67108864")
+        assert [r["values"]["path"] for r in limit] in (
+            [f"{mem}/memory.limit_in_bytes"], [f"{mem}/memory.max"])
+        assert limit[0]["shell"] == f"echo 67108864 > {limit[0]['values']['path']}"
 
     # The sandbox: the namespaces it made are pause's.
     (new,) = find(lambda r: r["stage"] == "sandbox" and r["syscall"].startswith("unshare("))
