@@ -16,6 +16,10 @@
  * which tears the pod down from its plan on disk, as the Python janitor would.
  * Otherwise it exits with the supervisor's exit code.
  *
+ * Once it knows the pod it rewrites its argv and comm, so that `ps` shows
+ *   minipod-janitor -pod NAME -root ROOT   (comm mp-jan:NAME)
+ * as containerd-shim shows -id (minipod/kubelet/titles.py has the same format).
+ *
  * While it waits it reaps every orphan re-parented to it: on hosts whose PID 1
  * reaps late, a zombie left in a pod's cgroup would keep the cgroup busy.
  * SIGINT and SIGHUP are ignored (Ctrl-C reaches the supervisor in the same
@@ -45,6 +49,32 @@ static void forward_term(int sig) {
 static void die(const char *what) {
 	fprintf(stderr, "minipod janitor: %s: %s\n", what, strerror(errno));
 	exit(1);
+}
+
+/* Rewrite our command line in place (it cannot grow: cut to the original argv's length,
+ * the rest zeroed so that /proc/PID/cmdline ends there) and our comm. The strings argv
+ * points at are overwritten: whoever needs one later must have copied it. */
+static void set_title(int argc, char **argv, const char *run_dir) {
+	char title[2 * MSG_MAX + 32], comm[16] = "mp-jan:", root[MSG_MAX], *slash;
+	const char *name;
+	char *end = argv[argc - 1] + strlen(argv[argc - 1]);
+	size_t room = (size_t)(end - argv[0]);
+
+	snprintf(root, sizeof(root), "%s", run_dir);
+	while ((slash = strrchr(root, '/')) && slash[1] == '\0' && slash != root)
+		*slash = '\0';
+	slash = strrchr(root, '/');
+	name = slash ? slash + 1 : root;
+	if (slash)
+		*slash = '\0'; /* ROOT/pods */
+	slash = strrchr(root, '/');
+	if (slash)
+		*slash = '\0'; /* ROOT */
+	snprintf(title, sizeof(title), "minipod-janitor -pod %s -root %s", name, root);
+	memset(argv[0], 0, room);
+	memcpy(argv[0], title, strlen(title) < room ? strlen(title) : room - 1);
+	strncat(comm, name, sizeof(comm) - 1 - strlen(comm));
+	prctl(PR_SET_NAME, comm, 0, 0, 0);
 }
 
 /* Append what can be read from fd to buf; 0 at EOF (or when full), 1 otherwise. */
@@ -126,6 +156,16 @@ int main(int argc, char **argv) {
 	 * here is fine: nothing can be orphaned to us before the supervisor has a pod. */
 	while (!strchr(msg, '\n') && read_some(pipefd[0], msg, &len))
 		;
+	if ((nl = strchr(msg, '\n'))) {
+		char dir[MSG_MAX];
+
+		/* The clean-up below execs cmd[0], a string in the argv we are about to rewrite. */
+		if (!(cmd[0] = strdup(cmd[0])))
+			die("strdup");
+		memcpy(dir, msg, (size_t)(nl - msg));
+		dir[nl - msg] = '\0';
+		set_title(argc, argv, dir);
+	}
 
 	for (;;) {
 		pid_t got = waitpid(-1, &status, 0);

@@ -11,6 +11,7 @@ import errno
 import os
 import time
 
+from minipod import explain
 from minipod.cgroups import CgroupBusy, CgroupError
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -127,6 +128,15 @@ def write(path: str, value: str | int) -> None:
             os.close(fd)
     except OSError as e:
         raise FileError(f"write {text!r} to {path}: {e.strerror}", path, e.errno) from None
+    if explain.ON:
+        explain_write(path, text)
+
+
+def explain_write(path: str, text: str) -> None:
+    what = (f"move PID {text} into {os.path.dirname(path)}"
+            if path.endswith("/cgroup.procs") else f"{os.path.basename(path)} = {text}")
+    explain.say(what, f"write(open({path!r}), {text!r})", f"echo {text} > {path}",
+                path=path, value=text)
 
 
 def mkdir(path: str) -> None:
@@ -135,9 +145,11 @@ def mkdir(path: str) -> None:
     try:
         os.mkdir(path, 0o755)
     except FileExistsError:
-        pass
+        return
     except OSError as e:
         raise FileError(f"mkdir {path}: {e.strerror}", path, e.errno) from None
+    if explain.ON:
+        explain.say(f"new cgroup {path}", f"mkdir({path!r}, 0755)", f"mkdir {path}", path=path)
 
 
 def makedirs(base: str, group: str) -> str:

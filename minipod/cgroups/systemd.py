@@ -338,6 +338,21 @@ class SystemdDriver(Driver):
         result = self.bus.wait_job(job, self.job_timeout)
         if result != "done":
             raise CgroupError(f"systemd StartTransientUnit {name} (group {group}): job {result}")
+        from minipod import explain
+
+        if explain.ON:
+            plain = {k: v[1] for k, v in props if k != "Description"
+                     and isinstance(v[1], (int, str, bool))}
+            pids = next((v[1] for k, v in props if k == "PIDs"), [])
+            shown = " ".join(f"-p {k}={('yes' if v else 'no') if isinstance(v, bool) else v}"
+                             for k, v in plain.items() if k != "Slice")
+            who = f", PID {' '.join(map(str, pids))} in it" if pids else ""
+            kind = "--scope" if name.endswith(".scope") else "--slice-inherit"
+            explain.say(f"new systemd unit {name} (cgroup {group}){who}",
+                        f"D-Bus org.freedesktop.systemd1.Manager.StartTransientUnit({name!r})",
+                        f"systemd-run {kind} --unit={name} --slice={plain.get('Slice', '')} "
+                        f"{shown}  # minipod asks over D-Bus; systemd-run is the same request",
+                        unit=name, group=group, pids=pids, props=plain)
         return True
 
     def _active(self, name: str) -> bool | None:

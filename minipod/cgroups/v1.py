@@ -234,6 +234,8 @@ def _set(ctrl, attr: str, value: int | None) -> None:
     iface = ctrl.get_interface(attr)
     try:
         setattr(ctrl, attr, value)
+        if fs.explain.ON:
+            fs.explain_write(_file(ctrl, attr), str(iface.sanitize_set(value)))
     except OSError as e:
         path = _file(ctrl, attr)
         raise fs.FileError(

@@ -38,8 +38,11 @@ def _records(cfg, names=None):
 def cmd_run(args) -> int:
     from minipod.cli import runner
 
+    explain = ("json" if args.output == "json" else "text") if args.explain else None
+    if args.output and not args.explain:
+        raise MinipodError("run: -o json goes with --explain")
     return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run,
-                      configmaps=args.configmap)
+                      configmaps=args.configmap, explain=explain, step=args.step)
 
 
 def cmd_validate(args) -> int:
@@ -272,6 +275,29 @@ def cmd_ns(args) -> int:
     return 0
 
 
+def cmd_tree(args) -> int:
+    from minipod import cgroups
+    from minipod.cli import tree
+
+    cfg = _cfg(args)
+    recs = _records(cfg, [args.name] if args.name else None)
+    if not recs:
+        print("No resources found", file=sys.stderr)
+        return 0
+    print(tree.view(recs, cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver), args.output))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from minipod.cli import byhand, runner
+
+    cfg = _cfg(args)
+    plans = runner.load_plans(args.file, cfg)
+    make = byhand.cleanup_script if args.cleanup else byhand.build_script
+    print("\n".join(make(p.to_json(), cfg.root, cfg.cgroup_root) for p in plans), end="")
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -298,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
     configmap = dict(action="append", default=[], metavar="FILE", help=(
         "a file of ConfigMap/Secret documents for the pods to read (repeatable)"))
     sp.add_argument("--configmap", **configmap)
+    sp.add_argument("--explain", action="store_true", help="print every primitive as it is "
+                    "done: real values, the system call, a shell command for it")
+    sp.add_argument("-o", "--output", choices=["json"], help="with --explain: JSON lines")
+    sp.add_argument("--step", action="store_true", help="stop after each stage (cgroups, "
+                    "sandbox, network, each container) until Enter")
     sp = add("validate", cmd_validate, "check a manifest without running it")
     sp.add_argument("file")
     sp.add_argument("--configmap", **configmap)
@@ -368,6 +399,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="every process in the pod, not only "
                     "pause and each container's PID 1")
     sp.add_argument("-o", "--output", choices=["json"])
+    sp = add("tree", cmd_tree, "a pod's process tree, cgroup tree and network path")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("-o", "--output", choices=["json", "dot"])
+    sp = add("explain", cmd_explain, "print a bash script that builds the pod by hand "
+             "(util-linux, iproute2, coreutils), or --cleanup: one that removes it")
+    sp.add_argument("file")
+    sp.add_argument("--script", action="store_true", help="the build script (the default)")
+    sp.add_argument("--cleanup", action="store_true", help="the script that removes it")
     add("version", cmd_version, "print the version")
     from minipod.cli import volume as volume_commands  # volume ls, volume rm
 

@@ -48,23 +48,43 @@ def load_plans(path: str, cfg, err=sys.stderr, configmaps: list[str] | None = No
 
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
-        err=sys.stderr, configmaps: list[str] | None = None) -> int:
+        err=sys.stderr, configmaps: list[str] | None = None,
+        explain: str | None = None, step: bool = False) -> int:
+    """`explain`: None, "text" or "json" -- print every primitive as the pod is built.
+    `step`: stop after each stage of the set-up until Enter (stdin)."""
     if dry_run:
         plans = load_plans(path, cfg, err, configmaps)
         json.dump([p.to_json() for p in plans], out, indent=2, default=str)
         out.write("\n")
         return 0
+    import contextlib
+
+    from minipod.cli import explaining
+
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, str] = {}
+        if explain:
+            extra["MINIPOD_EXPLAIN"] = stack.enter_context(
+                explaining.Follower(explain, out)).path
+        if step:
+            extra["MINIPOD_STEP"] = stack.enter_context(
+                explaining.Stepper(out, sys.stdin)).env
+        return _run(path, cfg, detach, out, err, extra, configmaps)
+
+
+def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str],
+         configmaps: list[str] | None) -> int:
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
-    spare = Daemon(detach, cfg.janitor)
+    spare = Daemon(detach, cfg.janitor, extra)
     try:
         plans = load_plans(path, cfg, err, configmaps)
         trace.mark("cli: planned")
     except BaseException:
         spare.cancel()
         raise
-    pids = launch_all(plans, cfg, spare, detach)
+    pids = launch_all(plans, cfg, spare, detach, extra)
     if detach:
         for p in plans:
             print(p.name, file=out)
@@ -75,11 +95,18 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 class Daemon:
     """A pod's janitor + supervisor pair (daemon.py), started before it is given its pod."""
 
-    def __init__(self, detach: bool, janitor: str = ""):
+    def __init__(self, detach: bool, janitor: str = "", extra: dict[str, str] | None = None):
+        """`extra`: $MINIPOD_EXPLAIN, $MINIPOD_STEP for the daemon only (explain.py,
+        stepping.py); the descriptors $MINIPOD_STEP names are passed on to it."""
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
+            for k, v in (extra or {}).items():
+                os.environ[k] = v
+                if k == "MINIPOD_STEP":
+                    for fd in v.split(","):
+                        os.set_inheritable(int(fd), True)
             _exec_daemon(plan_r, ready_w, detach, janitor)
         os.close(plan_r)
         os.close(ready_w)
@@ -99,7 +126,8 @@ class Daemon:
         return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
 
 
-def launch_all(plans: list, cfg, spare: Daemon, detach: bool) -> list[int]:
+def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
+               extra: dict[str, str] | None = None) -> list[int]:
     """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
     set-up error), the pods already started are removed again before the error is raised.
     A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
@@ -108,7 +136,8 @@ def launch_all(plans: list, cfg, spare: Daemon, detach: bool) -> list[int]:
     pids: list[int] = []
     for i, p in enumerate(plans):
         try:
-            pids.append(launch(p, cfg, spare if i == 0 else Daemon(detach, cfg.janitor)))
+            pids.append(launch(p, cfg, spare if i == 0 else
+                               Daemon(detach, cfg.janitor, extra)))
         except BaseException as e:
             started = [q.name for q in plans[:i]]
             for name in reversed(started):

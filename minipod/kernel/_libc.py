@@ -96,6 +96,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
 def sethostname(name: str) -> None:
     b = name.encode()
     _check(_libc.sethostname(b, len(b)), f"sethostname {name!r}")
+    from minipod import explain
+
+    if explain.ON:
+        explain.say(f"hostname {name} in uts:[{os.stat('/proc/self/ns/uts').st_ino}]",
+                    f"sethostname({name!r}, {len(b)})", f"hostname {name}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -56,6 +56,15 @@ def drop_bounding(names: list[str]) -> None:
                 if e.errno != 22:  # EINVAL: a cap this kernel does not know
                     raise
     _libc.prctl(_libc.PR_CAP_AMBIENT, _libc.PR_CAP_AMBIENT_CLEAR_ALL)
+    from minipod import explain
+
+    if explain.ON:
+        explain.say(f"bounding set: keep {len(keep)} capabilities, drop the rest",
+                    "prctl(PR_CAPBSET_DROP, cap) for each other cap; "
+                    "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)",
+                    "setpriv --bounding-set -all," + ",".join(
+                        "+" + n.lower().removeprefix("cap_") for n in sorted(names)),
+                    keep=sorted(names))
 
 
 def limit(names: list[str], no_new_privs: bool = False) -> None:
@@ -69,3 +78,14 @@ def limit(names: list[str], no_new_privs: bool = False) -> None:
     prctl.cap_permitted.limit(*keep)
     if no_new_privs:
         _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    from minipod import explain
+
+    if explain.ON:
+        # setpriv cannot set permitted/effective; for root they follow the bounding set at exec.
+        explain.say(f"permitted/effective: {len(keep)} capabilities, inheritable none"
+                    + (", no_new_privs" if no_new_privs else ""),
+                    "capset(permitted=effective=keep, inheritable=0)"
+                    + ("; prctl(PR_SET_NO_NEW_PRIVS, 1)" if no_new_privs else ""),
+                    "setpriv --inh-caps -all --ambient-caps -all"
+                    + (" --no-new-privs" if no_new_privs else ""),
+                    keep=sorted(names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from minipod import explain
 from minipod.kernel import _libc
 
 FLAGS = {
@@ -22,6 +23,16 @@ def unshare(*types: str) -> None:
     for t in types:
         flags |= FLAGS[t]
     _libc.unshare(flags)
+    if explain.ON:
+        # A new pid namespace is made with the next child (pid_for_children is empty until
+        # then): its inode comes with the container's start.
+        new = explain.inodes("self", [t for t in types if t != "pid"])
+        fork = " --fork" if "pid" in types else ""
+        explain.say("new namespaces " + " ".join(f"{t}:[{i}]" for t, i in new.items())
+                    + (" and a pid namespace for the next child" if "pid" in types else ""),
+                    f"unshare({'|'.join(explain.CLONE[t] for t in types)})",
+                    f"unshare {' '.join(explain.NS_OPTS[t] for t in types)}{fork}",
+                    inodes=new)
 
 
 def join(pid: int, types: list[str]) -> None:
@@ -36,8 +47,17 @@ def join(pid: int, types: list[str]) -> None:
     try:
         for t in types:
             fds.append((t, os.open(f"/proc/{pid}/ns/{t}", os.O_RDONLY | os.O_CLOEXEC)))
+        if explain.ON:
+            theirs = explain.inodes(pid, types)
         for t, fd in fds:
             _libc.setns(fd, FLAGS[t], what=f"setns {t} of pid {pid}")
+        if explain.ON:
+            explain.say(f"join the namespaces of PID {pid}: "
+                        + " ".join(f"{t}:[{i}]" for t, i in theirs.items()),
+                        "; ".join(f"setns(open(/proc/{pid}/ns/{t}), {explain.CLONE[t]})"
+                                  for t in types),
+                        f"nsenter --target {pid} {' '.join(explain.NS_OPTS[t] for t in types)}",
+                        target=pid, inodes=theirs)
     finally:
         for _, fd in fds:
             os.close(fd)

@@ -103,6 +103,10 @@ def main(argv: list[str]) -> int:
 
             return watch(r, pid)
         os.close(r)
+    # Before anything forks: `run --explain` hands its file over in the environment, and
+    # every process forked from here on (agent, sandbox, containers) inherits the descriptor.
+    from minipod import explain, stepping  # noqa: F401
+
     guard = Guard(janitor_fd, os.getppid())
     # The supervisor is a subreaper too (the flag is not inherited across fork): it adopts its
     # containers' PID 1s, which are grandchildren (see container.py), and waits for them.
@@ -123,6 +127,9 @@ def main(argv: list[str]) -> int:
     if not run_dir:
         agent.close()
         return 0
+    from minipod.kubelet import titles
+
+    titles.set_for(titles.SUPERVISOR, run_dir)  # `ps` names the pod from now on
     try:
         os.write(janitor_fd, run_dir.encode() + b"\n")  # the janitor now knows what to clean up
         lost = guard.lost()

@@ -41,6 +41,10 @@ def watch(pipe_fd: int, supervisor: int) -> int:
     msg = b""
     while b"\n" not in msg and (chunk := os.read(pipe_fd, 4096)):
         msg += chunk
+    if b"\n" in msg:
+        from minipod.kubelet import titles
+
+        titles.set_for(titles.JANITOR, msg.decode().partition("\n")[0])
     code = None
     while code is None:
         try:

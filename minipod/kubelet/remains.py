@@ -174,7 +174,10 @@ def _is_minipod(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"minipod.kubelet.daemon" in argv or b"minipod.kubelet.janitor" in argv
+    from minipod.kubelet import titles
+
+    return (b"minipod.kubelet.daemon" in argv or b"minipod.kubelet.janitor" in argv
+            or titles.role_of(argv) is not None)
 
 
 def _pids() -> list[int]:

@@ -95,6 +95,12 @@ def setup_pod(cfg: NetConfig, owner: str, pause_pid: int, host_veth: str) -> Att
             # existing veth): that failure must not release the address the pod is using.
             had_lease = owner in ipam.leases(cfg.state_dir).values()
             lease = ipam.allocate(cfg.state_dir, cfg.subnet, owner)
+            from minipod import explain
+
+            if explain.ON:
+                explain.say(f"IP address {lease.ip}/{lease.prefixlen} leased from {cfg.subnet}",
+                            "open(O_CREAT|O_EXCL) of the lease file (no syscall of the network)",
+                            f"printf '%s\\r\\neth0' {owner} > {cfg.state_dir}/{lease.ip}", ip=lease.ip)
             if not had_lease:
                 # One undo for lease *and* network: releasing first is what lets the "no
                 # leases left" check remove a bridge/NAT that only this pod would have used.

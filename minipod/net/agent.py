@@ -156,9 +156,13 @@ def _child(sock: socket.socket) -> None:
     _set_signals()
     # Hold no fd of the caller's but our socket and stdio: a pipe write end held here would
     # keep the caller from ever seeing EOF on it (e.g. a container's exec-status pipe).
-    fd = sock.fileno()
-    os.closerange(3, fd)
-    os.closerange(fd + 1, 1 << 20)
+    from minipod import explain
+
+    lo = 3
+    for fd in sorted({sock.fileno(), explain.fileno()} - {-1}):  # and `run --explain`'s file
+        os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, 1 << 20)
     _set_name(b"minipod-net")
     preload_error = None
     try:

@@ -22,6 +22,7 @@ import socket
 import struct
 from typing import Any
 
+from minipod import explain
 from minipod.net import NetError
 
 CLONE_NEWNET = 0x40000000
@@ -128,6 +129,9 @@ def ensure_bridge(name: str, gateway_cidr: str, mtu: int | None = None) -> bool:
                     mtu=mtu or default_mtu(),
                 )
                 created = True
+                if explain.ON:
+                    explain.say(f"new bridge {name}", "rtnetlink RTM_NEWLINK kind=bridge",
+                                f"ip link add {name} type bridge", bridge=name)
             except NetlinkError as e:
                 if _code(e) != errno.EEXIST:
                     raise LinkError(f"create bridge {name}: {_strerror(e)}") from None
@@ -157,10 +161,17 @@ def ensure_bridge(name: str, gateway_cidr: str, mtu: int | None = None) -> bool:
             except NetlinkError as e:
                 if _code(e) != errno.EEXIST:
                     raise LinkError(f"add address {iface} to {name}: {_strerror(e)}") from None
+            if explain.ON:
+                explain.say(f"bridge {name} gets the gateway address {iface}",
+                            "rtnetlink RTM_NEWADDR", f"ip addr add {iface} dev {name}")
         try:
             ipr.link("set", index=index, state="up")
         except NetlinkError as e:
             raise LinkError(f"set {name} up: {_strerror(e)}") from None
+        if explain.ON:
+            explain.say(f"bridge {name} (index {index}) is up with {iface}",
+                        "rtnetlink RTM_NEWLINK IFF_UP", f"ip link set {name} up",
+                        bridge=name, index=index, address=str(iface))
     return created
 
 
@@ -308,12 +319,25 @@ def attach_veth(
                 ) from None
             try:
                 host_index = _lookup(ipr, host_name)
+                if explain.ON:
+                    explain.say(f"veth pair {host_name} (index {host_index}) <-> {POD_IFNAME} "
+                                f"in the netns of PID {netns_pid}, "
+                                f"net:[{os.fstat(nsfd).st_ino}]",
+                                "rtnetlink RTM_NEWLINK kind=veth, peer IFLA_NET_NS_FD",
+                                f"ip link add {host_name} mtu {mtu} type veth peer name "
+                                f"{POD_IFNAME} netns /proc/{netns_pid}/ns/net",
+                                host_veth=host_name, host_index=host_index,
+                                netns=os.fstat(nsfd).st_ino, pid=netns_pid)
                 try:
                     ipr.link("set", index=host_index, master=bridge_index, state="up")
                 except NetlinkError as e:
                     raise LinkError(
                         f"attach {host_name} to bridge {bridge} and set it up: {_strerror(e)}"
                     ) from None
+                if explain.ON:
+                    explain.say(f"{host_name} plugged into {bridge}, up",
+                                "rtnetlink RTM_NEWLINK IFLA_MASTER, IFF_UP",
+                                f"ip link set {host_name} master {bridge} up")
                 _configure_pod_side(nsfd, netns_pid, iface, gateway)
             except BaseException:
                 try:
@@ -357,6 +381,16 @@ def _configure_pod_side(
         ns.link("set", index=eth, state="up")
         step = f"add default route via {gateway} in {where}"
         ns.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth)
+        if explain.ON:
+            ip = f"nsenter --target {netns_pid} --net ip"
+            explain.say(f"in the pod's netns: lo up, {POD_IFNAME} (index {eth}) {iface} up, "
+                        f"default via {gateway}",
+                        "rtnetlink over a socket made in the pod's netns: RTM_NEWLINK lo up, "
+                        "RTM_NEWADDR, RTM_NEWLINK up, RTM_NEWROUTE",
+                        f"{ip} link set lo up && {ip} addr add {iface} dev {POD_IFNAME} && "
+                        f"{ip} link set {POD_IFNAME} up && {ip} route add default via {gateway}",
+                        ip=str(iface.ip), prefixlen=iface.network.prefixlen, index=eth,
+                        gateway=gateway)
     except NetlinkError as e:
         raise LinkError(f"{step}: {_strerror(e)}") from None
     finally:

@@ -151,6 +151,26 @@ def ensure(bridge: str, subnet: str) -> None:
             script += [f"*{table}", *section, "COMMIT"]
     if script:
         _restore(script)
+        from minipod import explain
+
+        if explain.ON:
+            rules = [ln for ln in script if ln.startswith("-")]
+            explain.say(f"egress NAT for {subnet} via {bridge}: {len(rules)} iptables rules",
+                        "iptables-restore --noflush (netfilter setsockopt)",
+                        "; ".join(f"iptables -t {t} {ln}" for t, ln in _tabled(script)),
+                        rules=rules)
+
+
+def _tabled(script: list[str]) -> list[tuple[str, str]]:
+    out, table = [], ""
+    for ln in script:
+        if ln.startswith("*"):
+            table = ln[1:]
+        elif ln.startswith(":"):
+            out.append((table, f"-N {ln[1:].split()[0]}"))
+        elif ln.startswith("-"):
+            out.append((table, ln))
+    return out
 
 
 def remove(bridge: str) -> None:
@@ -206,6 +226,11 @@ def enable_forwarding(holder: str, state: str = FORWARD_STATE, sysctl: str = IP_
         _write(os.path.join(state, f"holder.{holder}"), "")
         if current != "1":
             _write(sysctl, "1")
+            from minipod import explain
+
+            if explain.ON:
+                explain.say("IPv4 forwarding on", f"write(open({sysctl!r}), '1')",
+                            f"sysctl -w net.ipv4.ip_forward=1")
 
 
 def restore_forwarding(holder: str, state: str = FORWARD_STATE, sysctl: str = IP_FORWARD) -> None:

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 
-from minipod import trace
+from minipod import explain, stepping, trace
 from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
@@ -59,27 +59,44 @@ class Pod:
             self._run("set up volumes", lambda: volsetup.make(
                 self.plan.volumes, rb.push))
             rb.push("cgroups", self.remove_cgroups)
+            explain.stage("cgroups")
             self._make_cgroups()
             trace.mark("pod: cgroups")
+            if stepping.ON:
+                self._stop_after("cgroups")
             rb.push("sandbox", self.kill_all)
+            explain.stage("sandbox")
             self._start_sandbox()
             trace.mark("pod: sandbox")
             rb.push("netns name", self._unpin_netns)
             self._pin_netns()
+            if stepping.ON:
+                self._stop_after("sandbox")
             # The containers' mount work first: meanwhile the agent finishes importing pyroute2
             # (the daemon started it while the CLI was validating). They wait before exec.
             pending = []
             rb.push("containers", lambda: [x.abort() for x in pending])
             for c in first:
+                explain.stage(f"container {c.name}: namespaces and root filesystem")
                 pending.append(self.prepare(c))
             trace.mark("pod: containers prepared")
             rb.push("network", lambda: self._net_teardown(agent))
+            explain.stage("network")
             self._attach_network(agent)
             trace.mark("pod: network")
+            if stepping.ON:
+                self._stop_after("network")
             # Released only now: status.podIP in their env is the address just leased.
             ip = self.network.get("ip", "")
-            started = [(c, self._run(f'start container "{c.name}"', lambda x=x: x.release(ip)))
-                       for c, x in zip(first, pending)]
+            started = []
+            for c, x in zip(first, pending):
+                explain.stage(f"container {c.name}: start")
+                started.append((c, self._run(f'start container "{c.name}"',
+                                             lambda x=x: x.release(ip))))
+                if explain.ON:
+                    self._explain_started(c, started[-1][1].pid)
+                if stepping.ON:
+                    self._stop_after(f"container {c.name}", c, started[-1][1].pid)
             pending.clear()
             rb.commit()
         return started
@@ -103,6 +120,72 @@ class Pod:
         p = self.plan
         self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
             p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+        if explain.ON:
+            held = explain.inodes(self.sandbox_pid, ["net", "ipc", "uts"])
+            explain.say(f"pause runs as PID {self.sandbox_pid}, holding "
+                        + " ".join(f"{t}:[{i}]" for t, i in held.items()),
+                        f"execve({self.pause_argv[0]!r})",
+                        f"exec {' '.join(self.pause_argv)}", pid=self.sandbox_pid,
+                        inodes=held)
+
+    def _stop_after(self, stage: str, c: ContainerPlan | None = None, pid: int = 0) -> None:
+        """`run --step`: what the stage made, and commands that show it."""
+        p, sb = self.plan, self.sandbox_pid
+        if stage == "cgroups":
+            def main(g: str) -> str:  # v1: one controller's tree stands for all of them
+                paths = self.driver.paths(g)
+                return paths.get("memory") or paths.get("unified") or next(iter(paths.values()))
+
+            groups = [p.pod_cgroup, p.sandbox_cgroup, *(x.cgroup for x in p.all_containers())]
+            d = main(p.pod_cgroup)
+            others = sorted(set(self.driver.paths(p.pod_cgroup)) - {"memory", "unified"})
+            exists = [f"cgroup {main(g)}" for g in groups]
+            if others:
+                exists.append(f"and the same groups under the {', '.join(others)} hierarchies")
+            exists.append("no process in them yet")
+            look = [f"ls {d}", f"cat {d}/cgroup.procs",
+                    f"find {os.path.dirname(d)} -maxdepth 2 -type d"]
+        elif stage == "sandbox":
+            held = explain.inodes(sb, ["net", "ipc", "uts"])
+            exists = [f"pause, PID {sb}, holding " + " ".join(f"{t}:[{i}]" for t, i in
+                                                               held.items()),
+                      "no container yet, and no network: only lo, down"]
+            look = [f"ls -l /proc/{sb}/ns", f"lsns -p {sb}",
+                    f"nsenter --target {sb} --net ip link", f"nsenter --target {sb} --uts hostname"]
+        elif stage == "network":
+            net = self.network
+            exists = [f"veth {p.host_veth} on bridge {p.bridge}, its peer eth0 in net:"
+                      f"[{explain.inodes(sb, ['net']).get('net')}] with {net.get('ip')}/"
+                      f"{net.get('prefixlen')}, default via {net.get('gateway')}",
+                      "the containers' processes in their cgroups, their roots mounted, each "
+                      "waiting before exec"]
+            look = [f"ip link show {p.host_veth}", f"ip addr show {p.bridge}",
+                    f"nsenter --target {sb} --net ip addr show eth0",
+                    f"ping -c 1 {net.get('ip')}"]
+        else:
+            assert c is not None
+            own = explain.inodes(pid, ["pid", "mnt"])
+            exists = [f'container "{c.name}": {" ".join(c.argv)!r} as PID {pid} (PID 1 of '
+                      f"pid:[{own.get('pid')}]), own mnt:[{own.get('mnt')}], net/ipc/uts of "
+                      f"pause {sb}"]
+            look = [f"grep NSpid /proc/{pid}/status", f"ls -l /proc/{pid}/ns",
+                    f"nsenter --target {pid} --pid --mount ps",
+                    f"cat /proc/{pid}/cgroup"]
+        stepping.stop(stage, exists, look)
+
+    def _explain_started(self, c: ContainerPlan, pid: int) -> None:
+        """A container's process has exec'd: what it is now, as /proc shows it."""
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                nspid = next(ln.split()[1:] for ln in f if ln.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            nspid = []
+        inodes = explain.inodes(pid, ["net", "ipc", "uts", "pid", "mnt"])
+        explain.say(f'container "{c.name}" runs {" ".join(c.argv)!r} as PID {pid} '
+                    f"(PID {nspid[-1] if nspid else '?'} in its pid namespace), "
+                    + " ".join(f"{t}:[{i}]" for t, i in inodes.items()),
+                    f"execve({c.argv[0]!r}, ...)", "exec " + " ".join(c.argv), pid=pid,
+                    nspid=[int(x) for x in nspid], inodes=inodes)
 
     def _pin_netns(self) -> None:
         """Name the pod's netns for `ip netns` (none with hostNetwork: the node's is not ours)."""

@@ -66,7 +66,12 @@ def daemons(mp) -> dict[str, list[int]]:
                     continue
         except OSError:
             continue
-        if b"minipod.kubelet.janitor" in argv or argv[0].endswith(b"janitor"):
+        from minipod.kubelet import titles
+
+        role = titles.role_of(argv)  # once they have a pod, they say what they are
+        if role:
+            out["janitor" if role == titles.JANITOR else "supervisor"].append(int(d))
+        elif b"minipod.kubelet.janitor" in argv or argv[0].endswith(b"janitor"):
             out["janitor"].append(int(d))
         elif b"minipod.kubelet.daemon" in argv:
             # C janitor: the supervisor has --janitor-fd; the Python one has the same argv

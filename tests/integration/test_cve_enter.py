@@ -33,7 +33,8 @@ needs_strace = pytest.mark.skipif(not shutil.which("strace"),
 HOLD_US = 3_000_000  # how long strace holds each execve (microseconds)
 
 # The spy reports every process of the pod that runs minipod's interpreter (its cmdline names
-# python: written pyth[o]n so that the spy's own cmdline does not match), once per PID: can it
+# python, or is the supervisor's title, which its forks inherit: written pyth[o]n and
+# minipod-supervis[o]r so that the spy's own cmdline does not match), once per PID: can it
 # open its exe for reading, for writing, can it see where its fds lead? A process that exec'd
 # during the checks is reported LATE, not ENTRANT: its fds may have been read after the exec.
 SPY = r"""
@@ -44,7 +45,7 @@ while :; do
     n=${p#/proc/}
     case "$seen" in *" $n "*) continue;; esac
     cmd=$(tr '\0' ' ' < $p/cmdline 2>/dev/null) || continue
-    case "$cmd" in *pyth[o]n*) ;; *) continue;; esac
+    case "$cmd" in *pyth[o]n*|minipod-supervis[o]r*) ;; *) continue;; esac
     seen="$seen$n "
     if true < $p/exe 2>/dev/null; then r=opened; else r=denied; fi
     if true >> $p/exe 2>/dev/null; then w=opened; else w=denied; fi
@@ -52,7 +53,7 @@ while :; do
     # Only what was seen while it still ran the interpreter counts: if it has exec'd since
     # (the command's own program is dumpable again), the checks may straddle the exec.
     cmd=$(tr '\0' ' ' < $p/cmdline 2>/dev/null) || continue
-    case "$cmd" in *pyth[o]n*) ;; *) echo "LATE $n"; continue;; esac
+    case "$cmd" in *pyth[o]n*|minipod-supervis[o]r*) ;; *) echo "LATE $n"; continue;; esac
     echo "ENTRANT $n read=$r write=$w fd=$f"
   done
   usleep 20000

@@ -413,3 +413,27 @@ def test_oom_kills_falls_back_to_the_failed_scope_result(driver, fake):
 def test_oom_kills_of_a_gone_group_is_zero(driver):
     assert driver.oom_kills(APP) == 0
     assert driver.oom_kills(POD) == 0
+
+
+def test_join_is_explained_with_the_unit_its_pid_and_limits(driver, fake, tmp_path, monkeypatch):
+    """`run --explain` on the systemd driver: the unit that holds the process, as systemd-run
+    would ask for it (the integration test checks it against the real cgroup in the guest)."""
+    import json
+
+    from minipod import explain
+
+    out = tmp_path / "explain.jsonl"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    monkeypatch.setattr(explain, "_fd", fd)
+    monkeypatch.setattr(explain, "ON", True)
+    driver.create(POD)
+    driver.create(APP, Limits(memory_max=64 << 20))
+    driver.join(APP, 4242)
+    os.close(fd)
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    (app,) = [r for r in recs if r["values"]["unit"] == "minipod-web-app.scope"]
+    assert app["values"]["pids"] == [4242] and app["values"]["group"] == APP
+    assert app["values"]["props"]["MemoryMax"] == 64 << 20
+    assert app["shell"].startswith("systemd-run --scope --unit=minipod-web-app.scope "
+                                   "--slice=minipod-web.slice -p MemoryAccounting=yes ")
+    assert " -p MemoryMax=67108864 " in app["shell"]
