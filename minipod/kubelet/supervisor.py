@@ -328,6 +328,9 @@ class Supervisor:
     def _start(self, ctr: Ctr) -> None:
         from minipod.errors import SetupError
 
+        if ctr.c.security.config_error:
+            self._config_error(ctr, ctr.c.security.config_error)
+            return
         if ctr.instance >= 0:
             ctr.restarts += 1
             if "terminated" in ctr.state:
@@ -343,6 +346,19 @@ class Supervisor:
             self._after_exit(ctr, 128)
             return
         self._running(ctr, started)
+
+    def _config_error(self, ctr: Ctr, message: str) -> None:
+        """The kubelet's CreateContainerConfigError (runAsNonRoot with a root user): nothing is
+        created; the container waits with that reason, a Failed event says why, and the kubelet
+        tries again after its back-off (the same verdict, since the plan is fixed)."""
+        delay, ctr.backoff = backoff(ctr.backoff, 0.0, self.cfg.backoff_initial,
+                                     self.cfg.backoff_max)
+        ctr.phase = Phase.WAITING
+        ctr.restart_at = self.clock() + max(delay, self.cfg.backoff_initial)
+        ctr.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+        self.event("Warning", "Failed", f"Error: {message}", ctr)
+        self._say(f"container {ctr.name}: {message}")
+        self.write_state()
 
     # --- exits and restarts ------------------------------------------------------------------
 

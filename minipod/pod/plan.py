@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from minipod.cgroups import convert
+from minipod.pod.security import ContainerSecurity, PodSecurity, pod_security
 from minipod.spec.expand import expand, expand_env
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -57,10 +58,12 @@ class ContainerPlan:
     init: bool = False      # an init container (run to completion before the app containers)
     sidecar: bool = False   # an init container with restartPolicy Always
     spec: dict = field(default_factory=dict)  # the container's manifest, for probes/hooks
+    security: ContainerSecurity = field(default_factory=ContainerSecurity)  # pod/security.py
 
     @classmethod
     def from_json(cls, d: dict) -> "ContainerPlan":
-        return cls(**{**d, "mounts": [Mount(**m) for m in d["mounts"]]})
+        return cls(**{**d, "mounts": [Mount(**m) for m in d["mounts"]],
+                      "security": ContainerSecurity.from_json(d.get("security"))})
 
 
 @dataclass
@@ -93,6 +96,7 @@ class PodPlan:
     labels: dict
     annotations: dict
     manifest: dict          # the document as written (for `get -o yaml`)
+    security: PodSecurity = field(default_factory=PodSecurity)  # fsGroup, sysctls
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -111,6 +115,7 @@ class PodPlan:
         d = dict(d)
         for key in ("containers", "init_containers"):
             d[key] = [ContainerPlan.from_json(c) for c in d[key]]
+        d["security"] = PodSecurity.from_json(d.get("security"))
         return cls(**d)
 
 
@@ -379,7 +384,7 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
     volumes = {v.name: v for v in spec.volumes or []}
     psc = spec.security_context
 
-    def one(c, init: bool) -> ContainerPlan:
+    def one(c, init: bool, path: str) -> ContainerPlan:
         image = store.resolve(c.image)
         icfg = image.config or {}
         env, own = env_for(c.env or [], icfg, hostname)
@@ -415,6 +420,10 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
             if target not in own_targets:  # the kubelet skips /etc/hosts if the pod mounts one
                 mounts.append(Mount(os.path.join(run_dir, "etc", f), target, ro_root, "file"))
         restart = c.restart_policy if init else None
+        from minipod.pod import security
+
+        sec = security.resolve(pod, c, path, uid, caps, privileged, icfg.get("User") or "",
+                               os.path.join(cfg.data_root, "seccomp"), source)
         return ContainerPlan(
             name=c.name, image=c.image, image_ref=image.ref, image_digest=image.digest,
             layers=image.layers,
@@ -431,11 +440,11 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
             upper=os.path.join(cdir, "upper"), work=os.path.join(cdir, "work"),
             log_dir=os.path.join(data_dir, "logs", c.name),
             init=init, sidecar=init and restart == "Always",
-            spec=c.model_dump(by_alias=True, exclude_none=True),
+            spec=c.model_dump(by_alias=True, exclude_none=True), security=sec,
         )
 
-    ctrs = [one(c, False) for c in apps]
-    init_ctrs = [one(c, True) for c in inits]
+    ctrs = [one(c, False, f"spec.containers[{i}]") for i, c in enumerate(apps)]
+    init_ctrs = [one(c, True, f"spec.initContainers[{i}]") for i, c in enumerate(inits)]
     for cp in ctrs + init_ctrs:
         if not cp.argv:
             from minipod.errors import SpecError
@@ -461,5 +470,5 @@ def build(loaded, cfg, store, source: str = "manifest") -> PodPlan:
                       for a in spec.host_aliases or []],
         containers=ctrs, init_containers=init_ctrs,
         labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
-        manifest=loaded.raw,
+        manifest=loaded.raw, security=pod_security(psc),
     )

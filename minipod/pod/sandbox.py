@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from minipod.kernel import _libc, mounts, ns
+from minipod.kernel import _libc, mounts, ns, sysctl
 from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from minipod.pod import child
 
@@ -35,6 +35,12 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
         mounts.make_private("/")
         ch.stage = "set the hostname"
         _libc.sethostname(plan.hostname)
+        # The pod's sysctls, in its own net and ipc namespaces now that they exist and before
+        # any container starts (what the runtime does for the sandbox, so every container sees
+        # them). The names were checked against the kubelet's safe set at validation.
+        for name, value in plan.security.sysctls:
+            ch.stage = f"set sysctl {name}"
+            sysctl.write(name, value)
         ch.stage = "mount the pod's /dev/shm"
         mounts.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                      f"mode=1777,size={plan.shm_size}")
