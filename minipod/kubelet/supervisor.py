@@ -247,7 +247,10 @@ class Supervisor:
 
         self._signals()
         self.write_state()
-        first = self._first_batch()
+        batch = self._first_batch()
+        # A container the kubelet would refuse to create (CreateContainerConfigError) is not
+        # started with the others; the pod is still built, and the container waits.
+        first = [c for c in batch if not c.c.security.config_error]
         try:
             started = self.pod.setup(agent, [c.c for c in first])
         except SetupError as e:
@@ -272,8 +275,11 @@ class Supervisor:
                    f"IP {self.pod.network.get('ip', '')}")
         for ctr, s in zip(first, started):
             self._running(ctr, s[1])
-        self.apps_started = first == self.apps
-        self.phase = state.RUNNING if self.apps_started else state.PENDING
+        for ctr in batch:
+            if ctr.c.security.config_error:
+                self._config_error(ctr, ctr.c.security.config_error)
+        self.apps_started = batch == self.apps
+        self.phase = state.RUNNING if self.apps_started and first else state.PENDING
         self.write_state()
         tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
         self._say(f"pod {self.plan.name} is running, IP {self.pod.network.get('ip', '')}")

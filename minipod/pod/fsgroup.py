@@ -17,8 +17,10 @@ RW = 0o660
 EXEC = 0o110
 
 
-def _wanted(mode: int) -> int:
-    return mode | RW | ((stat.S_ISGID | EXEC) if stat.S_ISDIR(mode) else 0)
+def _wanted(st_mode: int) -> int:
+    """The permission bits for a file of mode `st_mode` (its type bits included)."""
+    extra = (stat.S_ISGID | EXEC) if stat.S_ISDIR(st_mode) else 0
+    return stat.S_IMODE(st_mode) | RW | extra
 
 
 def _fix(path: str, gid: int) -> None:
@@ -27,7 +29,7 @@ def _fix(path: str, gid: int) -> None:
         return  # the kubelet skips symlinks: their target may be anywhere
     if st.st_gid != gid:
         os.lchown(path, -1, gid)
-    want = _wanted(stat.S_IMODE(st.st_mode))
+    want = _wanted(st.st_mode)
     if want != stat.S_IMODE(st.st_mode):
         os.chmod(path, want)
 

@@ -50,7 +50,11 @@ def test_run_as_non_root_refused(mp, pod_sc, ctr_sc, want):
         w = (st[0].get("state") or {}).get("waiting") or {}
         return w if w.get("reason") == "CreateContainerConfigError" else None
 
-    w = mp.wait(waiting, what="CreateContainerConfigError")
+    try:
+        w = mp.wait(waiting, what="CreateContainerConfigError")
+    except AssertionError:
+        raise AssertionError(json.dumps(mp.pod("nonroot")["status"])
+                             + mp.minipod("events", "nonroot").stdout) from None
     assert want in w["message"] and "container: app" in w["message"], w
     desc = mp.minipod("describe", "pod", "nonroot").stdout
     assert "CreateContainerConfigError" in desc and want in desc, desc
@@ -210,5 +214,9 @@ def test_proc_mount(mp):
                    check=False)
     assert p.returncode == 1 and "`hostUsers` must be false to use `Unmasked`" in p.stderr
     run(mp, "pm", pod("pm", "", "procMount: Default"))
-    # Default: the masked paths stay masked (/proc/kcore is /dev/null's bind: empty).
-    assert ex(mp, "pm", "wc", "-c", "/proc/kcore").stdout.split()[0] == "0"
+    # Default: the masked paths stay masked (/proc/timer_list is /dev/null's bind: empty), and
+    # /proc/sys is read-only.
+    assert os.path.getsize("/proc/timer_list") == 0 and open("/proc/timer_list").read(1)
+    assert ex(mp, "pm", "cat", "/proc/timer_list").stdout == ""
+    p = ex(mp, "pm", "sh", "-c", "echo 1 > /proc/sys/kernel/shm_rmid_forced", check=False)
+    assert p.returncode != 0 and "Read-only file system" in p.stderr, p
