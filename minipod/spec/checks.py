@@ -440,6 +440,12 @@ def check_sysctls(pod: Pod) -> Iterator[str]:
         if name not in SAFE_SYSCTLS:
             yield f"{p}: forbidden sysctl: {name!r} not allowlisted".replace("'", '"') \
                 + " (SysctlForbidden: the kubelet's default allow-list has only the safe set)"
+            continue
+        # A pod in the host's namespace would set the host's value: the kubelet refuses it.
+        kind, host = (("ipc", pod.spec.host_ipc) if name.startswith("kernel.")
+                      else ("net", pod.spec.host_network))
+        if host:
+            yield f'{p}: forbidden sysctl: "{name}" not allowed with host {kind} enabled'
 
 
 def _seccomp_problems(p: str, prof) -> Iterator[str]:

@@ -966,6 +966,22 @@ def test_security_field_problems(where, sc, problem):
     assert problem in one_problem(doc)
 
 
+def test_a_sysctl_of_a_host_namespace_is_refused():
+    """Once hostNetwork/hostIPC are honoured, a sysctl there would set the host's value."""
+    from minipod.spec.checks import check_sysctls
+
+    pod = loads(_dump(minimal(securityContext={"sysctls": [
+        {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+        {"name": "kernel.shm_rmid_forced", "value": "1"}]}))).pods[0].pod
+    assert list(check_sysctls(pod)) == []
+    pod.spec.host_network = pod.spec.host_ipc = True
+    assert list(check_sysctls(pod)) == [
+        'spec.securityContext.sysctls[0].name: forbidden sysctl: "net.ipv4.tcp_syncookies" not'
+        ' allowed with host net enabled',
+        'spec.securityContext.sysctls[1].name: forbidden sysctl: "kernel.shm_rmid_forced" not'
+        ' allowed with host ipc enabled']
+
+
 def test_implemented_security_fields_give_no_warning():
     doc = minimal(securityContext={
         "runAsNonRoot": True, "fsGroup": 1, "fsGroupChangePolicy": "OnRootMismatch",
