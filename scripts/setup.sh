@@ -14,7 +14,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "scripts/setup.sh: run as root (sudo $0 $mode)" >&2; exit 1; }
 
 packages=(python3 python3-venv python3-dev gcc libc6-dev libcap-dev make iproute2 iptables
-          busybox-static procps kmod)
+          busybox-static procps kmod python3-seccomp)
 # The tests run a real registry (Debian's docker-registry) on 127.0.0.1, and strace holds
 # processes at execve for the CVE-2019-5736 tests.
 [ "$mode" = test ] && packages+=(docker-registry strace)
@@ -46,6 +46,14 @@ if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
     # compat: a plain .pth path entry; the default editable finder costs every start ~30 ms
     "$venv/bin/pip" install -q --disable-pip-version-check --config-settings editable_mode=compat -e "$repo[test]"
     touch "$stamp"
+fi
+# seccompProfile: libseccomp's own Python binding, as the distribution builds it against its
+# libseccomp (see minipod/kernel/seccomp.py for why not PyPI's). Only that one module is linked
+# into the venv: the rest of dist-packages stays out of it.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+ext=$("$venv/bin/python" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
+if [ -e "/usr/lib/python3/dist-packages/seccomp$ext" ]; then
+    ln -sf "/usr/lib/python3/dist-packages/seccomp$ext" "$site/seccomp$ext"
 fi
 for helper in pause janitor; do  # the two C helpers (pause/); rebuilt when their source changed
     bin="$venv/libexec/minipod/$helper"

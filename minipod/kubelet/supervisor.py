@@ -247,7 +247,10 @@ class Supervisor:
 
         self._signals()
         self.write_state()
-        first = self._first_batch()
+        batch = self._first_batch()
+        # A container the kubelet would refuse to create (CreateContainerConfigError) is not
+        # started with the others; the pod is still built, and the container waits.
+        first = [c for c in batch if not c.c.security.config_error]
         try:
             started = self.pod.setup(agent, [c.c for c in first])
         except SetupError as e:
@@ -275,8 +278,11 @@ class Supervisor:
                        self.ctrs.get(name))
         for ctr, s in zip(first, started):
             self._running(ctr, s[1])
-        self.apps_started = first == self.apps
-        self.phase = state.RUNNING if self.apps_started else state.PENDING
+        for ctr in batch:
+            if ctr.c.security.config_error:
+                self._config_error(ctr, ctr.c.security.config_error)
+        self.apps_started = batch == self.apps
+        self.phase = state.RUNNING if self.apps_started and first else state.PENDING
         self.write_state()
         tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
         self._say(f"pod {self.plan.name} is running, IP {self.pod.network.get('ip', '')}")
@@ -331,6 +337,9 @@ class Supervisor:
     def _start(self, ctr: Ctr) -> None:
         from minipod.errors import SetupError
 
+        if ctr.c.security.config_error:
+            self._config_error(ctr, ctr.c.security.config_error)
+            return
         if ctr.instance >= 0:
             ctr.restarts += 1
             if "terminated" in ctr.state:
@@ -346,6 +355,19 @@ class Supervisor:
             self._after_exit(ctr, 128)
             return
         self._running(ctr, started)
+
+    def _config_error(self, ctr: Ctr, message: str) -> None:
+        """The kubelet's CreateContainerConfigError (runAsNonRoot with a root user): nothing is
+        created; the container waits with that reason, a Failed event says why, and the kubelet
+        tries again after its back-off (the same verdict, since the plan is fixed)."""
+        delay, ctr.backoff = backoff(ctr.backoff, 0.0, self.cfg.backoff_initial,
+                                     self.cfg.backoff_max)
+        ctr.phase = Phase.WAITING
+        ctr.restart_at = self.clock() + max(delay, self.cfg.backoff_initial)
+        ctr.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+        self.event("Warning", "Failed", f"Error: {message}", ctr)
+        self._say(f"container {ctr.name}: {message}")
+        self.write_state()
 
     # --- exits and restarts ------------------------------------------------------------------
 

@@ -23,9 +23,17 @@ init_linux.go finalizeNamespace do, for the same reasons):
     4. oom_score_adj, while we are root (lowering it needs CAP_SYS_RESOURCE).
     5. Look up the user in the container's /etc/passwd (we are in its mount namespace).
     6. Drop the bounding set: needs CAP_SETPCAP, so before setuid. Ambient caps cleared.
+    6b. The seccomp filter, if the container does not set no_new_privs: loading a filter needs
+       no_new_privs or CAP_SYS_ADMIN, and Kubernetes sets no_new_privs only for
+       allowPrivilegeEscalation: false (a setuid binary in the image must keep working), so it
+       is loaded here, while we still hold CAP_SYS_ADMIN -- as runc does. The syscalls we make
+       after it (setgroups, setuid, capset, prctl, chdir, close_range, execve) are ones the
+       default profile allows; a Localhost profile must allow them too, as with runc.
     7. setgroups, setgid, setuid -- always, also for root: a root container must not keep the
-       supervisor's supplementary groups. From uid 0 to another, the kernel clears
-       permitted/effective, the parent-death signal and the dumpable flag.
+       supervisor's supplementary groups. The groups: the user's own, its memberships in the
+       image's /etc/group, then supplementalGroups and fsGroup (containerd's order). From
+       uid 0 to another, the kernel clears permitted/effective, the parent-death signal and
+       the dumpable flag.
     8. Check that the working directory is inside the container's root: getcwd() fails with
        ENOENT for a directory outside it (CVE-2024-21626: runc leaked an fd to a host cgroup
        directory, and a container set its cwd to /proc/self/fd/N).
@@ -35,6 +43,10 @@ init_linux.go finalizeNamespace do, for the same reasons):
        SIGXFSZ, minipod installs handlers, and ignored signals and the mask survive execve.
    12. Close every fd but 0, 1, 2 and the report pipe (close-on-exec). Nothing of the host
        stays open into the workload (CVE-2024-21626).
+   13. With no_new_privs set, the seccomp filter comes last, after every other step: no
+       capability is needed then, and the fewer syscalls of ours run under the filter, the
+       less a profile has to allow for minipod rather than for the workload (runc's order).
+       Privileged containers get no filter (see pod/security.py).
   then the caller execs, and reports a failed exec over its report pipe.
 """
 
@@ -49,6 +61,7 @@ from typing import TYPE_CHECKING
 import prctl  # noqa: F401
 
 from minipod.kernel import _libc, caps, ns
+from minipod.kernel import seccomp  # imports libseccomp's binding now, before any setns
 from minipod.pod import child, rootfs
 from minipod.pod.volumes.podip import fill_pod_ip
 
@@ -83,8 +96,16 @@ def become(c: ContainerPlan, keep_fds: tuple[int, ...] = (), pod_ip: str = "") -
         child.set_oom_score_adj(c.oom_score_adj)
         step = f"resolve user {c.user or '0'}"
         uid, gid, groups = rootfs.lookup_user(c.user or "")
+        for g in rootfs.member_groups(uid, c.user or "") + c.security.groups:
+            if g not in groups:
+                groups.append(g)
         step = "set user and capabilities"
         caps.drop_bounding(c.caps)
+        profile = c.security.seccomp
+        if profile is not None and not c.no_new_privs:
+            step = "load the seccomp filter"
+            seccomp.load(profile)  # step 6b: while we hold CAP_SYS_ADMIN
+        step = "set user and capabilities"
         os.setgroups(groups)
         os.setgid(gid)
         os.setuid(uid)
@@ -100,7 +121,13 @@ def become(c: ContainerPlan, keep_fds: tuple[int, ...] = (), pod_ip: str = "") -
     child.die_with_parent(None)
     default_signals()
     child.close_fds_except(keep_fds)
-    return dict(kv.split("=", 1) for kv in fill_pod_ip(c.env, pod_ip))
+    env = dict(kv.split("=", 1) for kv in fill_pod_ip(c.env, pod_ip))
+    if profile is not None and c.no_new_privs:
+        try:
+            seccomp.load(profile)  # step 13: last, under no_new_privs
+        except OSError as e:
+            raise OSError(e.errno, f"load the seccomp filter: {child.describe(e)}") from None
+    return env
 
 
 def _chdir(cwd: str) -> bool:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from minipod.cgroups import convert
+from minipod.pod.security import ContainerSecurity, PodSecurity, pod_security
 from minipod.spec.expand import expand, expand_env
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -57,10 +58,12 @@ class ContainerPlan:
     init: bool = False      # an init container (run to completion before the app containers)
     sidecar: bool = False   # an init container with restartPolicy Always
     spec: dict = field(default_factory=dict)  # the container's manifest, for probes/hooks
+    security: ContainerSecurity = field(default_factory=ContainerSecurity)  # pod/security.py
 
     @classmethod
     def from_json(cls, d: dict) -> "ContainerPlan":
-        return cls(**{**d, "mounts": [Mount(**m) for m in d["mounts"]]})
+        return cls(**{**d, "mounts": [Mount(**m) for m in d["mounts"]],
+                      "security": ContainerSecurity.from_json(d.get("security"))})
 
 
 @dataclass
@@ -102,6 +105,7 @@ class PodPlan:
     host_pid: bool = False
     host_ipc: bool = False
     netns: str = ""         # where the pod's netns is pinned (`ip netns`); "" with hostNetwork
+    security: PodSecurity = field(default_factory=PodSecurity)  # fsGroup, sysctls
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
@@ -125,6 +129,7 @@ class PodPlan:
         d = dict(d)
         for key in ("containers", "init_containers"):
             d[key] = [ContainerPlan.from_json(c) for c in d[key]]
+        d["security"] = PodSecurity.from_json(d.get("security"))
         return cls(**d)
 
 
@@ -452,7 +457,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
     events: list[list[str]] = []  # [container, reason, message]: Warning events at start
     psc = spec.security_context
 
-    def one(c, init: bool) -> ContainerPlan:
+    def one(c, init: bool, path: str) -> ContainerPlan:
         image = store.resolve(c.image)
         icfg = image.config or {}
         own, env_warnings = volenv.container_env(c, fields, objects, source)
@@ -484,6 +489,10 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
             if target not in own_targets:  # the kubelet skips /etc/hosts if the pod mounts one
                 mounts.append(Mount(os.path.join(run_dir, "etc", f), target, ro_root, "file"))
         restart = c.restart_policy if init else None
+        from minipod.pod import security
+
+        sec = security.resolve(pod, c, path, uid, caps, privileged, icfg.get("User") or "",
+                               os.path.join(cfg.data_root, "seccomp"), source)
         return ContainerPlan(
             name=c.name, image=c.image, image_ref=image.ref, image_digest=image.digest,
             layers=image.layers,
@@ -500,11 +509,11 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
             upper=os.path.join(cdir, "upper"), work=os.path.join(cdir, "work"),
             log_dir=os.path.join(data_dir, "logs", c.name),
             init=init, sidecar=init and restart == "Always",
-            spec=c.model_dump(by_alias=True, exclude_none=True),
+            spec=c.model_dump(by_alias=True, exclude_none=True), security=sec,
         )
 
-    ctrs = [one(c, False) for c in apps]
-    init_ctrs = [one(c, True) for c in inits]
+    ctrs = [one(c, False, f"spec.containers[{i}]") for i, c in enumerate(apps)]
+    init_ctrs = [one(c, True, f"spec.initContainers[{i}]") for i, c in enumerate(inits)]
     for cp in ctrs + init_ctrs:
         if not cp.argv:
             from minipod.errors import SpecError
@@ -530,7 +539,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
                       for a in spec.host_aliases or []],
         containers=ctrs, init_containers=init_ctrs,
         labels=dict(meta.labels or {}), annotations=dict(meta.annotations or {}),
-        manifest=loaded.raw,
+        manifest=loaded.raw, security=pod_security(psc),
         host_ports=host_ports(spec),
         volumes=vol_entries, warnings=[f"{source}: pod {name!r}: {w}" for w in warnings],
         events=events,

@@ -235,6 +235,13 @@ class Pod:
         for m in {m.source for c in p.all_containers() for m in c.mounts
                   if m.kind == "bind" and not m.source_root}:
             os.makedirs(m, exist_ok=True)
+        if p.security.fs_group is not None:
+            # Before any container starts, so the workload finds its volumes writable by group.
+            from minipod.pod import fsgroup
+
+            for root in {m.source_root for c in p.all_containers() for m in c.mounts
+                         if m.source_root}:
+                fsgroup.apply(root, p.security.fs_group, p.security.fs_group_change_policy)
 
     def _make_cgroups(self) -> None:
         p = self.plan

@@ -220,3 +220,29 @@ def lookup_user(user: str) -> tuple[int, int, list[int]]:
     else:
         gid = home_gid
     return uid, gid, [gid]
+
+
+def member_groups(uid: int, user: str) -> list[int]:
+    """The groups of the image's /etc/group that list the user as a member (containerd's
+    WithAdditionalGIDs): the user's name from /etc/passwd (by uid), or the name given."""
+    name = (user or "0").partition(":")[0]
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 3 and fields[2] == str(uid):
+                    name = fields[0]
+                    break
+    except OSError:
+        pass
+    gids: list[int] = []
+    try:
+        with open("/etc/group") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 4 and fields[0] != name and name in fields[3].split(",") \
+                        and fields[2].isdigit():
+                    gids.append(int(fields[2]))
+    except OSError:
+        pass
+    return gids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from minipod.kernel import _libc, mounts, ns
+from minipod.kernel import _libc, mounts, ns, sysctl
 from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from minipod.net import netns
 from minipod.pod import child
@@ -49,6 +49,13 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
         if not host_net:  # never the node's hostname
             ch.stage = "set the hostname"
             _libc.sethostname(plan.hostname)
+        # The pod's sysctls, in its own net and ipc namespaces now that they exist and before
+        # any container starts (what the runtime does for the sandbox, so every container sees
+        # them). The names were checked against the kubelet's safe set at validation, which
+        # also refuses them for a pod in the node's net or ipc namespace.
+        for name, value in plan.security.sysctls:
+            ch.stage = f"set sysctl {name}"
+            sysctl.write(name, value)
         if not host_ipc:
             # With hostIPC the pod shares the node's /dev/shm, as containerd does.
             ch.stage = "mount the pod's /dev/shm"

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from minipod.spec.kube_fields import REFUSAL, REFUSED_ANNOTATIONS, yaml_name
+from minipod.spec.kube_fields import (REFUSAL, REFUSED_ANNOTATIONS, SECCOMP_CONTAINER_ANNOTATION,
+                                      SECCOMP_POD_ANNOTATION, yaml_name)
 from minipod.spec.show import cut, show
 
 if TYPE_CHECKING:
@@ -420,6 +421,92 @@ def check_security(pod: Pod) -> Iterator[str]:
                            f" {show(name)}")
 
 
+# The kubelet's default sysctl allow-list (pkg/kubelet/sysctl/safe_sysctls.go): namespaced, and
+# isolated from other pods. Anything else is refused unless the node's --allowed-unsafe-sysctls
+# names it; minipod has no such flag, so it refuses them all, with the kubelet's words.
+SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+})
+_SYSCTL_NAME = re.compile(r"([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?")
+
+
+def sysctl_dots(name: str) -> str:
+    """ConvertSysctlVariableToDotsSeparator: `net/ipv4/x` is `net.ipv4.x`."""
+    return name.replace("/", ".") if "/" in name else name
+
+
+def check_sysctls(pod: Pod) -> Iterator[str]:
+    psc = pod.spec.security_context
+    seen: set[str] = set()
+    for i, sc in enumerate(psc.sysctls if psc else []):
+        p = f"spec.securityContext.sysctls[{i}].name"
+        if len(sc.name) > 253 or not _SYSCTL_NAME.fullmatch(sc.name):
+            yield f"{p}: {show(sc.name)} is not a valid sysctl name"
+            continue
+        name = sysctl_dots(sc.name)
+        if name in seen:
+            yield f"{p}: duplicate sysctl {show(name)}"
+        seen.add(name)
+        if name not in SAFE_SYSCTLS:
+            yield f"{p}: forbidden sysctl: {name!r} not allowlisted".replace("'", '"') \
+                + " (SysctlForbidden: the kubelet's default allow-list has only the safe set)"
+            continue
+        # A pod in the host's namespace would set the host's value: the kubelet refuses it.
+        kind, host = (("ipc", pod.spec.host_ipc) if name.startswith("kernel.")
+                      else ("net", pod.spec.host_network))
+        if host:
+            yield f'{p}: forbidden sysctl: "{name}" not allowed with host {kind} enabled'
+
+
+def _seccomp_problems(p: str, prof) -> Iterator[str]:
+    """pkg/apis/core/validation validateSeccompProfileField."""
+    if prof is None:
+        return
+    if prof.type == "Localhost":
+        lp = prof.localhost_profile
+        if not lp:
+            yield f"{p}.localhostProfile: required when type is Localhost"
+        elif lp.startswith("/") or ".." in lp.split("/"):
+            yield (f"{p}.localhostProfile: {show(lp)} must be a descending path, relative to the"
+                   " seccomp profile root")
+    elif prof.localhost_profile is not None:
+        yield f"{p}.localhostProfile: can only be set when type is Localhost"
+
+
+def check_seccomp_procmount(pod: Pod) -> Iterator[str]:
+    psc = pod.spec.security_context
+    yield from _seccomp_problems("spec.securityContext.seccompProfile",
+                                 psc.seccomp_profile if psc else None)
+    for path, c, _ in each_container(pod.spec):
+        sc = c.security_context
+        if sc is None:
+            continue
+        yield from _seccomp_problems(f"{path}.securityContext.seccompProfile", sc.seccomp_profile)
+        if sc.proc_mount == "Unmasked":
+            # The API server's validation: an unmasked /proc only inside a user namespace.
+            yield (f"{path}.securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers`"
+                   " must be false to use `Unmasked`")
+
+
+def security_warnings(pod: Pod) -> list[str]:
+    """The API server's warnings (pkg/api/pod/warnings.go) for the seccomp annotations, which do
+    nothing since Kubernetes 1.27: the field is what counts."""
+    out = []
+    ann = pod.metadata.annotations
+    psc = pod.spec.security_context
+    msg = 'non-functional in v1.27+; use the "seccompProfile" field instead'
+    if SECCOMP_POD_ANNOTATION in ann and not (psc and psc.seccomp_profile):
+        out.append(f"metadata.annotations[{SECCOMP_POD_ANNOTATION}]: {msg}")
+    for _, c, _ in each_container(pod.spec):
+        key = SECCOMP_CONTAINER_ANNOTATION + c.name
+        if key in ann and not (c.security_context and c.security_context.seccomp_profile):
+            out.append(f"metadata.annotations[{key}]: {msg}")
+    return out
+
+
 def check_dns(pod: Pod) -> Iterator[str]:
     s = pod.spec
     if s.dns_policy == "None" and not (s.dns_config and s.dns_config.nameservers):
@@ -435,7 +522,7 @@ def check_dns(pod: Pod) -> Iterator[str]:
 
 CHECKS = (check_metadata, check_pod_fields, check_containers, check_restart_policies, check_env,
           check_ports, check_volumes, check_mounts, check_resources, check_pod_resources,
-          check_probes, check_dns, check_security)
+          check_probes, check_dns, check_security, check_sysctls, check_seccomp_procmount)
 
 
 def check(pod: Pod) -> list[str]:

@@ -166,10 +166,7 @@ def _containers(*fields: str) -> set[str]:
 # (`hostPort: -1` is wrong whether or not minipod maps ports).
 TYPED: frozenset[str] = frozenset({
     "spec.activeDeadlineSeconds",
-    "spec.securityContext.fsGroup", "spec.securityContext.supplementalGroups",
-    "spec.securityContext.sysctls", "spec.securityContext.runAsNonRoot",
-    *_containers(
-        "terminationMessagePath", "securityContext.runAsNonRoot"),
+    *_containers("terminationMessagePath"),
     # The app containers' hostPorts are mapped (net/hostport.py); as in Kubernetes, an init
     # container's are not.
     "spec.initContainers[].ports[].hostPort", "spec.initContainers[].ports[].hostIP",
@@ -193,8 +190,8 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
         " setHostnameAsFQDN os hostUsers schedulingGates resourceClaims resources"
         " hostnameOverride schedulingGroup evictionResponders ephemeralContainers").split()),
     *(f"spec.securityContext.{f}" for f in (
-        "seLinuxOptions windowsOptions supplementalGroupsPolicy fsGroupChangePolicy"
-        " seccompProfile appArmorProfile seLinuxChangePolicy").split()),
+        "seLinuxOptions windowsOptions supplementalGroupsPolicy"
+        " appArmorProfile seLinuxChangePolicy").split()),
     # Every volume source minipod does not build (minipod/pod/volumes/ builds the others). The
     # loader also drops such a volume and its mounts.
     *(f"spec.volumes[].{f}" for f in FIELDS["Volume"] if f not in _VOLUMES_BUILT),
@@ -214,7 +211,7 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
         "volumeMounts[].recursiveReadOnly", "volumeMounts[].mountPropagation",
         "volumeMounts[].bindMountOptions",
         *(f"securityContext.{f}" for f in (
-            "procMount", "windowsOptions", "seLinuxOptions", "seccompProfile", "appArmorProfile")),
+            "windowsOptions", "seLinuxOptions", "appArmorProfile")),
         "lifecycle.stopSignal",
         *(f"{p}.httpGet.protocol" for p in (
             "livenessProbe", "readinessProbe", "startupProbe",
@@ -234,22 +231,21 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
 # for nothing more than minipod gives (runAsNonRoot: false, seccomp Unconfined, hostUsers: true)
 # is still only a warning.
 #
-# What the runtime does apply, and so is not here (minipod.pod.plan, pod/container.py,
-# pod/rootfs.py): privileged, capabilities add/drop, runAsUser, runAsGroup,
+# What the runtime does apply, and so is not here (minipod.pod.plan, pod/security.py,
+# pod/enter.py, pod/rootfs.py): privileged, capabilities add/drop, runAsUser, runAsGroup,
+# runAsNonRoot, supplementalGroups, fsGroup, seccompProfile, sysctls, procMount Default,
 # allowPrivilegeEscalation: false (no_new_privs), readOnlyRootFilesystem, volumeMounts readOnly,
 # the default masked and read-only /proc and /sys paths, containerd's default capabilities.
-
-def _true(v: Any) -> bool:
-    return v is True
-
+#
+# AppArmor and SELinux, decided as a node without them decides (this is what minipod is):
+# an AppArmor profile other than Unconfined is refused, as the kubelet refuses such a pod on a
+# host without AppArmor ("Cannot enforce AppArmor: AppArmor is not enabled on the host") and
+# containerd does ("apparmor is not supported"); seLinuxOptions is a warning, as containerd
+# ignores the labels on a host without SELinux and the pod runs.
 
 def _profile(v: Any) -> bool:
     # seccompProfile / appArmorProfile: only Unconfined is what minipod does (no profile).
     return not (isinstance(v, dict) and v.get("type") == "Unconfined")
-
-
-def _any(v: Any) -> bool:
-    return v not in (None, {}, "")
 
 
 def _false(v: Any) -> bool:
@@ -261,22 +257,20 @@ _SECURITY_CONTEXTS = ("spec.securityContext", "spec.containers[].securityContext
 
 # path -> (does this value ask for a protection minipod lacks?, what it asks for)
 REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **{f"{sc}.runAsNonRoot": (_true, "the check that the user is not root")
-       for sc in _SECURITY_CONTEXTS},
-    **{f"{sc}.seccompProfile": (_profile, "a seccomp filter") for sc in _SECURITY_CONTEXTS},
     **{f"{sc}.appArmorProfile": (_profile, "an AppArmor profile") for sc in _SECURITY_CONTEXTS},
-    **{f"{sc}.seLinuxOptions": (_any, "an SELinux label") for sc in _SECURITY_CONTEXTS},
     "spec.hostUsers": (_false, "a user namespace"),
 }
 
 
-# The same holds for the annotations that asked for profiles before the fields existed (the
-# kubelet still honours the AppArmor one): checks.check_security refuses them.
+# The same holds for the annotation that asked for an AppArmor profile before the field existed
+# (the API server still copies it into the field): checks.check_security refuses it. The seccomp
+# annotations do nothing since Kubernetes 1.27 (the API server no longer maps them, the kubelet
+# no longer reads them): checks.security_warnings says so with the API server's warning.
 REFUSED_ANNOTATIONS: dict[str, str] = {
     "container.apparmor.security.beta.kubernetes.io/": "an AppArmor profile",
-    "seccomp.security.alpha.kubernetes.io/pod": "a seccomp filter",
-    "container.seccomp.security.alpha.kubernetes.io/": "a seccomp filter",
 }
+SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
+SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"
 REFUSAL = "not supported by minipod yet: refusing to run with less protection than asked for"
 
 

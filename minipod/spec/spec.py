@@ -31,7 +31,7 @@ from pydantic import field_validator, model_validator
 
 from minipod.errors import SpecError
 from minipod.spec.checks import CHECKS, check  # noqa: F401 - the named checks, after pydantic's
-from minipod.spec.checks import each_container
+from minipod.spec.checks import each_container, security_warnings
 from minipod.spec import workloads
 from minipod.spec.kube_fields import walk, yaml_name
 from minipod.spec.quantity import Quantity
@@ -150,6 +150,11 @@ class Capabilities(_Model):
     drop: list[str] = []
 
 
+class SeccompProfile(_Model):
+    type: Literal["RuntimeDefault", "Unconfined", "Localhost"]
+    localhost_profile: str | None = None
+
+
 class SecurityContext(_Model):
     privileged: bool | None = None
     capabilities: Capabilities | None = None
@@ -158,6 +163,8 @@ class SecurityContext(_Model):
     run_as_group: int | None = None
     run_as_non_root: bool | None = None
     read_only_root_filesystem: bool | None = None
+    seccomp_profile: SeccompProfile | None = None
+    proc_mount: Literal["Default", "Unmasked"] | None = None
 
 
 class Sysctl(_Model):
@@ -170,8 +177,10 @@ class PodSecurityContext(_Model):
     run_as_group: int | None = None
     run_as_non_root: bool | None = None
     fs_group: int | None = None
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = None
     supplemental_groups: list[int] = []
     sysctls: list[Sysctl] = []
+    seccomp_profile: SeccompProfile | None = None
 
 
 class EnvVar(_Model):
@@ -613,6 +622,7 @@ def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
     if not meta.name and meta.generate_name:
         meta.name = meta.generate_name[:58] + "".join(random.choices(_NAME_CHARS, k=5))
     problems += check(pod)
+    warnings += security_warnings(pod)
     warnings += _drop_volumes(pod, _unsupported_volumes(doc, kept))
     return pod, problems, warnings
 

@@ -99,8 +99,7 @@ def test_a_253_character_pod_name_runs(mp):
 # --- security fields -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sc, field", [
-    ("runAsNonRoot: true", "runAsNonRoot"),
-    ("seccompProfile: {type: RuntimeDefault}", "seccompProfile"),
+    ("appArmorProfile: {type: RuntimeDefault}", "appArmorProfile"),
 ])
 def test_a_refused_security_field_creates_nothing(mp, sc, field):
     path = mp.write("p.yaml", pod("p", extra=f"    securityContext: {{{sc}}}\n"))

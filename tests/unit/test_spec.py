@@ -903,12 +903,9 @@ REFUSAL = "not supported by minipod yet: refusing to run with less protection th
 
 
 @pytest.mark.parametrize("where, field, value", [
-    ("container", "runAsNonRoot", True), ("pod", "runAsNonRoot", True),
-    ("container", "seccompProfile", {"type": "RuntimeDefault"}),
-    ("pod", "seccompProfile", {"type": "Localhost", "localhostProfile": "p.json"}),
     ("container", "appArmorProfile", {"type": "RuntimeDefault"}),
-    ("pod", "seLinuxOptions", {"level": "s0:c1"}),
-    ("init", "runAsNonRoot", True),
+    ("pod", "appArmorProfile", {"type": "Localhost", "localhostProfile": "p"}),
+    ("init", "appArmorProfile", {"type": "RuntimeDefault"}),
 ])
 def test_security_controls_minipod_cannot_apply_are_refused(where, field, value):
     if where == "pod":
@@ -933,23 +930,70 @@ def test_host_users_false_asks_for_a_user_namespace():
 def test_a_workload_template_is_refused_too():
     text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n"
             "  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n"
-            "    spec:\n      securityContext: {runAsNonRoot: true}\n"
+            "    spec:\n      securityContext: {appArmorProfile: {type: RuntimeDefault}}\n"
             "      containers: [{name: c, image: busybox}]\n")
-    assert problems_of(text) == [f"spec.template.spec.securityContext.runAsNonRoot: {REFUSAL} "
-                                 "(the check that the user is not root)"]
+    assert problems_of(text) == [f"spec.template.spec.securityContext.appArmorProfile: {REFUSAL} "
+                                 "(an AppArmor profile)"]
 
 
 @pytest.mark.parametrize("where, field, value", [
-    ("container", "runAsNonRoot", False),
-    ("container", "seccompProfile", {"type": "Unconfined"}),
     ("pod", "appArmorProfile", {"type": "Unconfined"}),
-    ("container", "procMount", "Unmasked"),
+    ("pod", "seLinuxOptions", {"level": "s0:c1"}),
+    ("container", "seLinuxOptions", {"type": "spc_t"}),
 ])
 def test_asking_for_no_more_than_minipod_gives_is_a_warning(where, field, value):
     doc = (minimal(securityContext={field: value}) if where == "pod"
            else with_container(securityContext={field: value}))
     res = loads(_dump(doc), "pod.yaml")
     assert res.pods and any(field in w and "ignored" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("where, sc, problem", [
+    ("pod", {"sysctls": [{"name": "net.core.somaxconn", "value": "1"}]},
+     'spec.securityContext.sysctls[0].name: forbidden sysctl: "net.core.somaxconn" not allowlisted'),
+    ("pod", {"sysctls": [{"name": "Bad Name", "value": "1"}]}, "is not a valid sysctl name"),
+    ("pod", {"seccompProfile": {"type": "Localhost"}},
+     "spec.securityContext.seccompProfile.localhostProfile: required when type is Localhost"),
+    ("container", {"seccompProfile": {"type": "Localhost", "localhostProfile": "../x"}},
+     "must be a descending path"),
+    ("container", {"seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "x"}},
+     "can only be set when type is Localhost"),
+    ("container", {"seccompProfile": {"type": "Nope"}}, "seccompProfile.type"),
+    ("container", {"procMount": "Unmasked"},
+     'spec.containers[0].securityContext.procMount: Invalid value: "Unmasked": `hostUsers` must'
+     ' be false to use `Unmasked`'),
+])
+def test_security_field_problems(where, sc, problem):
+    doc = minimal(securityContext=sc) if where == "pod" else with_container(securityContext=sc)
+    assert problem in one_problem(doc)
+
+
+def test_a_sysctl_of_a_host_namespace_is_refused():
+    """Once hostNetwork/hostIPC are honoured, a sysctl there would set the host's value."""
+    from minipod.spec.checks import check_sysctls
+
+    pod = loads(_dump(minimal(securityContext={"sysctls": [
+        {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+        {"name": "kernel.shm_rmid_forced", "value": "1"}]}))).pods[0].pod
+    assert list(check_sysctls(pod)) == []
+    pod.spec.host_network = pod.spec.host_ipc = True
+    assert list(check_sysctls(pod)) == [
+        'spec.securityContext.sysctls[0].name: forbidden sysctl: "net.ipv4.tcp_syncookies" not'
+        ' allowed with host net enabled',
+        'spec.securityContext.sysctls[1].name: forbidden sysctl: "kernel.shm_rmid_forced" not'
+        ' allowed with host ipc enabled']
+
+
+def test_implemented_security_fields_give_no_warning():
+    doc = minimal(securityContext={
+        "runAsNonRoot": True, "fsGroup": 1, "fsGroupChangePolicy": "OnRootMismatch",
+        "supplementalGroups": [2], "seccompProfile": {"type": "RuntimeDefault"},
+        "sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 2048"},
+                    {"name": "kernel/shm_rmid_forced", "value": "1"}]})
+    doc["spec"]["containers"][0]["securityContext"] = {
+        "procMount": "Default", "runAsNonRoot": False, "seccompProfile": {"type": "Unconfined"}}
+    res = loads(_dump(doc), "pod.yaml")
+    assert res.pods and res.warnings == [], res.warnings
 
 
 def test_security_fields_minipod_applies_are_kept():
@@ -978,8 +1022,6 @@ def test_refused_paths_exist_and_are_not_applied_by_the_runtime():
 @pytest.mark.parametrize("key, value, refused", [
     ("container.apparmor.security.beta.kubernetes.io/app", "runtime/default", True),
     ("container.apparmor.security.beta.kubernetes.io/app", "unconfined", False),
-    ("seccomp.security.alpha.kubernetes.io/pod", "runtime/default", True),
-    ("container.seccomp.security.alpha.kubernetes.io/app", "localhost/p.json", True),
     ("example.com/seccomp", "runtime/default", False),
 ])
 def test_profile_annotations_are_refused_like_the_fields(key, value, refused):
@@ -996,3 +1038,15 @@ def test_host_pid_with_share_process_namespace_is_refused_as_the_api_server_does
         loads(json.dumps(minimal(hostPID=True, shareProcessNamespace=True)))
     assert "spec.shareProcessNamespace: ShareProcessNamespace and HostPID cannot both be " \
         "enabled" in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["seccomp.security.alpha.kubernetes.io/pod",
+                                 "container.seccomp.security.alpha.kubernetes.io/app"])
+def test_seccomp_annotations_warn_as_the_api_server_does(key):
+    """Since Kubernetes 1.27 they do nothing: the API server warns, the pod is Unconfined."""
+    doc = minimal()
+    doc["metadata"]["annotations"] = {key: "runtime/default"}
+    res = loads(_dump(doc), "pod.yaml")
+    assert res.pods and res.warnings == [
+        f'pod.yaml: metadata.annotations[{key}]: non-functional in v1.27+; use the'
+        ' "seccompProfile" field instead'], res.warnings

@@ -95,6 +95,9 @@ def test_to_stop_stops_apps_and_inits_first_then_sidecars_newest_first():
 
 # --- the supervisor with fakes ---------------------------------------------------------------
 
+from minipod.pod.security import ContainerSecurity  # noqa: E402
+
+
 @dataclass
 class FakeContainer:
     """The fields of a ContainerPlan the supervisor reads."""
@@ -107,6 +110,7 @@ class FakeContainer:
     image: str = "busybox"
     image_ref: str = "docker.io/library/busybox:latest"
     image_digest: str = "sha256:0"
+    security: ContainerSecurity = field(default_factory=ContainerSecurity)
 
 
 class FakeDriver:
