@@ -35,7 +35,7 @@ def cmd_serve(args) -> int:
     from minipod.api import server
 
     if args.detach:
-        return _detach(cfg, args.port)
+        return _detach(cfg, args.port, args.config)
 
     def ready(port: int, path: str) -> None:
         print(f"serving the Kubernetes API on https://127.0.0.1:{port} "
@@ -45,14 +45,14 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     try:
-        server.serve(cfg, "127.0.0.1", args.port, ready)
+        server.serve(cfg, "127.0.0.1", args.port, ready, args.config)
     except OSError as e:
         raise MinipodError(f"cannot serve on 127.0.0.1:{args.port}: {e.strerror or e}") \
             from None
     return 0
 
 
-def _detach(cfg, port: int) -> int:
+def _detach(cfg, port: int, args_config: str | None) -> int:
     """Start `minipod serve` in its own session, logging to <root>/api/serve.log; answer once
     it listens (its first line there), or with its error."""
     import subprocess
@@ -62,7 +62,9 @@ def _detach(cfg, port: int) -> int:
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     with open(log, "ab") as f:
         offset = f.tell()
-        p = subprocess.Popen([sys.executable, "-m", "minipod", "serve", "--port", str(port)],
+        conf = ["--config", args_config] if args_config else []
+        p = subprocess.Popen([sys.executable, "-m", "minipod", *conf, "serve", "--port",
+                              str(port)],
                              stdin=subprocess.DEVNULL, stdout=f, stderr=f,
                              start_new_session=True)
     deadline = time.monotonic() + 60

@@ -242,11 +242,12 @@ class Route:
 class Api:
     """The routes, the watch hub and the credentials of one server."""
 
-    def __init__(self, cfg, token: str):
+    def __init__(self, cfg, token: str, config_path: str | None = None):
         from minipod.api import discovery, pods, podlog
         from minipod.api.watch import Hub
 
         self.cfg = cfg
+        self.config_path = config_path  # for the `minipod exec` children (exec.py)
         self.token = token
         self.hub = Hub(cfg)
         self.lock = threading.Lock()  # one create at a time: names are claimed on disk
@@ -304,14 +305,14 @@ def _not_served(path: str) -> str:
     return "the server could not find the requested resource"
 
 
-def serve(cfg, host: str, port: int, ready=None) -> None:
+def serve(cfg, host: str, port: int, ready=None, config_path: str | None = None) -> None:
     """Run until SIGINT/SIGTERM. ready(port) is called once the socket listens."""
     import signal
 
     from minipod.api import certs
 
     certs.ensure(cfg.root)
-    api = Api(cfg, certs.token(cfg.root))
+    api = Api(cfg, certs.token(cfg.root), config_path)
     handler = type("BoundHandler", (Handler,), {"api": api})
     srv = Server((host, port), handler, certs.server_context(cfg.root))
     port = srv.server_address[1]
