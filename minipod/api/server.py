@@ -258,7 +258,7 @@ class Api:
             Route(r"/api/?", GET=discovery.api),
             Route(r"/api/v1/?", GET=discovery.api_v1),
             Route(r"/apis/?", GET=discovery.apis),
-            Route(r"/openapi/v2/?", GET=discovery.openapi_v2),
+            Route(r"/openapi/v2/?|/swagger-2.0.0.pb-v1", GET=discovery.openapi_v2),
             Route(r"/openapi/v3/?", GET=discovery.openapi_v3_root),
             Route(r"/openapi/v3/api/v1/?", GET=discovery.openapi_v3_core),
             Route(r"/healthz|/livez|/readyz", GET=discovery.healthz),
