@@ -43,9 +43,10 @@ def log(api, req, ns: str, name: str):
         if not req.flag("follow") or req.flag("previous"):
             out.write(logs.read(logs.path(c["log_dir"], inst), tail, stamps))
         else:
+            # One container instance, as the kubelet streams it: the stream ends when this
+            # instance ends, even if the container restarts (kubectl logs -f then exits).
             def instance() -> int:
-                r = state.PodRecord(api.cfg.root, name)
-                return int(r.container(c["name"])[1].get("instance", inst))
+                return inst
 
             def alive() -> bool:
                 if out.client_gone():
@@ -55,8 +56,9 @@ def log(api, req, ns: str, name: str):
                     s = r.container(c["name"])[1]
                 except MinipodError:
                     return False
-                return r.active and ("running" in (s.get("state") or {}) or
-                                     "waiting" in (s.get("state") or {}))
+                return (r.active and int(s.get("instance", inst)) == inst and
+                        ("running" in (s.get("state") or {}) or
+                         "waiting" in (s.get("state") or {})))
 
             logs.follow(c["log_dir"], instance, alive, out, tail, stamps)
         out.close()

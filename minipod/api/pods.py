@@ -294,7 +294,10 @@ def list_events(api, req, ns: str | None = None):
     if req.flag("watch"):
         raise ApiError(405, "minipod does not watch events", reason="MethodNotAllowed")
     sel = selectors.fields(req.arg("fieldSelector"), selectors.EVENT_FIELDS, kind="events")
-    items = [e for e in _event_objects(api, ns) if sel(e)]
+    items = sorted((e for e in _event_objects(api, ns) if sel(e)),
+                   key=lambda e: e["lastTimestamp"])
+    if table.wants_table(req.headers.get("Accept") or ""):
+        return 200, table.event_table(items, api.hub.rv, time.time())
     return 200, {"kind": "EventList", "apiVersion": "v1",
                  "metadata": {"resourceVersion": str(api.hub.rv)}, "items": items}
 

@@ -96,3 +96,32 @@ def wants_table(accept: str) -> bool:
         if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
             return True
     return False
+
+
+EVENT_COLUMNS = [("Last Seen", 0), ("Type", 0), ("Reason", 0), ("Object", 0), ("Subobject", 1),
+                 ("Source", 1), ("Message", 0), ("First Seen", 1), ("Count", 1), ("Name", 1)]
+
+
+def event_table(events: list[dict], rv: int, now: float) -> dict:
+    """`kubectl get events` (printEvent): LAST SEEN TYPE REASON OBJECT MESSAGE, -o wide more."""
+    from minipod.cli.status import age
+
+    rows = []
+    for e in events:
+        src = e.get("source") or {}
+        first, last = _epoch(e.get("firstTimestamp")), _epoch(e.get("lastTimestamp"))
+        obj = e["involvedObject"]
+        rows.append({"cells": [
+            age(now - last) if last else "<unknown>", e["type"], e["reason"],
+            f"{obj['kind'].lower()}/{obj['name']}", obj.get("fieldPath", ""),
+            ", ".join(x for x in (src.get("component"), src.get("host")) if x),
+            e["message"], age(now - first) if first else "<unknown>", e.get("count", 1),
+            e["metadata"]["name"]],
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                       "metadata": e["metadata"]}})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": str(rv)},
+            "columnDefinitions": [{"name": n, "type": "integer" if n == "Count" else "string",
+                                   "format": "name" if n == "Name" else "", "description": n,
+                                   "priority": p} for n, p in EVENT_COLUMNS],
+            "rows": rows}

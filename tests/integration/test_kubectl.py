@@ -388,3 +388,37 @@ def test_kubectl_120(mp, kubectl135, kubectl120):
         assert name not in mp.minipod("ps").stdout
     finally:
         served.stop()
+
+
+CRASH = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo run; sleep 2; echo done; exit 1"]
+"""
+
+
+def test_logs_follow_previous_and_events(served, mp):
+    """logs -f streams one container instance and ends with it (as the kubelet's stream
+    does); --previous shows the instance before the restart; get events is the server's
+    table."""
+    name = "kcrash-" + mp.bridge[-6:]
+    served.k("apply", "-f", mp.write("crash.yaml", CRASH.format(name=name)))
+    mp.wait(lambda: "run" in served.k("logs", name, check=False).stdout, 30, "the first run")
+    t0 = time.monotonic()
+    follow = served.k("logs", "-f", name, timeout=30)
+    assert follow.stdout == "run\ndone\n" and time.monotonic() - t0 < 10
+    mp.wait(lambda: json.loads(served.k("get", "pod", name, "-o", "json").stdout)["status"]
+            ["containerStatuses"][0]["restartCount"] >= 1, 30, "a restart")
+    assert served.k("logs", name, "--previous").stdout == "run\ndone\n"
+    rows = served.k("get", "pods").stdout.splitlines()
+    assert re.match(rf"{name}\s+\d/1\s+\S+\s+\d+ \(\d+s ago\)\s+\d+s$", rows[1]), rows
+    ev = served.k("get", "events").stdout.splitlines()
+    assert ev[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert any(re.search(rf"Normal\s+Started\s+pod/{name}\s+Started container c", ln)
+               for ln in ev), ev
+    served.k("delete", "pod", name, "--grace-period=0", "--force", timeout=60)
