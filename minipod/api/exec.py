@@ -83,6 +83,7 @@ class Session:
         h.end_headers()
         h.wfile.flush()
         h.close_connection = True
+        h.connection.settimeout(None)  # an interactive shell may sit idle for hours
         self.ws = Connection(ConnectionType.SERVER)
 
     def send(self, channel: int, data: bytes) -> None:

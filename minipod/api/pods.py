@@ -75,8 +75,8 @@ def get(api, req, ns: str, name: str):
     return 200, obj
 
 
-def create(api, req, ns: str):
-    doc = req.json_body()
+def create(api, req, ns: str, doc: dict | None = None):
+    doc = req.json_body() if doc is None else doc
     if doc.get("kind") != "Pod" or doc.get("apiVersion") != "v1":
         raise ApiError(400, f"this URL takes a v1 Pod (got apiVersion {doc.get('apiVersion')!r},"
                             f" kind {doc.get('kind')!r})")
@@ -198,9 +198,23 @@ def patch(api, req, ns: str, name: str):
     does on every apply); its spec may not, here as for a running pod in Kubernetes."""
     from minipod import state
 
-    obj, _ = _find(api, ns, name)
     ctype = (req.headers.get("Content-Type") or "").split(";")[0]
     raw = req.body()
+    try:
+        _find(api, ns, name)
+    except ApiError:
+        if ctype != "application/apply-patch+yaml":
+            raise
+        # Server-side apply of a pod that does not exist: create it from the applied object.
+        import yaml
+
+        try:
+            doc = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ApiError(400, f"the applied object is not valid YAML: {e}") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "the applied object must be a mapping")
+        return create(api, req, ns, doc)
     try:
         if ctype == "application/apply-patch+yaml":
             import yaml
@@ -214,6 +228,13 @@ def patch(api, req, ns: str, name: str):
         raise ApiError(415, "minipod takes merge and strategic-merge patches of labels and "
                             "annotations only", reason="UnsupportedMediaType")
     spec_change = {k: v for k, v in (p.get("spec") or {}).items() if not k.startswith("$")}
+    if ctype == "application/apply-patch+yaml":  # the whole object: its spec, unchanged?
+        from minipod import state
+
+        written = (state.PodRecord(api.cfg.root, name).plan.get("manifest") or {}).get("spec")
+        if p.get("spec") == written:
+            spec_change = {}
+        p = {k: v for k, v in p.items() if k != "status"}
     if spec_change or set(p) - {"metadata", "spec", "apiVersion", "kind"}:
         raise ApiError(422, f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not '
                             "change fields other than `spec.containers[*].image`,"
@@ -222,7 +243,8 @@ def patch(api, req, ns: str, name: str):
                             "`spec.terminationGracePeriodSeconds` (minipod: and not those "
                             "either: delete the pod and create it again)")
     meta_p = p.get("metadata") or {}
-    if set(meta_p) - {"labels", "annotations", "name", "namespace"}:
+    if set(meta_p) - {"labels", "annotations", "name", "namespace", "resourceVersion",
+                      "uid", "creationTimestamp", "generateName", "managedFields"}:
         raise ApiError(422, f'Pod "{name}" is invalid: metadata: Forbidden: only labels and '
                             "annotations of a pod can change")
     with api.lock:

@@ -162,7 +162,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if not self._authenticated():
                 raise ApiError(401, "Unauthorized")
-            self.request.settimeout(None)  # streams and long creates may stay quiet for long
+            # TIMEOUT stays on: a body that never comes, or a stream nobody reads, ends the
+            # connection (exec, which may rightly be quiet for long, lifts it: exec.py).
             self.api.dispatch(req)
         except ApiError as e:
             self.send_json(e.code, e.status(), req.warnings)

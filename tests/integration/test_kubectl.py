@@ -190,6 +190,12 @@ def test_kubectl_drives_a_pod(served, mp):
         '"3600"', '"3601"')), check=False)
     assert changed.returncode == 1 and "pod updates may not change fields" in changed.stderr
 
+    served.k("label", "pod", name, "tier=front")
+    assert served.k("get", "pods", "-l", "tier=front", "-o", "name").stdout.strip() == \
+        f"pod/{name}"
+    assert served.k("apply", "--server-side", "--force-conflicts", "-f", path).stdout.strip() \
+        == f"pod/{name} serverside-applied"
+
     # delete: graceful (the trap prints bye), and kubectl waits until the pod is gone.
     t0 = time.monotonic()
     out = served.k("delete", "pod", name, timeout=90)
