@@ -125,6 +125,13 @@ class Session:
     def run(self) -> None:
         self._accept()
         self._start()
+        self.api.sessions.add(self)
+        try:
+            self._relay()
+        finally:
+            self.api.sessions.discard(self)
+
+    def _relay(self) -> None:
         pumps = []
         if self.tty:
             pumps.append(threading.Thread(target=self._pump, args=(self.master, STDOUT),

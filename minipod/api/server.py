@@ -252,6 +252,7 @@ class Api:
         self.token = token
         self.hub = Hub(cfg)
         self.lock = threading.Lock()  # one create at a time: names are claimed on disk
+        self.sessions: set = set()  # running exec sessions (exec.py), ended with the server
         ns = r"/api/v1/namespaces/(?P<ns>[^/]+)"
         pod = ns + r"/pods/(?P<name>[^/]+)"
         self.routes = [
@@ -332,4 +333,9 @@ def serve(cfg, host: str, port: int, ready=None, config_path: str | None = None)
     finally:
         api.hub.stop()
         srv.server_close()
+        from minipod.api.exec import kill_tree
+
+        for s in list(api.sessions):  # an exec must not outlive the server that relays it
+            if s.proc is not None and s.proc.poll() is None:
+                kill_tree(s.proc.pid)
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 import kubectl_clients
+from conftest import reap_orphans
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -67,12 +68,15 @@ class Served:
         self.kubectl = kubectl
         self.home = os.path.join(mp.base, "home")  # kubectl's discovery cache, ours alone
         os.makedirs(self.home, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "minipod", "serve", "--port", "0"],
-                                     env=mp.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        m = re.search(r"https://127\.0\.0\.1:(\d+) \(export KUBECONFIG=(\S+)\)", line)
-        assert m, f"minipod serve said: {line}{self.proc.stderr.read() if not m else ''}"
+        # Its log goes to a file: a pipe nobody drains would block the server once full.
+        self.log = os.path.join(mp.base, "serve.log")
+        with open(self.log, "w") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "minipod", "serve", "--port",
+                                          "0"], env=mp.env, stdout=f, stderr=f)
+        m = mp.wait(lambda: self.proc.poll() is None and re.search(
+            r"https://127\.0\.0\.1:(\d+) \(export KUBECONFIG=(\S+)\)", open(self.log).read())
+            or self.proc.poll() is not None, 30, "minipod serve to listen")
+        assert m is not True, f"minipod serve exited: {open(self.log).read()}"
         self.port, self.kubeconfig = int(m.group(1)), m.group(2)
         self.env = dict(os.environ, KUBECONFIG=self.kubeconfig, HOME=self.home)
 
@@ -117,8 +121,8 @@ class Served:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("minipod serve did not stop on SIGTERM")
-        finally:
-            self.proc.stderr.close()
+        with open(self.log) as f:
+            print(f.read())  # shown with a failing test
 
 
 @pytest.fixture
@@ -351,11 +355,14 @@ def test_exec_tty_resize_exit_code_and_dropped_connection(served, mp):
     mp.wait(lambda: _procs(f"sleep {marker}"), 20, "the exec'd sleep")
     k.kill()
     k.wait()
-    mp.wait(lambda: not _procs(f"sleep {marker}") and not _procs(f"-- sleep {marker}"), 10,
+    # reap_orphans: the killed `minipod exec`'s own child is reparented to pytest (a
+    # subreaper), not to init; a zombie in the container's cgroup would hold up its removal.
+    mp.wait(lambda: reap_orphans() or not _procs(f"sleep {marker}"), 10,
             "the exec'd command to be killed with its connection")
 
 
 def _procs(needle: str) -> list[int]:
+    """PIDs whose command line is exactly `needle`."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -364,7 +371,7 @@ def _procs(needle: str) -> list[int]:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except OSError:
                 continue
-            if cmd.endswith(needle):
+            if cmd == needle:  # exactly the command in the container, not kubectl's argv
                 out.append(int(d))
     return out
 
@@ -428,3 +435,47 @@ def test_logs_follow_previous_and_events(served, mp):
     assert any(re.search(rf"Normal\s+Started\s+pod/{name}\s+Started container c", ln)
                for ln in ev), ev
     served.k("delete", "pod", name, "--grace-period=0", "--force", timeout=60)
+
+
+def test_serve_detached_slow_clients_and_stop_ends_execs(mp, kubectl135):
+    """`serve -d` answers once it listens; a client that never finishes its request holds up
+    nobody; stopping the server ends an exec it relays (no process outlives it)."""
+    out = mp.minipod("serve", "-d", "--port", "0").stdout
+    m = re.search(r"https://127\.0\.0\.1:(\d+) .*; pid (\d+)", out)
+    assert m, out
+    port, pid = int(m.group(1)), int(m.group(2))
+    env = dict(os.environ, KUBECONFIG=mp.minipod("kubeconfig").stdout.strip(),
+               HOME=os.path.join(mp.base, "home"))
+    try:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for s in slow:
+            s.sendall(b"\x16\x03\x01")  # a TLS record that never ends
+        v = subprocess.run([kubectl135, "version"], env=env, capture_output=True, text=True,
+                           timeout=30)
+        assert "Server Version: v1.35.0-minipod" in v.stdout, v.stdout + v.stderr
+        for s in slow:
+            s.close()
+        name = "kstop-" + mp.bridge[-6:]
+        subprocess.run([kubectl135, "apply", "-f", mp.write("p.yaml", POD.format(name=name))],
+                       env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run([kubectl135, "wait", "--for=condition=Ready", f"pod/{name}"], env=env,
+                       check=True, capture_output=True, timeout=90)
+        k = subprocess.Popen([kubectl135, "exec", name, "-c", "side", "--", "sleep", "4343"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mp.wait(lambda: _procs("sleep 4343"), 20, "the exec'd sleep")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        mp.wait(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 20,
+                "minipod serve to stop")
+    mp.wait(lambda: reap_orphans() or not _procs("sleep 4343"), 10,
+            "the exec to end with the server")
+    k.wait(30)
+    assert name in mp.minipod("ps").stdout  # the pods stay: they are minipod's, not the API's
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
