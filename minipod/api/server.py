@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from minipod.api.status import ApiError, failure
+from minipod.errors import MinipodError
 
 log = logging.getLogger("minipod.api")
 MAX_BODY = 3 * 1024 * 1024  # the API server's limit for a request body (3 MiB)
@@ -207,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
         self._handle("PUT")
 
 
-class _Drop(Exception):
+class _Drop(MinipodError):
     """The connection is not worth an answer (a failed TLS handshake)."""
 
 

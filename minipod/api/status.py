@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from minipod.errors import MinipodError
+
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
            405: "MethodNotAllowed", 406: "NotAcceptable", 409: "AlreadyExists", 410: "Expired",
            413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Invalid",
            500: "InternalError", 501: "NotImplemented"}
 
 
-class ApiError(Exception):
+class ApiError(MinipodError):
     """An error answered as a Status with this HTTP code."""
 
     def __init__(self, code: int, message: str, reason: str | None = None,
