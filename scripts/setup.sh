@@ -77,6 +77,8 @@ demo)
     ;;
 test)
     cd "$repo"
+    # The real kubectl clients of tests/integration/test_kubectl.py, pinned (1.35 and 1.20).
+    "$venv/bin/python" tests/kubectl_clients.py || true
     # Test paths among the arguments (tests/integration/test_x.py[::name]) run instead of the
     # whole suite; other arguments (-k, -x, --durations) go to pytest with it.
     paths=(tests)

@@ -209,6 +209,11 @@ main() {
     t_box=$(elapsed "$t0" "$(now)")
     wheels=$("$repo/tests/vm/wheels.sh")
     export MINIPOD_VAGRANT_BOX_FILE=$box MINIPOD_VAGRANT_WHEELS=$wheels
+    # The kubectl clients the API tests drive: the box is offline, so it gets the host's copies
+    # (installed by the host's own test run, or here).
+    clients=${MINIPOD_TEST_CACHE:-/var/cache/minipod-test}
+    MINIPOD_TEST_CACHE=$clients /usr/bin/python3 "$repo/tests/kubectl_clients.py" >&2 || true
+    [[ -d $clients ]] && export MINIPOD_VAGRANT_TEST_CACHE=$clients
     if ((prepare)); then
         log "prepared: $box ($t_box s), $wheels"
         exit 0

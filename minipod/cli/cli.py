@@ -414,6 +414,9 @@ def parser() -> argparse.ArgumentParser:
     from minipod.images import commands as image_commands  # pull, images, rmi, image ...
 
     image_commands.add_parsers(sub)
+    from minipod.api import commands as api_commands  # serve, kubeconfig (imports nothing big)
+
+    api_commands.add_parsers(sub)
     return p
 
 

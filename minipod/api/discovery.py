@@ -1,0 +1,105 @@
+"""Discovery: what kubectl reads before its first request (and caches in ~/.kube/cache).
+
+Only the legacy forms: kubectl asks for aggregated discovery (apidiscovery.k8s.io/v2) first
+and falls back to these when the answer is plain application/json.
+
+OpenAPI: kubectl validates a manifest itself unless the server says it does. It finds that
+out from /openapi/v3/api/v1 -- the `fieldValidation` query parameter on the pod's operations
+-- and then sends fieldValidation=Strict and leaves validation (minipod's own, pods.create) to
+the server. So the document holds only those operations: no schemas, which also means
+`kubectl explain` has nothing to show (it says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+VERBS = ["create", "delete", "get", "list", "watch"]
+
+
+def version(api, req, **_):
+    from minipod import __version__
+
+    return 200, {"major": "1", "minor": "35", "gitVersion": f"v1.35.0-minipod-{__version__}",
+                 "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+                 "goVersion": "", "compiler": "minipod", "platform": "linux/amd64"}
+
+
+def api(api, req, **_):
+    return 200, {"kind": "APIVersions", "versions": ["v1"],
+                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                                 "serverAddress": "127.0.0.1"}]}
+
+
+def _res(name, kind, namespaced=True, verbs=VERBS, short=None, singular=""):
+    r = {"name": name, "singularName": singular, "namespaced": namespaced, "kind": kind,
+         "verbs": verbs}
+    if short:
+        r["shortNames"] = short
+    return r
+
+
+def api_v1(api, req, **_):
+    return 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+        _res("pods", "Pod", short=["po"], singular="pod", verbs=VERBS + ["patch"]),
+        _res("pods/log", "Pod", verbs=["get"]),
+        _res("pods/exec", "PodExecOptions", verbs=["create", "get"]),
+        _res("pods/status", "Pod", verbs=["get"]),
+        _res("events", "Event", short=["ev"], singular="event", verbs=["get", "list"]),
+        _res("namespaces", "Namespace", namespaced=False, short=["ns"], singular="namespace",
+             verbs=["get", "list"]),
+    ]}
+
+
+def apis(api, req, **_):
+    return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+
+
+def healthz(api, req, **_):
+    req.h.send_response(200)
+    req.h.send_header("Content-Type", "text/plain")
+    req.h.send_header("Content-Length", "2")
+    req.h.end_headers()
+    req.h.wfile.write(b"ok")
+
+
+def _param(name, desc):
+    return {"name": name, "in": "query", "description": desc, "schema": {"type": "string"}}
+
+
+def _core_doc() -> dict:
+    fv = _param("fieldValidation", "Strict: minipod's own validation, every problem named.")
+    dry = _param("dryRun", "not supported by minipod")
+    op = {"responses": {"200": {"description": "OK"}},
+          "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": "Pod"}}
+    pods = "/api/v1/namespaces/{namespace}/pods"
+    return {"openapi": "3.0.0", "info": {"title": "minipod", "version": "v1"}, "paths": {
+        pods: {"post": {**op, "x-kubernetes-action": "post", "parameters": [fv, dry]},
+               "get": {**op, "x-kubernetes-action": "list"}},
+        pods + "/{name}": {"get": {**op, "x-kubernetes-action": "get"},
+                           "patch": {**op, "x-kubernetes-action": "patch",
+                                     "parameters": [fv, dry]},
+                           "put": {**op, "x-kubernetes-action": "put", "parameters": [fv, dry]},
+                           "delete": {**op, "x-kubernetes-action": "delete"}},
+    }, "components": {"schemas": {}}}
+
+
+_CORE = json.dumps(_core_doc()).encode()
+_HASH = hashlib.sha512(_CORE).hexdigest()[:32].upper()
+
+
+def openapi_v3_root(api, req, **_):
+    return 200, {"paths": {"api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={_HASH}"}}}
+
+
+def openapi_v3_core(api, req, **_):
+    return 200, json.loads(_CORE)
+
+
+def openapi_v2(api, req, **_):
+    from minipod.api.status import ApiError
+
+    # kubectl < 1.27 validates with this document, in protobuf only: minipod has none.
+    raise ApiError(404, "minipod serves no OpenAPI v2 document: kubectl older than 1.27 needs "
+                        "--validate=false (minipod validates every manifest itself)")
