@@ -99,6 +99,14 @@ class Hub:
                     self.rv += 1
                     gone = json.loads(json.dumps(obj))
                     gone["metadata"]["resourceVersion"] = str(self.rv)
+                    # An API server's last word on a deleted pod carries its deletionTimestamp
+                    # (kubectl prints it as Terminating), also when the pod went faster than a
+                    # poll could see it stopping (`minipod rm -f`).
+                    if "deletionTimestamp" not in gone["metadata"]:
+                        gone["metadata"]["deletionTimestamp"] = time.strftime(
+                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                        gone["metadata"]["deletionGracePeriodSeconds"] = 0
+                        printed = (printed[0], "Terminating")
                     self.history.append((self.rv, "DELETED", gone, printed))
                     changed = True
                 if len(self.history) == HISTORY:

@@ -61,6 +61,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 
     from minipod.cli import explaining
 
+    names: list[str] = []
     with contextlib.ExitStack() as stack:
         extra: dict[str, str] = {}
         if explain:
@@ -69,11 +70,15 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         if step:
             extra["MINIPOD_STEP"] = stack.enter_context(
                 explaining.Stepper(out, sys.stdin)).env
-        return _run(path, cfg, detach, out, err, extra, configmaps)
+        rc = _run(path, cfg, detach, out, err, extra, configmaps, names)
+    # After the explanation is drained: `run -d` ends with the pod names, as without --explain.
+    for name in names:
+        print(name, file=out)
+    return rc
 
 
 def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str],
-         configmaps: list[str] | None) -> int:
+         configmaps: list[str] | None, names: list[str]) -> int:
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
@@ -86,8 +91,7 @@ def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str],
         raise
     pids = launch_all(plans, cfg, spare, detach, extra)
     if detach:
-        for p in plans:
-            print(p.name, file=out)
+        names += [p.name for p in plans]
         return 0
     return wait_foreground(pids)
 

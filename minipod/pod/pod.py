@@ -58,6 +58,7 @@ class Pod:
             # after it would never be seen by the containers (copies of that namespace).
             self._run("set up volumes", lambda: volsetup.make(
                 self.plan.volumes, rb.push))
+            self._run("give the volumes to the fsGroup", self._apply_fs_group)
             rb.push("cgroups", self.remove_cgroups)
             explain.stage("cgroups")
             self._make_cgroups()
@@ -235,13 +236,20 @@ class Pod:
         for m in {m.source for c in p.all_containers() for m in c.mounts
                   if m.kind == "bind" and not m.source_root}:
             os.makedirs(m, exist_ok=True)
-        if p.security.fs_group is not None:
-            # Before any container starts, so the workload finds its volumes writable by group.
-            from minipod.pod import fsgroup
 
-            for root in {m.source_root for c in p.all_containers() for m in c.mounts
-                         if m.source_root}:
-                fsgroup.apply(root, p.security.fs_group, p.security.fs_group_change_policy)
+    def _apply_fs_group(self) -> None:
+        p = self.plan
+        if p.security.fs_group is None:
+            return
+        # After the volumes exist, before any container starts: the workload finds its volumes
+        # writable by group. The volumes the pod owns (emptyDir on disk or in memory, a claim);
+        # never a hostPath (the node's files, which the kubelet leaves alone too), nor the
+        # read-only content volumes, whose modes are the manifest's (defaultMode, items).
+        from minipod.pod import fsgroup
+
+        for v in p.volumes:
+            if v["kind"] in ("emptyDir", "memory", "claim"):
+                fsgroup.apply(v["dir"], p.security.fs_group, p.security.fs_group_change_policy)
 
     def _make_cgroups(self) -> None:
         p = self.plan

@@ -23,7 +23,8 @@ def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     plan = SimpleNamespace(share_pid=False, hostname="order-test", shm_size=1 << 20,
-                           host_network=False, host_pid=host_pid, host_ipc=False)
+                           host_network=False, host_pid=host_pid, host_ipc=False,
+                           security=SimpleNamespace(sysctls=[]))
     seen = {}
 
     def join(pid: int) -> None:  # what the driver would do: the child is as it will exec

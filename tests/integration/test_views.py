@@ -232,7 +232,8 @@ def test_explain_names_every_step_the_pod_took(mp):
 
     # The sandbox: the namespaces it made are pause's.
     (new,) = find(lambda r: r["stage"] == "sandbox" and r["syscall"].startswith("unshare("))
-    assert new["shell"] == "unshare --net --ipc --uts --mount"
+    # (pid too: pause is PID 1 of the pod's own PID namespace, so the fork that makes it)
+    assert new["shell"] == "unshare --mount --net --uts --ipc --pid --fork"
     for t in ("net", "ipc", "uts", "mnt"):
         assert new["values"]["inodes"][t] == _ns(pause, t)
     assert find(lambda r: r["shell"] == f"hostname {name}")
@@ -245,8 +246,10 @@ def test_explain_names_every_step_the_pod_took(mp):
         assert join["shell"] == f"nsenter --target {pause} --ipc --uts --net --mount"
         for t in ("net", "ipc", "uts"):
             assert join["values"]["inodes"][t] == _ns(pause, t) == _ns(c["pid"], t)
-        (own,) = [r for r in mine if r["syscall"].startswith("unshare(")]
+        own, cg = [r for r in mine if r["syscall"].startswith("unshare(")]
         assert own["shell"] == "unshare --mount --pid --fork"
+        # Its cgroup namespace last, once it is in its own cgroup (that cgroup is the root).
+        assert cg["shell"] == "unshare --cgroup"
         assert own["values"]["inodes"]["mnt"] == _ns(c["pid"], "mnt")
         rootfs = f"{mp.root}/pods/{name}/rootfs/{c['name']}"
         assert [r for r in mine if r["values"].get("fstype") == "overlay"
