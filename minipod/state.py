@@ -56,15 +56,26 @@ def pod_dir(root: str, name: str) -> str:
 
 
 def write_json(path: str, data: dict) -> None:
+    """Atomic and durable, as write_bytes."""
+    write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+
+
+def write_bytes(path: str, data: bytes, mode: int = 0o666) -> None:
     """Atomic and durable: a crash at any point leaves the old file or the new one, whole.
+    `mode` is the new file's from its first byte (umask applies), never widened later.
 
     The fsync of the file comes before the rename, or a power loss could leave the new name
     pointing at an empty file; the directory's fsync makes the rename itself durable.
     """
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, default=str)
+        os.unlink(tmp)  # a crashed run's, of our PID: O_EXCL below must make the file itself
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)

@@ -31,18 +31,9 @@ def kubeconfig_path(root: str) -> str:
 
 
 def _write_private(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from minipod import state
+
+    state.write_bytes(path, data, 0o600)
 
 
 def _read(d: str, name: str) -> bytes:
