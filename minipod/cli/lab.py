@@ -240,6 +240,16 @@ class Runner:
         if config:
             self.env["MINIPOD_CONFIG"] = os.path.abspath(config)
         self.work = Path(tempfile.mkdtemp(prefix=f"minipod-lab-{lab.name}-"))
+        # `minipod` in a step is this installation (this interpreter, this config), not
+        # whatever /usr/local/bin/minipod points at. An executable that execs it, not a shell
+        # function: `minipod port-forward ... &` must give $! = minipod's own PID, as the
+        # installed command does, so that a step can stop it with `kill $!` (a function would
+        # run in a subshell, and kill would end the subshell and leave minipod running).
+        bindir = self.work / ".bin"
+        bindir.mkdir()
+        (bindir / "minipod").write_text('#!/bin/sh\nexec "$MINIPOD_PY" -m minipod "$@"\n')
+        (bindir / "minipod").chmod(0o755)
+        self.env["PATH"] = f"{bindir}:{self.env.get('PATH', os.defpath)}"
 
     def emit(self, line: str = "") -> None:
         self.result.lines.append(line)
@@ -271,12 +281,9 @@ class Runner:
             self.vars[var] = by_base[base]
 
     def _shell(self, cmd: str, timeout: float) -> subprocess.CompletedProcess:
-        # `minipod` in a step is this installation (this interpreter, this config), not
-        # whatever /usr/local/bin/minipod points at.
-        pre = 'minipod() { "$MINIPOD_PY" -m minipod "$@"; }; export -f minipod\n'
         env = dict(self.env, **self.vars)
         try:
-            return subprocess.run(["bash", "-c", pre + cmd], cwd=self.work, env=env,
+            return subprocess.run(["bash", "-c", cmd], cwd=self.work, env=env,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")

@@ -162,3 +162,29 @@ def test_a_variable_may_not_shadow_the_environment(tmp_path):
 def test_an_empty_expected_value_never_passes():
     assert lab.check_line("contains", {"out": "anything", "expected": ""})[0] is False
     assert lab.check_line("absent", {"out": "anything", "expected": ""})[0] is False
+
+
+def test_minipod_in_a_step_is_a_command_whose_pid_is_its_own(tmp_path):
+    """`minipod X &` then `kill $!` stops minipod, as with the installed command: the lab's
+    `minipod` is an executable that execs this interpreter, not a shell function run in a
+    subshell whose PID $! would be (killing it left a backgrounded port-forward running)."""
+    fake = tmp_path / "fakepy"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")        # stands for `python -m minipod ...`
+    fake.chmod(0o755)
+    d = write_lab(tmp_path, "01-bg", """
+        steps:
+        - run: |
+            minipod port-forward x :80 & P=$!
+            sleep 0.5; cat /proc/$P/comm; kill $P; wait $P; echo "status $?"
+          save: [COMM, STATUS]
+          check:
+          - equal: {the process behind $!: $COMM, expected: sleep}
+          - equal: {kill: $STATUS, expected: status 143}
+        - run: bash -c 'type -t minipod'
+          save: KIND
+          check: [{equal: {minipod in a nested shell: $KIND, expected: file}}]
+        """)
+    runner = lab.Runner(lab._load(d), None, out=io.StringIO(), suffix="abcd")
+    runner.env["MINIPOD_PY"] = str(fake)
+    r = runner.run()
+    assert (r.passed, r.failed) == (3, 0), "\n".join(r.lines)
