@@ -33,7 +33,7 @@ from minipod.errors import SpecError
 from minipod.spec.checks import CHECKS, check  # noqa: F401 - the named checks, after pydantic's
 from minipod.spec.checks import each_container, security_warnings
 from minipod.spec import workloads
-from minipod.spec.kube_fields import walk, yaml_name
+from minipod.spec.kube_fields import FIELDS, walk, yaml_name
 from minipod.spec.quantity import Quantity
 from minipod.spec import objects as objects_
 from minipod.spec.show import key as _key
@@ -342,11 +342,12 @@ def _volume_source_problems(raw: dict) -> list[str]:
     sources minipod ignores are gone from the model)."""
     problems = []
     for i, v in enumerate(_volumes(raw)):
-        sources = [k for k, val in v.items() if k != "name" and val is not None] \
-            if isinstance(v, dict) else []
+        # Only real source names: an unknown key is its own "unknown field" problem already.
+        sources = [k for k, val in v.items() if k != "name" and val is not None
+                   and k in FIELDS["Volume"]] if isinstance(v, dict) else []
         if len(sources) > 1:
             problems.append(f"spec.volumes[{i}]: may not specify more than one volume source "
-                            f"(got {', '.join(map(str, sources))})")
+                            f"(got {', '.join(sources)})")
     return problems
 
 

@@ -1050,3 +1050,17 @@ def test_seccomp_annotations_warn_as_the_api_server_does(key):
     assert res.pods and res.warnings == [
         f'pod.yaml: metadata.annotations[{key}]: non-functional in v1.27+; use the'
         ' "seccompProfile" field instead'], res.warnings
+
+
+def test_one_volume_source_counts_only_real_sources():
+    """A long unknown key is its own problem, not a second "source" in a screen-wide line."""
+    doc = minimal(volumes=[{"name": "v", "emptyDir": {}, "x" * 600: {}}])
+    with pytest.raises(SpecError) as e:
+        loads(json.dumps(doc))
+    text = str(e.value)
+    assert "unknown field" in text and "more than one volume source" not in text
+    doc = minimal(volumes=[{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x"}}])
+    with pytest.raises(SpecError) as e:
+        loads(json.dumps(doc))
+    assert "spec.volumes[0]: may not specify more than one volume source (got emptyDir, " \
+        "hostPath)" in str(e.value)
