@@ -270,7 +270,9 @@ def teardown(cfg, rem: Remains) -> list[str]:
                            or netcfg.state_dir)
     from minipod.net import hostport
 
-    ports = os.path.join(os.path.dirname(os.path.dirname(rem.run_dir)), "hostports")
+    from minipod.pod.plan import hostport_dir
+
+    ports = hostport_dir(os.path.dirname(os.path.dirname(rem.run_dir)))
     # By uid, and by name: `run` reserves a pod's ports before its plan.json exists.
     held = set(rem.uids) | set(_step_value(errors, "hostPorts", hostport.owners, ports,
                                            rem.name) or {})

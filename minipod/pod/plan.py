@@ -66,6 +66,11 @@ class ContainerPlan:
                       "security": ContainerSecurity.from_json(d.get("security"))})
 
 
+def hostport_dir(root: str) -> str:
+    """<root>/hostports: the hostPort reservations of every pod of this runtime root."""
+    return os.path.join(root, "hostports")
+
+
 @dataclass
 class PodPlan:
     name: str
@@ -118,8 +123,7 @@ class PodPlan:
 
     @property
     def hostport_dir(self) -> str:
-        """<root>/hostports: the hostPort reservations of every pod of this runtime root."""
-        return os.path.join(os.path.dirname(os.path.dirname(self.run_dir)), "hostports")
+        return hostport_dir(os.path.dirname(os.path.dirname(self.run_dir)))
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

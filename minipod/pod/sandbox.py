@@ -28,9 +28,7 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
     # node's UTS namespace too, as containerd does). Without hostPID the sandbox gets a PID
     # namespace of its own with pause as its PID 1, as containerd gives it; containers join it
     # only with shareProcessNamespace.
-    host_net = getattr(plan, "host_network", False)
-    host_ipc = getattr(plan, "host_ipc", False)
-    own_pid = not getattr(plan, "host_pid", False)
+    host_net, host_ipc, own_pid = plan.host_network, plan.host_ipc, not plan.host_pid
     types = (["mnt"] + ([] if host_net else ["net", "uts"]) + ([] if host_ipc else ["ipc"])
              + (["pid"] if own_pid else []))
 
