@@ -427,3 +427,29 @@ spec:
     assert mp.minipod("ps").stdout == ""
     with open("/proc/self/mountinfo") as f:
         assert not [ln for ln in f if mp.base in ln]
+
+
+EMPTY_DIRS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: ed}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 1000}
+  volumes:
+  - {name: disk, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory}}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "exec sleep 3600"]
+    volumeMounts: [{name: disk, mountPath: /disk}, {name: mem, mountPath: /mem}]
+"""
+
+
+def test_empty_dirs_are_world_writable_as_the_kubelet_makes_them(mp):
+    """A container running as any user can write to an emptyDir: 0777 on disk, 1777 on tmpfs."""
+    mp.minipod("run", "-d", mp.write("ed.yaml", EMPTY_DIRS))
+    out = mp.minipod("exec", "ed", "--", "sh", "-c",
+                     "stat -c '%a %u' /disk /mem && touch /disk/f /mem/f && id -u").stdout
+    assert out.split("\n") == ["777 0", "1777 0", "1000", ""], out
+    mp.minipod("rm", "-f", "ed")

@@ -32,10 +32,17 @@ def make(volumes: list[dict], undo) -> None:
                 claims.ensure(d, v["claim"])
                 continue
             os.makedirs(d, 0o755, exist_ok=True)
+            # The kubelet makes every emptyDir-backed volume (configMap, secret, downwardAPI
+            # and projected ride on one) world-writable, so a container running as any user
+            # can write to it: 0777 on disk (chmod, as mkdir honours the umask), and a tmpfs
+            # left at its default 1777 (pkg/volume/emptydir: setupDir keeps a mode whose
+            # permission bits are already 0777, sticky bit included).
             if v["tmpfs"]:
-                opts = "mode=0755" + (f",size={v['size']}" if v.get("size") else "")
+                opts = "mode=1777" + (f",size={v['size']}" if v.get("size") else "")
                 mounts.mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts)
                 undo(f"{what} tmpfs", lambda d=d: unmount(d))
+            else:
+                os.chmod(d, 0o777)
             if kind in CONTENT:
                 atomic.write(d, [(p, mode, base64.b64decode(data))
                                  for p, mode, data in v["files"]])
