@@ -1,0 +1,146 @@
+"""Container stdin, stdinOnce and tty, and attach: what a user sees through `minipod attach`
+(driven from a pty or a pipe) and through `kubectl attach` / `kubectl run -it` against
+`minipod serve`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from conftest import reap_orphans
+
+pytestmark = [pytest.mark.root, pytest.mark.network,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+TTY_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: term}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: shell
+    image: busybox
+    stdin: true
+    tty: true
+    command: ["sh", "-c", "tty; test -t 0 && echo stdin-is-a-terminal; exec sh"]
+"""
+
+
+class Term:
+    """A command in a pty of our own (rows x cols): what it prints, what we type."""
+
+    def __init__(self, argv: list[str], env: dict, rows: int = 24, cols: int = 80):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.resize(rows, cols)
+        self.out = b""
+        self.code: int | None = None
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        # Our pty's foreground group is the command's: the kernel has sent it SIGWINCH.
+
+    def type(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def read_until(self, pattern: bytes, timeout: float = 20) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.out):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {pattern!r} within {timeout}s in {self.out!r}")
+            r, _, _ = select.select([self.fd], [], [], min(left, 0.2))
+            if r:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    raise AssertionError(f"EOF before {pattern!r} in {self.out!r}")
+                self.out += data
+        return self.out
+
+    def wait(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # drain, or the command may block writing to us
+                while select.select([self.fd], [], [], 0.05)[0]:
+                    data = os.read(self.fd, 4096)
+                    if not data:
+                        break
+                    self.out += data
+            except OSError:
+                pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.fd)
+                self.code = os.waitstatus_to_exitcode(status)
+                return self.code
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        raise AssertionError(f"still running after {timeout}s: {self.out!r}")
+
+
+def minipod_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "minipod", *args]
+
+
+def running(mp, pod: str, name: str, restarts: int = 0) -> bool:
+    for c in mp.pod(pod)["status"].get("containerStatuses", []):
+        if c["name"] == name:
+            return "running" in c["state"] and c["restartCount"] == restarts
+    return False
+
+
+def log_lines(mp, pod: str, name: str, instance: int = 0) -> list[str]:
+    with open(os.path.join(mp.root, "pods", pod, "plan.json")) as f:
+        plan = json.load(f)
+    [c] = [c for c in plan["containers"] if c["name"] == name]
+    with open(os.path.join(c["log_dir"], f"{instance}.log"), "rb") as f:
+        return f.read().decode(errors="replace").split("\n")[:-1]  # keeps a tty's \r
+
+
+def test_tty_container_attach_resize_and_detach(mp):
+    mp.minipod("run", "-d", mp.write("term.yaml", TTY_POD))
+    mp.wait(lambda: any("stdin-is-a-terminal" in ln for ln in log_lines(mp, "term", "shell")),
+            20, "the container's first lines")
+    # The container's stdio is a terminal in its own devpts, logged as stdout (CRI format,
+    # the terminal's \r\n kept, as containerd writes a tty's output).
+    lines = log_lines(mp, "term", "shell")
+    assert re.match(r"\S+Z stdout F /dev/pts/0\r$", lines[0]), lines
+    assert re.match(r"\S+Z stdout F stdin-is-a-terminal\r$", lines[1]), lines
+    assert "/dev/pts/0" in mp.minipod("logs", "term").stdout
+
+    t = Term(minipod_argv("attach", "-it", "term"), mp.env, rows=37, cols=111)
+    t.read_until(b"try pressing enter")
+    t.type(b"echo answer-$((6*7)); stty size\r")
+    t.read_until(b"answer-42")
+    t.read_until(b"37 111")
+    t.resize(50, 132)  # SIGWINCH -> RESIZE -> TIOCSWINSZ on the container's pty
+    time.sleep(0.3)
+    t.type(b"stty size\r")
+    t.read_until(b"50 132")
+    t.type(b"\x10\x11")  # Ctrl-P Ctrl-Q: detach
+    assert t.wait() == 0, t.out
+    assert b"Session ended, resume using 'minipod attach term -c shell -i -t'" in t.out
+    assert running(mp, "term", "shell")  # detaching leaves the shell running
+    # ... and what was typed went to the log as well (the terminal echoes it).
+    assert any("answer-42" in ln for ln in log_lines(mp, "term", "shell"))
