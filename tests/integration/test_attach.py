@@ -144,3 +144,147 @@ def test_tty_container_attach_resize_and_detach(mp):
     assert running(mp, "term", "shell")  # detaching leaves the shell running
     # ... and what was typed went to the log as well (the terminal echoes it).
     assert any("answer-42" in ln for ln in log_lines(mp, "term", "shell"))
+
+
+class Attached:
+    """`minipod attach` with pipes: what it prints, what we write to its stdin."""
+
+    def __init__(self, mp, *args: str, quiet: bool = True):
+        self.p = subprocess.Popen(minipod_argv("attach", *(["-q"] if quiet else []), *args),
+                                  env=mp.env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        os.set_blocking(self.p.stdout.fileno(), False)
+        self.out = b""
+
+    def write(self, data: bytes) -> None:
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def read_until(self, pattern: bytes, timeout: float = 20) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.out):
+            left = deadline - time.monotonic()
+            over = self.p.poll() is not None and not select.select([self.p.stdout], [], [], 0)[0]
+            if left <= 0 or over:
+                err = self.p.stderr.read() if over else b""
+                raise AssertionError(f"no {pattern!r} in {self.out!r} ({self.p.poll()}, {err!r})")
+            if select.select([self.p.stdout], [], [], min(left, 0.2))[0]:
+                self.out += self.p.stdout.read() or b""
+        return self.out
+
+    def wait(self, timeout: float = 20) -> int:
+        try:
+            self.p.wait(timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+        rest = self.p.stdout.read()
+        self.out += rest or b""
+        return self.p.returncode
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait(10)
+
+
+PIPES = """
+apiVersion: v1
+kind: Pod
+metadata: {name: pipes}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: reader            # stdin stays open across attach sessions
+    image: busybox
+    stdin: true
+    command: ["sh", "-c", "while read l; do echo got:$l; done; echo reader-eof; sleep 3600"]
+  - name: once              # stdin closes when the first attach's stdin ends
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "while read l; do echo once:$l; done; echo once-eof; sleep 3600"]
+  - name: deaf              # no stdin: /dev/null
+    image: busybox
+    command: ["sh", "-c", "readlink /proc/1/fd/0; cat; echo deaf-eof; exec sleep 3600"]
+"""
+
+
+def test_stdin_pipes_two_attachers_and_stdin_once(mp):
+    mp.minipod("run", "-d", mp.write("pipes.yaml", PIPES))
+    mp.wait(lambda: all(running(mp, "pipes", c) for c in ("reader", "once", "deaf")), 30,
+            "the containers")
+    # Two sessions at once see the same output; one of them writes.
+    watcher = Attached(mp, "pipes", "-c", "reader")
+    writer = Attached(mp, "pipes", "-c", "reader", "-i")
+    try:
+        time.sleep(0.5)  # both sessions are in place (attach shows output from then on)
+        writer.write(b"one\n")
+        writer.read_until(b"got:one\n")
+        watcher.read_until(b"got:one\n")
+        # Without stdinOnce, a session's end of stdin ends that session, not the stdin:
+        writer.p.stdin.close()
+        assert writer.wait() == 0
+        again = Attached(mp, "pipes", "-c", "reader", "-i")
+        time.sleep(0.3)
+        again.write(b"two\n")
+        watcher.read_until(b"got:two\n")
+        again.stop()
+        assert b"reader-eof" not in watcher.out
+    finally:
+        watcher.stop()
+
+    # stdinOnce: the first session's end of stdin is the container's EOF; that session goes on
+    # showing output until the container exits (here: it sleeps on, so we stop it).
+    first = Attached(mp, "pipes", "-c", "once", "-i")
+    try:
+        time.sleep(0.3)
+        first.write(b"a\nb\n")
+        first.p.stdin.close()
+        first.read_until(b"once:a\nonce:b\nonce-eof\n")
+        assert first.p.poll() is None
+    finally:
+        first.stop()
+    late = Attached(mp, "pipes", "-c", "once", "-i", quiet=False)
+    late.write(b"c\n")
+    time.sleep(0.5)
+    late.stop()
+    assert b"has no open stdin" in late.p.stderr.read()
+    assert not any("once:c" in ln for ln in log_lines(mp, "pipes", "once"))
+
+    # Without stdin, the container's is /dev/null (it read EOF at once); -i and -t say so.
+    assert [ln.split(" ", 3)[3] for ln in log_lines(mp, "pipes", "deaf")] == \
+        ["/dev/null", "deaf-eof"]
+    r = subprocess.run(minipod_argv("attach", "-it", "pipes", "-c", "deaf"), env=mp.env,
+                       input=b"x\n", capture_output=True, timeout=20)
+    assert b"error: Unable to use a TTY - container deaf did not allocate one" in r.stderr
+    assert b"has no open stdin" in r.stderr and r.returncode == 0, r
+
+
+RESTARTS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: again}
+spec:
+  containers:
+  - name: one-line
+    image: busybox
+    stdin: true
+    command: ["sh", "-c", "read l; echo got:$l; exit 3"]
+"""
+
+
+def test_attach_to_a_restarted_container(mp):
+    mp.minipod("run", "-d", mp.write("again.yaml", RESTARTS))
+    for n, word in enumerate((b"first", b"second")):
+        mp.wait(lambda: running(mp, "again", "one-line", n), 30, f"instance {n}")
+        a = Attached(mp, "again", "-i")
+        time.sleep(0.3)
+        a.write(word + b"\n")
+        # The container exits: the session ends with its exit code; each instance has a
+        # fresh stdin pipe behind the same socket.
+        assert a.wait() == 3, a.out
+        assert a.out == b"got:" + word + b"\n"
+    assert mp.minipod("attach", "again", "-c", "nope", check=False).returncode == 1
