@@ -149,13 +149,19 @@ def test_tty_container_attach_resize_and_detach(mp):
 class Attached:
     """`minipod attach` with pipes: what it prints, what we write to its stdin."""
 
-    def __init__(self, mp, *args: str, quiet: bool = True):
-        self.p = subprocess.Popen(minipod_argv("attach", *(["-q"] if quiet else []), *args),
-                                  env=mp.env,
+    def __init__(self, mp, *args: str):
+        self.p = subprocess.Popen(minipod_argv("attach", *args), env=mp.env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         os.set_blocking(self.p.stdout.fileno(), False)
         self.out = b""
+        # kubectl's hint comes once the session is in place: from then on we see the output.
+        self.err = b""
+        deadline = time.monotonic() + 30
+        while b"try pressing enter" not in self.err:
+            assert time.monotonic() < deadline and self.p.poll() is None, self.err
+            if select.select([self.p.stderr], [], [], 0.2)[0]:
+                self.err += self.p.stderr.read1()
 
     def write(self, data: bytes) -> None:
         self.p.stdin.write(data)
@@ -220,7 +226,6 @@ def test_stdin_pipes_two_attachers_and_stdin_once(mp):
     watcher = Attached(mp, "pipes", "-c", "reader")
     writer = Attached(mp, "pipes", "-c", "reader", "-i")
     try:
-        time.sleep(0.5)  # both sessions are in place (attach shows output from then on)
         writer.write(b"one\n")
         writer.read_until(b"got:one\n")
         watcher.read_until(b"got:one\n")
@@ -228,7 +233,6 @@ def test_stdin_pipes_two_attachers_and_stdin_once(mp):
         writer.p.stdin.close()
         assert writer.wait() == 0
         again = Attached(mp, "pipes", "-c", "reader", "-i")
-        time.sleep(0.3)
         again.write(b"two\n")
         watcher.read_until(b"got:two\n")
         again.stop()
@@ -240,18 +244,17 @@ def test_stdin_pipes_two_attachers_and_stdin_once(mp):
     # showing output until the container exits (here: it sleeps on, so we stop it).
     first = Attached(mp, "pipes", "-c", "once", "-i")
     try:
-        time.sleep(0.3)
         first.write(b"a\nb\n")
         first.p.stdin.close()
         first.read_until(b"once:a\nonce:b\nonce-eof\n")
         assert first.p.poll() is None
     finally:
         first.stop()
-    late = Attached(mp, "pipes", "-c", "once", "-i", quiet=False)
+    late = Attached(mp, "pipes", "-c", "once", "-i")
     late.write(b"c\n")
     time.sleep(0.5)
     late.stop()
-    assert b"has no open stdin" in late.p.stderr.read()
+    assert b"has no open stdin" in late.err
     assert not any("once:c" in ln for ln in log_lines(mp, "pipes", "once"))
 
     # Without stdin, the container's is /dev/null (it read EOF at once); -i and -t say so.
@@ -281,10 +284,140 @@ def test_attach_to_a_restarted_container(mp):
     for n, word in enumerate((b"first", b"second")):
         mp.wait(lambda: running(mp, "again", "one-line", n), 30, f"instance {n}")
         a = Attached(mp, "again", "-i")
-        time.sleep(0.3)
         a.write(word + b"\n")
         # The container exits: the session ends with its exit code; each instance has a
         # fresh stdin pipe behind the same socket.
         assert a.wait() == 3, a.out
         assert a.out == b"got:" + word + b"\n"
     assert mp.minipod("attach", "again", "-c", "nope", check=False).returncode == 1
+
+
+# --- kubectl ---------------------------------------------------------------------------------
+
+def _served_class():
+    """test_kubectl.py's `minipod serve` + kubectl pair (loaded from its file: test modules are
+    not importable by name under --import-mode=importlib)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_kubectl_served", os.path.join(os.path.dirname(__file__), "test_kubectl.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Served
+
+
+@pytest.fixture
+def served(mp):
+    import kubectl_clients
+
+    kubectl = kubectl_clients.kubectl_135()
+    if kubectl is None:
+        pytest.skip(kubectl_clients.why["1.35"])
+    s = _served_class()(mp, kubectl)
+    yield s
+    s.stop()
+
+
+KPOD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations: {{kubectl.kubernetes.io/default-container: shell}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: ticker
+    image: busybox
+    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.2; done"]
+  - name: shell
+    image: busybox
+    stdin: true
+    tty: true
+    command: ["sh"]
+  - name: once
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "tr a-z A-Z; echo upper-done; sleep 3600"]
+"""
+
+
+@pytest.mark.slow
+def test_kubectl_attach(served, mp):
+    name = "katt-" + mp.bridge[-6:]
+    served.k("apply", "-f", mp.write("katt.yaml", KPOD.format(name=name)))
+    served.k("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s", timeout=90)
+
+    # -it into the tty container (the annotation's default): a terminal with kubectl's size.
+    t = Term([served.kubectl, "attach", "-it", name], served.env, rows=37, cols=111)
+    t.read_until(b"try pressing enter")
+    t.type(b"\r")
+    t.read_until(b"# ")
+    t.type(b"tty; stty size; exit 7\r")
+    assert t.wait(40) == 0, t.out  # attach ends with the container; kubectl says 0
+    assert re.search(rb"/dev/pts/0\s.*37 111", t.out, re.S), t.out
+    assert b"Session ended, resume using 'kubectl attach " + name.encode() + \
+        b" -c shell -i -t' command when the pod is running" in t.out
+    mp.wait(lambda: running(mp, name, "shell", restarts=1), 30, "the shell's restart")
+
+    # Output only, both streams, from a container without stdin or tty; -t there is refused
+    # by kubectl itself (kubectl's message), and the attach goes on without.
+    k = subprocess.Popen([served.kubectl, "attach", "-t", name, "-c", "ticker"], env=served.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        mp.wait(lambda: select.select([k.stdout], [], [], 0)[0], 20, "ticks")
+        line = k.stdout.readline()
+        assert re.match(rb"tick \d+\n", line), line
+    finally:
+        k.kill()
+        _, err = k.communicate(timeout=10)
+    assert b"error: Unable to use a TTY - container ticker did not allocate one" in err, err
+    assert b"tock" in err
+    assert running(mp, name, "ticker")  # a dropped kubectl is a detach
+
+    # stdinOnce: kubectl's stdin ends -> the container reads EOF, the attach shows what
+    # follows and ends when the container exits (here it sleeps: we stop kubectl).
+    k = subprocess.Popen([served.kubectl, "attach", "-i", name, "-c", "once"], env=served.env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)  # kubectl has attached
+        k.stdin.write(b"shout\n")
+        k.stdin.close()
+        mp.wait(lambda: any("upper-done" in ln for ln in log_lines(mp, name, "once")), 20,
+                "EOF in the container")
+        assert [ln.split(" ", 3)[3] for ln in log_lines(mp, name, "once")] == \
+            ["SHOUT", "upper-done"]
+    finally:
+        k.kill()
+        k.wait(10)
+        k.stdout.close()
+        k.stderr.close()
+
+    # Errors as kubectl prints them, and the server's Status for what kubectl checks itself.
+    bad = served.k("attach", name, "-c", "nope", check=False)
+    assert (bad.returncode, bad.stderr) == (1, "error: cannot attach to the container: "
+                                               f"container nope not found in pod {name}\n")
+    path = f"/api/v1/namespaces/default/pods/{name}/attach?container=ticker"
+    code, body = served.raw("POST", path)
+    assert (code, json.loads(body)["message"]) == \
+        (400, "you must specify at least 1 of stdin, stdout, stderr")
+    code, body = served.raw("POST", path + "&stdout=true")
+    assert code == 400 and "over WebSocket" in json.loads(body)["message"]
+    reap_orphans()
+
+
+@pytest.mark.slow
+def test_kubectl_run_it(served, mp):
+    """`kubectl run -it --rm`: a pod with stdin, stdinOnce and tty, attached as soon as it
+    runs, deleted when the shell exits."""
+    name = "krun-" + mp.bridge[-6:]
+    t = Term([served.kubectl, "run", "-it", "--rm", name, "--image=busybox",
+              "--restart=Never", "--", "sh"], served.env, rows=30, cols=90)
+    t.read_until(b"# ", 90)
+    t.type(b"echo ran-$((2*3)) in $(hostname); exit 4\r")
+    t.read_until(b"ran-6 in " + name.encode())
+    code = t.wait(90)
+    assert f'pod "{name}" deleted'.encode() in t.out, t.out
+    assert code == 4, t.out  # kubectl run passes the container's exit code on
+    assert name not in mp.minipod("ps").stdout
