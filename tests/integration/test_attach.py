@@ -128,6 +128,12 @@ def test_tty_container_attach_resize_and_detach(mp):
     assert re.match(r"\S+Z stdout F /dev/pts/0\r$", lines[0]), lines
     assert re.match(r"\S+Z stdout F stdin-is-a-terminal\r$", lines[1]), lines
     assert "/dev/pts/0" in mp.minipod("logs", "term").stdout
+    # PID 1 holds the terminal as stdio, and nothing else (the master is the supervisor's).
+    fds = mp.minipod("exec", "term", "--", "sh", "-c", "cd /proc/1/fd && for f in *; do "
+                     "echo $f $(readlink $f); done").stdout.split("\n")[:-1]
+    own = [f for f in fds if f.endswith(" /dev/tty")]  # ash opens it for job control
+    assert [f for f in fds if f not in own] == ["0 /dev/pts/0", "1 /dev/pts/0",
+                                                 "2 /dev/pts/0"], fds
 
     t = Term(minipod_argv("attach", "-it", "term"), mp.env, rows=37, cols=111)
     t.read_until(b"try pressing enter")
@@ -279,16 +285,29 @@ spec:
 """
 
 
+def supervisor_fds(mp, pod: str) -> list[str]:
+    with open(os.path.join(mp.root, "pods", pod, "state.json")) as f:
+        pid = json.load(f)["supervisor_pid"]
+    d = f"/proc/{pid}/fd"
+    # What each fd is (a pipe, a socket, the instance's N.log), not its inode or number.
+    return sorted(re.sub(r"\d+\.log$", "N.log", os.readlink(os.path.join(d, n)).split("[")[0])
+                  for n in os.listdir(d))
+
+
 def test_attach_to_a_restarted_container(mp):
     mp.minipod("run", "-d", mp.write("again.yaml", RESTARTS))
+    held = []
     for n, word in enumerate((b"first", b"second")):
         mp.wait(lambda: running(mp, "again", "one-line", n), 30, f"instance {n}")
+        held.append(supervisor_fds(mp, "again"))
         a = Attached(mp, "again", "-i")
         a.write(word + b"\n")
         # The container exits: the session ends with its exit code; each instance has a
         # fresh stdin pipe behind the same socket.
         assert a.wait() == 3, a.out
         assert a.out == b"got:" + word + b"\n"
+    # The supervisor holds the same kinds of fds for each instance: nothing left behind.
+    assert held[0] == held[1], held
     assert mp.minipod("attach", "again", "-c", "nope", check=False).returncode == 1
 
 
@@ -421,3 +440,7 @@ def test_kubectl_run_it(served, mp):
     assert f'pod "{name}" deleted'.encode() in t.out, t.out
     assert code == 4, t.out  # kubectl run passes the container's exit code on
     assert name not in mp.minipod("ps").stdout
+    # -i without a tty: stdin and stdinOnce; the container reads kubectl's stdin to its end.
+    piped = served.k("run", "-i", "--rm", name + "-i", "--image=busybox", "--restart=Never",
+                     "--", "tr", "a-z", "A-Z", input="piped\n", timeout=90)
+    assert "PIPED" in piped.stdout, piped
