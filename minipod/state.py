@@ -31,6 +31,7 @@ FINAL = (SUCCEEDED, FAILED)
 UNKNOWN = "Unknown"
 # A directory this young with no plan.json is a `run` between its mkdir and its first write.
 CLAIM_GRACE = 10.0
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"  # exec/attach/logs without -c
 
 
 class Broken(MinipodError):
@@ -248,11 +249,13 @@ class PodRecord:
         return self.supervisor_alive
 
     def container(self, name: str | None) -> tuple[dict, dict]:
-        """(plan, state) of a container; None = the first app container, as kubectl defaults."""
+        """(plan, state) of a container; None = kubectl's default: the one the
+        kubectl.kubernetes.io/default-container annotation names, else the first app one."""
         self.require()
         ctrs = self.plan["init_containers"] + self.plan["containers"]
         if name is None:
-            c = self.plan["containers"][0]
+            want = (self.plan.get("annotations") or {}).get(DEFAULT_CONTAINER)
+            c = next((c for c in ctrs if c["name"] == want), self.plan["containers"][0])
         else:
             match = [c for c in ctrs if c["name"] == name]
             if not match:

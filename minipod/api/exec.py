@@ -46,16 +46,22 @@ def handle(api, req, ns: str, name: str):
         raise ApiError(400, str(e)) from None
     if not rec.active or "running" not in (st.get("state") or {}):
         raise ApiError(400, f'container {c["name"]} is not valid for pod {name}: not running')
+    proto = protocol(req, "exec")
+    session = Session(api, req, name, c["name"], argv, proto)
+    session.run()
+    return None
+
+
+def protocol(req, what: str) -> str:
+    """The channel protocol the WebSocket upgrade asks for, of ours (exec and attach)."""
     upgrade = (req.headers.get("Upgrade") or "").lower()
     offered = [p.strip() for p in (req.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
     proto = next((p for p in PROTOCOLS if p in offered), None)
     if upgrade != "websocket" or proto is None or not req.headers.get("Sec-WebSocket-Key"):
-        raise ApiError(400, "minipod serves exec over WebSocket with the v5.channel.k8s.io "
+        raise ApiError(400, f"minipod serves {what} over WebSocket with the v5.channel.k8s.io "
                             "protocol only (kubectl >= 1.30); SPDY (older kubectl) is not "
                             f"implemented (got Upgrade: {upgrade or 'none'})")
-    session = Session(api, req, name, c["name"], argv, proto)
-    session.run()
-    return None
+    return proto
 
 
 class Session:
@@ -210,6 +216,9 @@ class Session:
                             buf = b""
         except Exception:
             pass
+        self._client_gone()
+
+    def _client_gone(self) -> None:
         if self.proc.poll() is None and not self.closed.is_set():
             # The connection dropped (or was closed) while the command runs: end it all.
             self.closed.set()

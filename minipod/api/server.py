@@ -253,7 +253,7 @@ class Api:
         self.token = token
         self.hub = Hub(cfg)
         self.lock = threading.Lock()  # one create at a time: names are claimed on disk
-        self.sessions: set = set()  # running exec sessions (exec.py), ended with the server
+        self.sessions: set = set()  # running exec/attach sessions, ended with the server
         ns = r"/api/v1/namespaces/(?P<ns>[^/]+)"
         pod = ns + r"/pods/(?P<name>[^/]+)"
         self.routes = [
@@ -271,7 +271,7 @@ class Api:
             Route(pod + r"/status", GET=pods.get),
             Route(pod + r"/log", GET=podlog.log),
             Route(pod + r"/exec", GET=self._exec, POST=self._exec),
-            Route(pod + r"/attach", GET=pods.unsupported, POST=pods.unsupported),
+            Route(pod + r"/attach", GET=self._attach, POST=self._attach),
             Route(pod + r"/portforward", GET=pods.unsupported, POST=pods.unsupported),
             Route(r"/api/v1/events", GET=pods.list_events),
             Route(ns + r"/events", GET=pods.list_events),
@@ -283,6 +283,11 @@ class Api:
         from minipod.api import exec as execmod
 
         return execmod.handle(api, req, **kw)
+
+    def _attach(self, api, req, **kw):
+        from minipod.api import attach
+
+        return attach.handle(api, req, **kw)
 
     def dispatch(self, req: Request) -> None:
         for r in self.routes:

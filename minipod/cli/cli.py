@@ -222,6 +222,13 @@ def cmd_exec(args) -> int:
     return execute.run(rec, args.container, argv, args.stdin or args.tty, args.tty, driver)
 
 
+def cmd_attach(args) -> int:
+    from minipod.cli import attach
+
+    (rec,) = _records(_cfg(args), [args.name])
+    return attach.run(rec, args.container, args.stdin, args.tty, args.quiet)
+
+
 def cmd_port_forward(args) -> int:
     from minipod.cli import portforward
 
@@ -361,6 +368,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
     sp.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     sp.add_argument("command", nargs="*", help="the command (after --)")
+    sp = add("attach", cmd_attach, "attach to a running container's own stdio: "
+             "minipod attach POD [-c C] [-i] [-t] (Ctrl-P Ctrl-Q detaches)")
+    sp.add_argument("name")
+    sp.add_argument("-c", "--container")
+    sp.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the container")
+    sp.add_argument("-t", "--tty", action="store_true", help="stdin is a terminal")
+    sp.add_argument("-q", "--quiet", action="store_true",
+                    help="only print output from the container")
     sp = add("port-forward", cmd_port_forward, "forward local ports to a pod's ports: "
              "minipod port-forward POD [LOCAL:]REMOTE ...")
     sp.add_argument("name")

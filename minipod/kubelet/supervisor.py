@@ -22,7 +22,7 @@ import time
 from typing import Callable
 
 from minipod import state
-from minipod.kubelet import logs
+from minipod.kubelet import attach, attachproto, logs
 from minipod.pod.plan import ContainerPlan, PodPlan
 
 MAX_EVENTS = 200
@@ -89,7 +89,8 @@ class Ctr:
                                         else "ContainerCreating"}}
         self.last_state: dict = {}
         self.writer: logs.Writer | None = None
-        self.fds: dict[int, str] = {}
+        self.fds: dict[int, str] = {}  # output fds (pipes, or the pty's master) -> stream
+        self.attach: attach.Endpoint | None = None  # from its first start to the pod's end
         self.oom_before = 0
         self.started_mono = 0.0
         self.backoff = 0.0
@@ -310,6 +311,9 @@ class Supervisor:
             codes = [c.exit_code() for c in self.apps]
             ok = self.apps_started and all(code == 0 for code in codes)
             self.phase = state.SUCCEEDED if ok else state.FAILED
+        for ctr in self.ctrs.values():
+            if ctr.attach:
+                ctr.attach.close()
         try:
             self.pod.teardown()
         finally:
@@ -395,6 +399,8 @@ class Supervisor:
                                     "startedAt": ctr.state.get("running", {}).get("startedAt"),
                                     "finishedAt": logs.timestamp(), "containerID": ctr.id}}
         self._say(f"container {ctr.name} exited with code {code} ({reason})")
+        if ctr.attach:
+            ctr.attach.exited(code)
         self._after_exit(ctr, code)
 
     def _after_exit(self, ctr: Ctr, code: int) -> None:
@@ -615,20 +621,46 @@ class Supervisor:
         self.health.started(ctr)
         echo = self._echo(ctr.name) if self.foreground else None
         ctr.writer = logs.Writer(ctr.c.log_dir, ctr.instance, echo)
-        for fd, stream in ((s.stdout, "stdout"), (s.stderr, "stderr")):
+        # A tty's one stream is logged as stdout, as the kubelet and containerd log it.
+        outs = [(s.terminal, "stdout")] if s.terminal >= 0 else \
+            [(s.stdout, "stdout"), (s.stderr, "stderr")]
+        for fd, stream in outs:
             os.set_blocking(fd, False)
             ctr.fds[fd] = stream
             self.sel.register(fd, selectors.EVENT_READ, lambda f, c=ctr: self._output(c, f))
+        self._attach(ctr, s)
         self.write_state()
+
+    def _attach(self, ctr: Ctr, s) -> None:
+        """Give the new instance's stdin (and a tty's resizes) to the container's attach
+        endpoint, made at its first start (kubelet/attach.py)."""
+        # The master stays the output fd; a dup of it takes stdin and resizes.
+        fd = os.dup(s.terminal) if s.terminal >= 0 else s.stdin
+        if ctr.attach is None:
+            try:
+                ctr.attach = attach.Endpoint(
+                    self.sel, attachproto.socket_path(self.run_dir, ctr.name), ctr.name,
+                    tty=ctr.c.tty, stdin=ctr.c.stdin, stdin_once=ctr.c.stdin_once)
+            except OSError as e:  # the container runs; only attach is not there
+                self.event("Warning", "FailedAttach", f"no attach socket for container "
+                           f"{ctr.name}: {e.strerror or e}", ctr)
+                if fd >= 0:
+                    os.close(fd)
+                return
+        ctr.attach.started(fd)
 
     def _output(self, ctr: Ctr, fd: int) -> None:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
             return
+        except OSError:  # EIO: every end of a pty's slave is closed, the terminal is over
+            data = b""
         stream = ctr.fds[fd]
         if data:
             ctr.writer.feed(stream, data)
+            if ctr.attach:
+                ctr.attach.output(stream, data)
             return
         ctr.writer.flush(stream)
         self.sel.unregister(fd)
@@ -636,6 +668,8 @@ class Supervisor:
         del ctr.fds[fd]
         if not ctr.fds:
             ctr.writer.close()
+            if ctr.attach:
+                ctr.attach.output_done()
 
     def _echo(self, name: str):
         out = sys.stdout.buffer

@@ -10,7 +10,10 @@ own cgroup namespace and /sys/fs/cgroup (it is in its cgroup by then), and execs
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import termios
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
@@ -25,20 +28,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class Started:
-    pid: int     # the container's PID 1, as the host sees it
-    stdout: int  # read ends of its output pipes
+    """The container's PID 1 and the supervisor's ends of its stdio (-1: none)."""
+    pid: int            # as the host sees it
+    stdout: int         # read ends of its output pipes (-1 with a tty)
     stderr: int
+    stdin: int = -1     # write end of its stdin pipe (stdin without a tty)
+    terminal: int = -1  # the pty's master (tty): its output, and its input with stdin
 
 
 class Pending:
     """A container whose process is ready to exec and waits for release()."""
 
-    def __init__(self, name: str, handle: child.Handle, pid: int, out: int, err: int):
+    def __init__(self, name: str, handle: child.Handle, pid: int, fds: Started):
         self.name = name
         self.handle = handle
         self.pid = pid
-        self.out = out
-        self.err = err
+        self.fds = fds
 
     def release(self, pod_ip: str = "") -> Started:
         """Let it exec; raise ChildError if exec fails (missing binary, bad user...). `pod_ip`
@@ -48,7 +53,7 @@ class Pending:
             line = self.handle.read()
             if line is not None:
                 raise child.ChildError(f"unexpected report {line!r}")
-            return Started(self.pid, self.out, self.err)
+            return self.fds
         except BaseException:
             self.abort()
             raise
@@ -57,11 +62,7 @@ class Pending:
 
     def abort(self) -> None:
         self.handle.close()  # a child blocked in wait_go() exits on EOF
-        for fd in (self.out, self.err):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close(self.fds)
         try:
             os.kill(self.pid, 9)
         except ProcessLookupError:
@@ -71,8 +72,20 @@ class Pending:
 def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
             host_pid: bool, cgroupfs: list | None) -> Pending:
     """Fork container `c` up to just before exec. `cgroupfs`: cgroups.nsmount.layout()."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    # stdio as containerd sets it up. A tty: one pty, opened by the container itself in its own
+    # devpts (so `tty` there names /dev/pts/0, which a host pty would not be), its master sent
+    # back over a socketpair -- runc's console socket. Otherwise pipes for stdout and stderr,
+    # one for stdin if the container has stdin, /dev/null if not.
+    ours = theirs = None
+    out_r = out_w = err_r = err_w = in_r = in_w = -1
+    if c.tty:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if c.stdin:
+            in_r, in_w = os.pipe()
+    mine = Started(0, out_r, err_r, in_w)
     # shareProcessNamespace joins the sandbox's PID namespace (the node's with hostPID: the
     # node's wins, as with the kubelet); hostPID alone stays in ours, the node's.
     join = ["ipc", "uts", "net"] + (["pid"] if share_pid else [])
@@ -80,8 +93,9 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
 
     def stage_a(ch: child.Channel) -> None:
         os.setsid()  # containers never get the terminal's signals (Ctrl-C is for minipod)
-        os.close(out_r)
-        os.close(err_r)
+        _close(mine)
+        if ours is not None:
+            ours.close()
         ch.stage = "join the sandbox's namespaces"
         # mnt last: setns(mnt) changes our root, and the others are opened through /proc first.
         # Joining the sandbox's mount namespace before unsharing our own gives us a copy of it,
@@ -103,10 +117,13 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
         ch.stage = f"working directory {c.cwd}"
         os.makedirs(c.cwd, exist_ok=True)  # as runc does: a missing cwd is created
         ch.stage = "set up stdio"
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
+        if theirs is not None:
+            # Before "R": the parent takes the master as soon as we are ready.
+            _terminal(theirs, c.user)
+        else:
+            os.dup2(in_r if in_r >= 0 else os.open("/dev/null", os.O_RDONLY), 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
         ch.send("R")
         pod_ip = ch.wait_go_payload()
         # The parent has put us in the container's cgroup (it does so only after "R", so that
@@ -128,9 +145,19 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
             ch.send("E " + child.exec_error(c.argv[0], e))
             os._exit(127)
 
-    h = child.fork(stage_a)
-    os.close(out_w)
-    os.close(err_w)
+    try:
+        h = child.fork(stage_a)
+    except BaseException:
+        _close(mine)
+        if ours is not None:
+            ours.close()
+        raise
+    finally:
+        for fd in (out_w, err_w, in_r):  # the child's ends
+            if fd >= 0:
+                os.close(fd)
+        if theirs is not None:
+            theirs.close()
     try:
         # "P <pid>" (from A) and "R" (from B) race each other: B may be ready before A,
         # which forked it, gets to report its PID.
@@ -142,14 +169,16 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
             got[line[:1]] = line[2:]
         pid = int(got["P"])
         os.waitpid(h.pid, 0)  # A is done; B is ours now (subreaper) and may set its death signal
+        mine.pid = pid
+        if ours is not None:
+            mine.terminal = _receive_terminal(ours)
         # Only now into the container's cgroup, with the root built and B waiting to exec: the
         # set-up above is the runtime's work, and a pod limited to `cpu: 1n` (1 ms per 100 ms)
         # took seconds to start when it was charged to the container.
         join_cgroup(pid)
-        return Pending(c.name, h, pid, out_r, err_r)
+        return Pending(c.name, h, pid, mine)
     except BaseException:
-        for fd in (out_r, err_r):
-            os.close(fd)
+        _close(mine)
         h.close()
         try:
             os.kill(h.pid, 9)
@@ -157,3 +186,47 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
         except (ProcessLookupError, ChildProcessError):
             pass
         raise
+    finally:
+        if ours is not None:
+            ours.close()
+
+
+def _terminal(sock: socket.socket, user: str) -> None:
+    """In the container (pivoted): open its pty, send the master to the supervisor, and make
+    the slave our controlling terminal and stdio. The slave is given to the container's user,
+    as runc gives it stdio: a process that reopens /dev/pts/0 (or /proc/self/fd/0) may."""
+    master, slave = os.openpty()  # the container's /dev/ptmx -> its devpts (newinstance)
+    socket.send_fds(sock, [b"t"], [master])
+    os.close(master)
+    sock.close()
+    try:
+        uid, gid, _ = rootfs.lookup_user(user)
+        os.fchown(slave, uid, gid)
+    except OSError:
+        pass  # an unknown user fails later, in enter.become(), with the right words
+    os.setsid()  # B is not a group leader (A is): it can lead a session with a terminal
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _receive_terminal(sock: socket.socket) -> int:
+    """The master B sent before its "R" (so it is there: never wait for it)."""
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 1, 1, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        fds = []
+    if not fds:
+        raise child.ChildError("set up stdio: no terminal from the container")
+    return fds[0]
+
+
+def _close(fds: Started) -> None:
+    for fd in (fds.stdout, fds.stderr, fds.stdin, fds.terminal):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

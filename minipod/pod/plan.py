@@ -59,6 +59,11 @@ class ContainerPlan:
     sidecar: bool = False   # an init container with restartPolicy Always
     spec: dict = field(default_factory=dict)  # the container's manifest, for probes/hooks
     security: ContainerSecurity = field(default_factory=ContainerSecurity)  # pod/security.py
+    # stdio as containerd gives it: tty -> a pty (the supervisor holds the master); stdin ->
+    # kept open for attach (a pipe, or the pty); neither -> /dev/null. kubelet/attach.py.
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
     @classmethod
     def from_json(cls, d: dict) -> "ContainerPlan":
@@ -514,6 +519,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
             log_dir=os.path.join(data_dir, "logs", c.name),
             init=init, sidecar=init and restart == "Always",
             spec=c.model_dump(by_alias=True, exclude_none=True), security=sec,
+            stdin=c.stdin, stdin_once=c.stdin_once, tty=c.tty,
         )
 
     ctrs = [one(c, False, f"spec.containers[{i}]") for i, c in enumerate(apps)]

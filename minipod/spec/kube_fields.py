@@ -178,8 +178,6 @@ _VOLUMES_BUILT = ("name", "emptyDir", "hostPath", "configMap", "secret", "persis
 # Real fields minipod does not act on yet: a warning names each one found, then it is dropped.
 # Shrink this as features land.
 NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
-    # Modelled, but dropped.
-    *_containers("stdin", "tty"),
     # --- not modelled: meaningless without a cluster, or not built ----------------------------
     "metadata.finalizers",
     *(f"spec.{f}" for f in (
@@ -206,7 +204,7 @@ NOT_IMPLEMENTED: frozenset[str] = TYPED | frozenset({
         "configMap", "secret", "downwardAPI")),
     *_containers(
         "resizePolicy", "restartPolicyRules", "volumeDevices",
-        "terminationMessagePolicy", "stdinOnce", "resources.claims",
+        "terminationMessagePolicy", "resources.claims",
         "env[].valueFrom.fileKeyRef",
         "volumeMounts[].recursiveReadOnly", "volumeMounts[].mountPropagation",
         "volumeMounts[].bindMountOptions",

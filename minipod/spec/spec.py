@@ -274,8 +274,9 @@ class Container(_Model):
     startup_probe: Probe | None = None
     lifecycle: Lifecycle | None = None
     restart_policy: str | None = None  # init containers only: "Always" makes a sidecar
-    stdin: bool = False
-    tty: bool = False
+    stdin: bool = False       # a stdin the supervisor holds open for attach (pipe or pty)
+    stdin_once: bool = False  # closed once the first attach session with stdin ends
+    tty: bool = False         # the container's stdio is a terminal (a pty in its devpts)
     termination_message_path: str = "/dev/termination-log"
 
     def pull_policy(self) -> str:

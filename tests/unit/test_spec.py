@@ -119,13 +119,11 @@ def test_native_sidecar():
     assert init.name == "logshipper" and init.restart_policy == "Always"
 
 
-def test_nsenter_host_namespaces_are_kept_and_tty_warned_about():
+def test_nsenter_host_namespaces_and_tty_are_kept():
     result = load(str(FIXTURES / "nsenter-test.yaml"))
-    src = str(FIXTURES / "nsenter-test.yaml")
-    for path in ("spec.containers[0].tty", "spec.containers[0].stdin"):
-        assert f"{src}: {path}: not implemented by minipod yet, ignored" in result.warnings
-    assert not [w for w in result.warnings if "spec.host" in w]
+    assert not [w for w in result.warnings if "spec.host" in w or "tty" in w or "stdin" in w]
     pod = result.pods[0].pod
+    assert pod.spec.containers[0].tty is True and pod.spec.containers[0].stdin is True
     assert pod.spec.containers[0].security_context.privileged is True
     assert pod.spec.host_network and pod.spec.host_pid and pod.spec.host_ipc
 
@@ -367,12 +365,22 @@ def test_two_pods_in_one_file():
 
 
 def test_not_implemented_field_warns_with_its_path():
-    text = POD + "    tty: true\n  hostNetwork: true\n"
+    text = POD + "    terminationMessagePolicy: File\n  hostNetwork: true\n"
     result = loads(text, "pod.yaml")
-    assert result.warnings == [
-        "pod.yaml: spec.containers[0].tty: not implemented by minipod yet, ignored"]
+    assert result.warnings == ["pod.yaml: spec.containers[0].terminationMessagePolicy: "
+                               "not implemented by minipod yet, ignored"]
     pod = result.pods[0].pod
-    assert pod.spec.containers[0].tty is False and pod.spec.host_network is True
+    assert pod.spec.host_network is True
+
+
+def test_stdin_stdin_once_and_tty_are_loaded():
+    text = POD + "    stdin: true\n    stdinOnce: true\n    tty: true\n"
+    result = loads(text, "pod.yaml")
+    assert result.warnings == []
+    c = result.pods[0].pod.spec.containers[0]
+    assert (c.stdin, c.stdin_once, c.tty) == (True, True, True)
+    e = pytest.raises(SpecError, loads, POD + "    stdinOnce: \"yes\"\n", "pod.yaml").value
+    assert any("spec.containers[0].stdinOnce" in p for p in e.problems), e.problems
 
 
 def test_not_implemented_init_container_field_warns_too():

@@ -160,3 +160,18 @@ def test_a_name_that_is_no_pod_name_never_becomes_a_path(root, capsys, name):
         code, _, err = run(capsys, *cmd)
         assert code == 1 and "not found" in err, err
     assert os.path.isdir(state.pod_dir(root, "good")) and os.path.isdir(os.path.join(root, "run"))
+
+
+def test_the_default_container_is_kubectls_choice(root):
+    """No -c: the kubectl.kubernetes.io/default-container annotation's container, else the
+    first app container (kubectl's podcmd.FindOrDefaultContainerByName)."""
+    p = plan(root, "two")
+    p["containers"].append(dict(p["containers"][0], name="side"))
+    make(root, "two", p, {"containers": {}})
+    assert state.PodRecord(root, "two").container(None)[0]["name"] == "app"
+    p["annotations"] = {state.DEFAULT_CONTAINER: "side"}
+    make(root, "two", p, {"containers": {}})
+    assert state.PodRecord(root, "two").container(None)[0]["name"] == "side"
+    p["annotations"] = {state.DEFAULT_CONTAINER: "gone"}  # kubectl falls back, as we do
+    make(root, "two", p, {"containers": {}})
+    assert state.PodRecord(root, "two").container(None)[0]["name"] == "app"

@@ -111,6 +111,9 @@ class FakeContainer:
     image_ref: str = "docker.io/library/busybox:latest"
     image_digest: str = "sha256:0"
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
 
 class FakeDriver:
@@ -171,7 +174,8 @@ class World:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self.writers[name] = [out_w, err_w]
-        return SimpleNamespace(pid=self.next_pid, stdout=out_r, stderr=err_r)
+        return SimpleNamespace(pid=self.next_pid, stdout=out_r, stderr=err_r, stdin=-1,
+                               terminal=-1)
 
     def die(self, name: str, code: int) -> None:
         """Container `name` exits with `code` (negative: killed by that signal)."""
