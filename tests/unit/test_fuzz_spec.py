@@ -166,9 +166,10 @@ class FakeStore:
 
 
 CFG = Config(root="/r", data_root="/d")
-# A problem starts with the field's path (`spec.containers[0].image: ...`, a quoted key for
-# an odd name), or is about the whole document.
-PROBLEM = re.compile(r"(doc \d+: )?([A-Za-z'\"][^\n]*?: |no v1 Pod in this file|expected a"
+# A problem starts with the field's path (`spec.containers[0].image: ...`, `0metadata: ...`
+# for a key that starts with a digit, a quoted key for an odd name), or is about the whole
+# document.
+PROBLEM = re.compile(r"(doc \d+: )?([\w'\"][^\n]*?: |no v1 Pod in this file|expected a"
                      r" Kubernetes object)")
 
 
