@@ -76,12 +76,27 @@ def _nsfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
 
 def detach_copies(run_dir: str = RUN_DIR) -> None:
     """In a freshly copied mount namespace: detach the copies of every pin under `run_dir`, so
-    this namespace keeps no other pod's network namespace alive."""
+    this namespace keeps no other pod's network namespace alive.
+
+    Where run_dir's parent is a shared mount (systemd makes / and /run shared), the bind of
+    run_dir on itself (_shared_dir, as iproute2 does it) is a peer of that parent, so every pin
+    is mounted twice: on the bind, and on the parent beneath it, where no path reaches it. So:
+    unmount what a path reaches, then the bind itself (this copy's: the host keeps its own),
+    and again, until no pin is left under run_dir."""
     prefix = run_dir.rstrip("/") + "/"
-    for point in reversed(_nsfs_mounts()):
-        if point.startswith(prefix):
-            try:
-                _libc.umount2(point, MNT_DETACH)
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.ENOENT):
-                    raise
+    for _ in range(8):  # a bound on binds stacked on run_dir; two rounds on systemd
+        held = [p for p in _nsfs_mounts() if p.startswith(prefix)]
+        if not held:
+            return
+        for point in reversed(held):
+            _detach(point)
+        if any(p.startswith(prefix) for p in _nsfs_mounts()):
+            _detach(run_dir)  # the rest are under it
+
+
+def _detach(point: str) -> None:
+    try:
+        _libc.umount2(point, MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise
