@@ -429,8 +429,12 @@ class SystemdDriver(Driver):
             # cgroup v2's "no internal processes" rule, which systemd enforces: slices hold units.
             raise CgroupError(f"systemd driver: cannot put pid {pid} in {group}: only a .scope holds processes")
         pid = pid or os.getpid()
-        limits = self._scope_limits.get(group, Limits())
-        props = unit_properties(limits, self.unified)
+        # Limits this driver was given for the scope (create, set_limits), or None: `minipod
+        # exec` (a new process) joining a running container knows none, and must not set
+        # any -- SetUnitProperties with the defaults would set MemoryMax=infinity and lift the
+        # container's limits at its first exec.
+        known = self._scope_limits.get(group)
+        props = unit_properties(known or Limits(), self.unified)
         head: list[Property] = [
             ("Description", ("s", f"minipod {group}")),
             ("Slice", ("s", parent)),
@@ -443,7 +447,7 @@ class SystemdDriver(Driver):
             # of a second (measured in the VM: present right after waitpid, gone 0.5 s later).
             # The failed unit's Result 'oom-kill' is then the only record left; see oom_kills().
         ]
-        self._start_or_update(group, name, head + props, props, attach=pid)
+        self._start_or_update(group, name, head + props, props if known else [], attach=pid)
 
     def procs(self, group: str) -> list[int]:
         return self.files.procs(group)

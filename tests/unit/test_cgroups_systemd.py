@@ -277,11 +277,25 @@ def test_join_zero_means_the_caller(driver, fake):
 def test_join_into_a_running_scope_writes_its_cgroup_procs(driver, fake, tmp_path):
     # `minipod exec`: systemd's AttachProcessesToUnit refuses non-delegated scopes, so the
     # process is written into the scope's cgroup.procs, as runc exec does.
+    driver.create(APP, Limits(memory_max=64 << 20))
     driver.join(APP, 10)
     fake.calls.clear()
-    driver.join(APP, 11)
+    driver.join(APP, 11)  # the limits this driver was given, set again: harmless
     assert fake.methods() == ["StartTransientUnit", "SetUnitProperties"]
+    assert ("MemoryMax", ("t", 64 << 20)) in fake.calls[-1][4]
     assert (tmp_path / APP / "cgroup.procs").read_text() == "11"  # the fake file, overwritten
+
+
+def test_an_exec_joining_a_running_scope_leaves_its_limits_alone(driver, fake, tmp_path):
+    # A new process (`minipod exec`) has a driver that was never told the scope's limits:
+    # setting its defaults would be MemoryMax=infinity, the container's limit lifted.
+    driver.create(APP, Limits(memory_max=64 << 20))
+    driver.join(APP, 10)
+    fake.calls.clear()
+    other = SystemdDriver(str(tmp_path), bus=fake, files=V2Driver(str(tmp_path)), unified=True)
+    other.join(APP, 11)
+    assert fake.methods() == ["StartTransientUnit"]  # refused (UnitExists), then no update
+    assert (tmp_path / APP / "cgroup.procs").read_text() == "11"
 
 
 def test_join_replaces_a_failed_scope(driver, fake):
