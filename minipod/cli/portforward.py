@@ -93,14 +93,19 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
     st = rec.state
     phase = st.get("phase") or "Unknown"
     pause = st.get("sandbox_pid")
-    if not rec.active or phase != state.RUNNING or not pause:
+    # The pod's netns: pause's, or (pinned mode) its pin; a hostNetwork pod's is the node's.
+    pinned = st.get("sandbox_mode") == "pinned"
+    pin = ((st.get("pins") or {}).get("files") or {}).get("net")
+    nspath = pin or (f"/proc/{pause}/ns/net" if pause else
+                     "/proc/self/ns/net" if pinned and rec.plan.get("host_network") else "")
+    if not rec.active or phase != state.RUNNING or not nspath:
         raise Conflict(f"unable to forward port because pod is not running. Current "
                        f"status={phase if rec.active or phase in state.FINAL else 'Unknown'}")
     names = {p["name"]: p["containerPort"] for c in rec.plan["containers"]
              for p in c.get("spec", {}).get("ports", []) if p.get("name")}
     pairs = parse(specs, names)
     try:
-        netns = os.open(f"/proc/{pause}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        netns = os.open(nspath, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise MinipodError(f'pod "{rec.name}": its network namespace: {e.strerror}') from None
     # Fork the helper before any thread exists (fork + threads deadlock); it holds the netns.
