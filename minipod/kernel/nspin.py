@@ -65,7 +65,7 @@ def make_dir(d: str) -> None:
     was not cleaned up: its removal unmounts them)."""
     os.makedirs(d, 0o700, exist_ok=True)
     if d.rstrip("/") in mounts_under(d):
-        raise OSError(errno.EBUSY, f"{d}: already a mount point (pins of another owner?)")
+        raise OSError(errno.EBUSY, f"{d}: already a mount point (pins left by an earlier owner?)")
     _libc.mount(d, d, None, MS_BIND)
     try:
         _libc.mount(None, d, None, MS_UNBINDABLE)

@@ -79,18 +79,20 @@ def pin(plan, push: Callable[[str, Callable[[], object]], None]) -> Pinned:
         ch.wait_go()  # meanwhile the parent binds our namespace files
         os._exit(0)
 
-    # The directory first: pins are mounted in it only once it propagates nothing.
-    push(f"pin directory {want.dir}", lambda: nspin.remove_dir(want.dir))
+    # The directory first: pins are mounted in it only once it propagates nothing. Each undo
+    # is pushed once its step has succeeded (a failed step undoes itself): a directory that
+    # is a mount point already is a stale pod's, for `rm -f` to remove, not ours to unmount.
     nspin.make_dir(want.dir)
+    push(f"pin directory {want.dir}", lambda: nspin.remove_dir(want.dir))
     h = child.fork(body)
     try:
         h.expect("R")
         for t, path in want.files.items():
-            push(f"{t} pin {path}", lambda path=path: nspin.unpin(path))
             nspin.pin(f"/proc/{h.pid}/ns/{t}", path)
+            push(f"{t} pin {path}", lambda path=path: nspin.unpin(path))
         if want.shm:
-            push(f"/dev/shm of the pod {want.shm}", lambda: nspin.unpin(want.shm))
             os.mkdir(want.shm, 0o755)
+            push(f"/dev/shm of the pod {want.shm}", lambda: nspin.unpin(want.shm))
             mounts.mount("shm", want.shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                          f"mode=1777,size={plan.shm_size}")
         h.go()
