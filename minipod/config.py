@@ -15,6 +15,9 @@ from minipod.errors import MinipodError
 
 DEFAULT_PATH = "/etc/minipod/config.toml"
 CGROUP_DRIVERS = ("auto", "systemd", "cgroupfs")
+# What holds a pod's namespaces (minipod/pod/pinned.py): a pause process, or bind mounts.
+SANDBOX_MODES = ("pause", "pinned")
+SANDBOX_ANNOTATION = "minipod.io/sandbox"  # a pod's own choice, over the `sandbox` setting
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class Config:
     # Restart back-off (kubelet: 10 s doubling to 300 s); tests and labs use seconds.
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
+    # "pause": a pause process holds each pod's net/ipc/uts/pid namespaces (containerd);
+    # "pinned": bind mounts hold net/ipc/uts and no pause runs (CRI-O's pinns). A pod's
+    # annotation minipod.io/sandbox picks its own.
+    sandbox: str = "pause"
 
     def __post_init__(self) -> None:
         if not self.image_root:
@@ -70,6 +77,7 @@ _ENV = {
     "MINIPOD_PAUSE": "pause",
     "MINIPOD_JANITOR": "janitor",
     "MINIPOD_REGISTRIES": "registries",
+    "MINIPOD_SANDBOX": "sandbox",
 }
 
 
@@ -111,4 +119,7 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
     if known.get("cgroup_driver", "auto") not in CGROUP_DRIVERS:
         raise MinipodError(f"{path}: cgroup_driver: unknown driver {known['cgroup_driver']!r} "
                            f"({', '.join(CGROUP_DRIVERS)})")
+    if known.get("sandbox", "pause") not in SANDBOX_MODES:
+        raise MinipodError(f"{path}: sandbox: unknown sandbox mode {known['sandbox']!r} "
+                           f"({', '.join(SANDBOX_MODES)})")
     return Config(**known)

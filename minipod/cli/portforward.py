@@ -93,14 +93,19 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
     st = rec.state
     phase = st.get("phase") or "Unknown"
     pause = st.get("sandbox_pid")
-    if not rec.active or phase != state.RUNNING or not pause:
+    # The pod's netns: pause's, or (pinned mode) its pin; a hostNetwork pod's is the node's.
+    pinned = st.get("sandbox_mode") == "pinned"
+    pin = ((st.get("pins") or {}).get("files") or {}).get("net")
+    nspath = pin or (f"/proc/{pause}/ns/net" if pause else
+                     "/proc/self/ns/net" if pinned and rec.plan.get("host_network") else "")
+    if not rec.active or phase != state.RUNNING or not nspath:
         raise Conflict(f"unable to forward port because pod is not running. Current "
                        f"status={phase if rec.active or phase in state.FINAL else 'Unknown'}")
     names = {p["name"]: p["containerPort"] for c in rec.plan["containers"]
              for p in c.get("spec", {}).get("ports", []) if p.get("name")}
     pairs = parse(specs, names)
     try:
-        netns = os.open(f"/proc/{pause}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        netns = os.open(nspath, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise MinipodError(f'pod "{rec.name}": its network namespace: {e.strerror}') from None
     # Fork the helper before any thread exists (fork + threads deadlock); it holds the netns.
@@ -128,16 +133,33 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
             if not bound:
                 raise MinipodError(f"unable to listen on any of the requested ports: "
                                    f"{'; '.join(problems)}")
-        return _serve(rec, pause, listeners, sockets, out, err)
+        return _serve(rec, _sandbox_alive(pause, pin), listeners, sockets, out, err)
     finally:
         for s in listeners:
             s.close()
         sockets.close()
 
 
-def _serve(rec, pause: int, listeners, sockets, out, err) -> int:
-    stop_r, stop_w = os.pipe()
+def _sandbox_alive(pause: int, pin: str | None):
+    """What says the pod's sandbox is still there: its pin (pinned mode: the same namespace
+    mounted on the same file), else its pause process."""
+    if pin:
+        first = os.stat(pin).st_ino
+
+        def pinned() -> bool:
+            try:
+                return os.stat(pin).st_ino == first
+            except OSError:
+                return False
+        return pinned
+    if not pause:  # a pinned hostNetwork pod: the node's netns does not go away
+        return lambda: True
     start = state.proc_start_time(pause)
+    return lambda: state.process_alive(pause, start)
+
+
+def _serve(rec, alive, listeners, sockets, out, err) -> int:
+    stop_r, stop_w = os.pipe()
 
     def stop(*_):
         os.write(stop_w, b"x")
@@ -148,7 +170,7 @@ def _serve(rec, pause: int, listeners, sockets, out, err) -> int:
             ready, _, _ = select.select([stop_r, *listeners], [], [], 1.0)
             if stop_r in ready:
                 return 0
-            if not state.process_alive(pause, start):
+            if not alive():
                 print("error: lost connection to pod", file=err, flush=True)
                 return 1
             for lst in ready:

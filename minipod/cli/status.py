@@ -5,6 +5,7 @@ Pure functions of a PodRecord (plan + state on disk), plus live /proc reads for 
 
 from __future__ import annotations
 
+import os
 import time
 
 from minipod import state
@@ -206,7 +207,8 @@ def pod_object(rec: state.PodRecord) -> dict:
     all_ready = bool(cs) and all(c.get("ready") for c in cs + sidecars) \
         and not st.get("final")
     initialized = not ics or bool(st.get("apps_started"))
-    sandbox_up = bool(st.get("sandbox_pid")) and not st.get("final")
+    sandbox_up = bool(st.get("sandbox_pid") or (st.get("pins") or {}).get("dir")) \
+        and not st.get("final")
     started = _iso(st.get("started_at"))
 
     def cond(kind: str, ok: bool) -> dict:
@@ -284,8 +286,11 @@ def inspect(rec: state.PodRecord) -> dict:
                        "janitorPid": st.get("janitor_pid") if rec.active and state.process_alive(
                            st.get("janitor_pid"), st.get("janitor_start")) else 0,
                        "janitorKind": st.get("janitor_kind", "")},
-        "sandbox": {"pid": sandbox_pid, "pause": st.get("pause") or {},
-                    "namespaces": ns.inodes(sandbox_pid) if sandbox_pid else {},
+        "sandbox": {"mode": plan.get("sandbox_mode", "pause"),
+                    "pid": sandbox_pid, "pause": (st.get("pause") or {}) if sandbox_pid
+                    or plan.get("sandbox_mode") != "pinned" else {},
+                    "namespaces": sandbox_namespaces(plan, st),
+                    **pinned_view(plan, st),
                     "cgroup": plan["sandbox_cgroup"], "hostname": plan["hostname"],
                     # The node's namespaces it shares (hostNetwork takes uts too); pid is the
                     # pod's own, pause its PID 1, unless hostPID.
@@ -304,6 +309,34 @@ def inspect(rec: state.PodRecord) -> dict:
         "dirs": {"run": plan["run_dir"], "data": plan["data_dir"]},
         "containers": ctrs,
     }
+
+
+def sandbox_namespaces(plan: dict, st: dict) -> dict:
+    """The sandbox's namespace inodes: pause's (pause mode), or the pinned ones, with pause's
+    pid and the rest of its own when shareProcessNamespace keeps one (pinned mode)."""
+    pid = st.get("sandbox_pid") or 0
+    out = ns.inodes(pid) if pid else {}
+    files = (st.get("pins") or {}).get("files") or {}
+    for t, path in files.items():
+        try:
+            out[t] = os.stat(path).st_ino
+        except OSError:
+            out[t] = None
+    return out
+
+
+def pinned_view(plan: dict, st: dict) -> dict:
+    """inspect's words for a pinned sandbox (pod/pinned.py): where the pins are, and why a
+    pause runs if one does."""
+    if plan.get("sandbox_mode") != "pinned":
+        return {}
+    pins = st.get("pins") or {}
+    out = {"pinDir": plan.get("pin_dir", ""), "pins": pins.get("files") or {},
+           "shm": pins.get("shm") or ""}
+    if st.get("sandbox_pid"):
+        out["pauseFor"] = ("the pod's PID namespace (shareProcessNamespace): a PID namespace "
+                           "cannot be pinned")
+    return out
 
 
 def _node() -> str:

@@ -156,16 +156,46 @@ def network(rec: state.PodRecord) -> dict:
     sandbox = int(st.get("sandbox_pid") or 0) if not st.get("final") else 0
     from minipod.kernel import ns
 
+    # Pinned mode: the netns is held by a bind mount, not by a process (pod/pinned.py).
+    pin = ((st.get("pins") or {}).get("files") or {}).get("net") if not st.get("final") else None
+    inode = None
+    if pin:
+        try:
+            inode = os.stat(pin).st_ino
+        except OSError:
+            inode, pin = None, None
+    holder = pin or sandbox or None
     return {"bridge": show.host_link(plan["bridge"]),
             "hostVeth": show.host_link(plan["host_veth"]),
-            "pod": {"netns": ns.inode(sandbox, "net") if sandbox else None,
-                    "heldBy": sandbox or None,
-                    "eth0": show.netns_link(sandbox, "eth0") if sandbox else None,
+            "pod": {"netns": inode if pin else ns.inode(sandbox, "net") if sandbox else None,
+                    "heldBy": holder,
+                    "eth0": show.netns_link(holder, "eth0") if holder else None,
                     "ip": (st.get("network") or {}).get("ip", "")}}
+
+
+def sandbox(rec: state.PodRecord) -> dict:
+    """What holds the pod's namespaces: pause's PID, or the pins and their inodes."""
+    st = rec.state
+    mode = st.get("sandbox_mode") or rec.plan.get("sandbox_mode", "pause")
+    pins = (st.get("pins") or {}) if not st.get("final") else {}
+    files = pins.get("files") or {}
+    out: dict = {"mode": mode, "pause": int(st.get("sandbox_pid") or 0)
+                 if not st.get("final") else 0}
+    if mode == "pinned":
+        inodes = {}
+        for t, p in files.items():
+            try:
+                inodes[t] = os.stat(p).st_ino
+            except OSError:
+                inodes[t] = None
+        out |= {"dir": pins.get("dir", ""), "pins": files, "inodes": inodes,
+                "shm": pins.get("shm", "")}
+    return out
 
 
 def build(rec: state.PodRecord, driver) -> dict:
     return {"pod": rec.name, "sandboxMode": rec.state.get("sandbox_mode", "pause"),
+            "sandbox": sandbox(rec),
             "processes": processes(rec), "cgroups": cgroups(rec, driver),
             "network": network(rec)}
 
@@ -210,8 +240,17 @@ def _cg_label(n: dict) -> str:
 
 
 def text(doc: dict) -> str:
-    out = [f"pod {doc['pod']}  (sandbox: {doc['sandboxMode']})", "processes  host PID [PID in "
-           "its pid namespace]"]
+    out = [f"pod {doc['pod']}  (sandbox: {doc['sandboxMode']})"]
+    sb = doc.get("sandbox") or {}
+    if sb.get("mode") == "pinned":
+        pause = (f"; pause {sb['pause']} holds only the PID namespace (shareProcessNamespace)"
+                 if sb.get("pause") else "; no pause process")
+        out.append(f"pinned namespaces  {sb.get('dir') or '(none)'}{pause}")
+        for t, p in (sb.get("pins") or {}).items():
+            out.append(f"  {t}:[{sb['inodes'].get(t)}]  bind mount on {p}")
+        if sb.get("shm"):
+            out.append(f"  /dev/shm: tmpfs on {sb['shm']}")
+    out.append("processes  host PID [PID in its pid namespace]")
     if doc["processes"]:
         out += ["  " + ln for ln in _lines(doc["processes"], _proc_label)]
     else:
@@ -232,9 +271,10 @@ def text(doc: dict) -> str:
                    f"{veth['index']}, master {veth.get('master', '-')})")
         eth = pod["eth0"]
         if eth:
+            held = (f"the pin {pod['heldBy']}" if isinstance(pod["heldBy"], str)
+                    else f"PID {pod['heldBy']}")
             out.append(f"     ⇄ {eth['name']}@if{eth['peerIndex']} (index {eth['index']}) "
-                       f"{' '.join(eth['addresses'])}  in net:[{pod['netns']}] held by "
-                       f"PID {pod['heldBy']}")
+                       f"{' '.join(eth['addresses'])}  in net:[{pod['netns']}] held by {held}")
     else:
         out.append("  └─ (no veth)")
     return "\n".join(out)
@@ -294,8 +334,12 @@ def dot(docs: list[dict]) -> str:
                 out.append(f"    {p}eth0 [shape=ellipse, label="
                            f"{q('eth0 ' + ' '.join(eth['addresses']))}];")
                 out.append(f"    {p}veth -> {p}eth0 [dir=both];")
-                if net["pod"]["heldBy"]:
-                    out.append(f"    {p}pid{net['pod']['heldBy']} -> {p}eth0 [style=dashed];")
+                held = net["pod"]["heldBy"]
+                if isinstance(held, str):  # a pin: a node of its own
+                    out.append(f"    {p}pin [shape=note, label={q('pin ' + held)}];")
+                    out.append(f"    {p}pin -> {p}eth0 [style=dashed];")
+                elif held:
+                    out.append(f"    {p}pid{held} -> {p}eth0 [style=dashed];")
         out.append("  }")
     out.append("}")
     return "\n".join(out)

@@ -16,7 +16,10 @@ NS_TYPES = ("net", "ipc", "uts", "pid", "mnt", "cgroup", "user", "time")
 # How a process holds a namespace, compared with the pod's sandbox and with the host (the
 # namespaces this minipod command runs in).
 PAUSE, OWN, HOST = "shared-with-pause", "own", "host"
-MARK = {PAUSE: "=", OWN: "*", HOST: "h"}
+# A pinned sandbox (pod/pinned.py): held by a bind mount, the row "(pinned)" shows the pins.
+PINNED = "pinned"
+MARK = {PAUSE: "=", OWN: "*", HOST: "h", PINNED: "p"}
+PINS_ROW = "(pinned)"
 
 
 def ns_inode(pid: int, kind: str) -> int | None:
@@ -56,13 +59,27 @@ def _members(cgroups: dict[str, str]) -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _pin_inodes(st: dict) -> dict[str, int]:
+    """type -> inode of the namespaces a pinned sandbox's bind mounts hold (none in pause mode
+    or once the pod is down)."""
+    out = {}
+    for t, path in ((st.get("pins") or {}).get("files") or {}).items():
+        try:
+            out[t] = os.stat(path).st_ino  # the bind mount's target: the namespace itself
+        except OSError:
+            pass
+    return out if not st.get("final") else {}
+
+
 def rows(rec: state.PodRecord, every: bool = False) -> list[dict]:
     """A row per process: the sandbox, each running container's PID 1 (every process in the
-    pod with every=True), each namespace type with its inode and how it is held."""
+    pod with every=True), each namespace type with its inode and how it is held. A pinned
+    sandbox has a row of its own, "(pinned)", PID 0, its namespaces those of its pins."""
     plan, st = rec.plan, rec.state
     host = {t: ns_inode(os.getpid(), t) for t in NS_TYPES}
     sandbox_pid = int(st.get("sandbox_pid") or 0) if not st.get("final") else 0
     pause = {t: ns_inode(sandbox_pid, t) for t in NS_TYPES} if sandbox_pid else {}
+    pins = _pin_inodes(st)
     procs: list[tuple[str, int]] = []
     if sandbox_pid:
         procs.append(("(sandbox)", sandbox_pid))
@@ -78,13 +95,19 @@ def rows(rec: state.PodRecord, every: bool = False) -> list[dict]:
     else:
         procs += [(name, pid) for name, pid, _ in ctrs if pid and os.path.exists(f"/proc/{pid}")]
     out = []
+    if pins:
+        out.append({"pod": rec.name, "container": PINS_ROW, "pid": 0,
+                    "comm": (st.get("pins") or {}).get("dir", ""),
+                    "namespaces": {t: {"inode": i, "sharing": PINNED} for t, i in pins.items()}})
     for owner, pid in procs:
         nss = {}
         for t in NS_TYPES:
             ino = ns_inode(pid, t)
             if ino is None:
                 continue
-            if owner != "(sandbox)" and pause.get(t) == ino and ino != host.get(t):
+            if pins.get(t) == ino:
+                how = PINNED
+            elif owner != "(sandbox)" and pause.get(t) == ino and ino != host.get(t):
                 how = PAUSE
             elif ino == host.get(t):
                 how = HOST
@@ -97,11 +120,22 @@ def rows(rec: state.PodRecord, every: bool = False) -> list[dict]:
     return out
 
 
+def _sandbox_row(rs: list[dict]) -> dict | None:
+    """What stands for the pod's sandbox: pause's row, or (pinned mode) the pins' row with
+    pause's pid namespace added when one runs."""
+    pause = next((r for r in rs if r["container"] == "(sandbox)"), None)
+    pins = next((r for r in rs if r["container"] == PINS_ROW), None)
+    if pins is None:
+        return pause
+    if pause is None:
+        return pins
+    return {**pause, "namespaces": {**pause["namespaces"], **pins["namespaces"]}}
+
+
 def shared_between(pods: dict[str, list[dict]]) -> dict[str, list[str]]:
     """Which namespace types all the pods' sandboxes share (`shared`, the host's marked
     `(host)`) and which each pod has for itself (`separate`)."""
-    sandboxes = [next((r for r in rs if r["container"] == "(sandbox)"), None)
-                 for rs in pods.values()]
+    sandboxes = [_sandbox_row(rs) for rs in pods.values()]
     out: dict[str, list[str]] = {"shared": [], "separate": []}
     if not all(sandboxes):
         return out
@@ -118,13 +152,16 @@ def shared_between(pods: dict[str, list[dict]]) -> dict[str, list[str]]:
 
 def table(all_rows: list[dict]) -> str:
     head = ["POD", "CONTAINER", "PID", "COMMAND", *NS_TYPES]
-    body = [[r["pod"], r["container"], str(r["pid"]), r["comm"],
+    body = [[r["pod"], r["container"], str(r["pid"] or "-"), r["comm"],
              *(f'{r["namespaces"][t]["inode"]}{MARK[r["namespaces"][t]["sharing"]]}'
                if t in r["namespaces"] else "-" for t in NS_TYPES)] for r in all_rows]
     grid = [head] + body
     widths = [max(len(x[i]) for x in grid) for i in range(len(head))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(x, widths)).rstrip() for x in grid]
-    lines.append("= shared with the pod's pause   * its own   h the host's")
+    legend = "= shared with the pod's pause   * its own   h the host's"
+    if any(r["container"] == PINS_ROW for r in all_rows):
+        legend += "   p pinned (a bind mount holds it, no process)"
+    lines.append(legend)
     return "\n".join(lines)
 
 

@@ -43,21 +43,39 @@ def join(pid: int, types: list[str]) -> None:
     same reason, and must be single-threaded (the kernel refuses setns(mnt) for a thread that
     shares its fs_struct). Joining "pid" only affects children forked afterwards.
     """
+    _join([(t, f"/proc/{pid}/ns/{t}") for t in types], pid)
+
+
+def join_files(files: list[tuple[str, str]]) -> None:
+    """setns() into namespaces given as files, [(type, path)], in that order: pinned ones (a
+    bind mount of a /proc/PID/ns file) or /proc/PID/ns/TYPE itself. As join(), every file is
+    opened before the first setns."""
+    _join(files, None)
+
+
+def _join(files: list[tuple[str, str]], pid: int | None) -> None:
     fds = []
     try:
-        for t in types:
-            fds.append((t, os.open(f"/proc/{pid}/ns/{t}", os.O_RDONLY | os.O_CLOEXEC)))
+        for t, path in files:
+            fds.append((t, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
         if explain.ON:
-            theirs = explain.inodes(pid, types)
-        for t, fd in fds:
-            _libc.setns(fd, FLAGS[t], what=f"setns {t} of pid {pid}")
+            theirs = {t: os.fstat(fd).st_ino for t, fd in fds}
+        for (t, fd), (_, path) in zip(fds, files):
+            _libc.setns(fd, FLAGS[t], what=f"setns {t} of pid {pid}" if pid is not None
+                        else f"setns {t} {path}")
         if explain.ON:
-            explain.say(f"join the namespaces of PID {pid}: "
-                        + " ".join(f"{t}:[{i}]" for t, i in theirs.items()),
-                        "; ".join(f"setns(open(/proc/{pid}/ns/{t}), {explain.CLONE[t]})"
-                                  for t in types),
-                        f"nsenter --target {pid} {' '.join(explain.NS_OPTS[t] for t in types)}",
-                        target=pid, inodes=theirs)
+            held = " ".join(f"{t}:[{i}]" for t, i in theirs.items())
+            calls = "; ".join(f"setns(open({path}), {explain.CLONE[t]})" for t, path in files)
+            if pid is not None:
+                explain.say(f"join the namespaces of PID {pid}: {held}", calls,
+                            f"nsenter --target {pid} "
+                            + " ".join(explain.NS_OPTS[t] for t, _ in files),
+                            target=pid, inodes=theirs)
+            else:
+                explain.say(f"join the namespaces pinned at {', '.join(p for _, p in files)}: "
+                            f"{held}", calls,
+                            "nsenter " + " ".join(f"{explain.NS_OPTS[t]}={p}" for t, p in files),
+                            files=dict(files), inodes=theirs)
     finally:
         for _, fd in fds:
             os.close(fd)

@@ -10,6 +10,7 @@ and otherwise from what the name and the configuration derive (see plan.py's nam
                 the IP in state.json, whose lease file names its owner (the uid)
     veth        plan.json; state.json's network; else plan.host_veth(uid)
     netns name  plan.json; else plan.netns_path(prefix, name, uid) in /run/netns
+    pins        <root>/sandboxes/<name> (a pinned sandbox's namespaces and /dev/shm)
     leases      those the uid owns (the network goes with the last one)
     mounts      whatever is mounted under the run or data directories
 
@@ -41,13 +42,14 @@ class Remains:
     cgroup_parent: str
     uids: dict[str, str] = field(default_factory=dict)  # uid -> host veth
     data_dirs: list[str] = field(default_factory=list)
+    pin_dir: str = ""  # where a pinned sandbox's namespaces would be (plan.pin_dir)
 
     @property
     def plan(self) -> dict | None:
         return self.record.plan if self.record is not None and self.record.has_plan else None
 
     def exists(self, cfg) -> bool:
-        if self.record is not None or self.data_dirs or self.uids:
+        if self.record is not None or self.data_dirs or self.uids or os.path.isdir(self.pin_dir):
             return True
         return any(os.path.isdir(p) for p in cgroup_driver(cfg).paths(self.pod_cgroup).values())
 
@@ -64,7 +66,8 @@ def find(cfg, name: str, root: str | None = None) -> Remains:
     except MinipodError:
         rec = None
     pod_cgroup, _ = planmod.cgroup_names(cfg.cgroup_parent, cfg.cgroup_prefix, name)
-    rem = Remains(name, state.pod_dir(root, name), rec, pod_cgroup, cfg.cgroup_parent)
+    rem = Remains(name, state.pod_dir(root, name), rec, pod_cgroup, cfg.cgroup_parent,
+                  pin_dir=planmod.pin_dir(root, name))
     plan = rem.plan
     st = rec.state if rec is not None else {}
     if plan:
@@ -278,14 +281,17 @@ def teardown(cfg, rem: Remains) -> list[str]:
                                            rem.name) or {})
     for uid in sorted(held):
         step(f"hostPorts of {uid}", hostport.release, ports, uid)
+    from minipod.kernel import nspin
     from minipod.net import netns
     from minipod.pod.plan import netns_path
 
+    # The pins of a pinned sandbox hold its netns as the name does (pod/pinned.py).
+    step("pinned namespaces", nspin.remove_dir, rem.pin_dir)
     for uid, veth in rem.uids.items():
         # The netns name first: it would keep the netns, and the pod's end of the veth, alive.
         step(f"netns name of {uid}", netns.unpin, netns_path(cfg.cgroup_prefix, rem.name, uid))
         step(f"network of {uid}", net.teardown_pod, netcfg, uid, veth)
-    step("unmount", _unmount_under, [rem.run_dir, *rem.data_dirs])
+    step("unmount", _unmount_under, [rem.run_dir, *rem.data_dirs, rem.pin_dir])
     step("cgroups", _remove_tree, driver, rem.pod_cgroup, rem.cgroup_parent)
     shutil.rmtree(os.path.join(rem.run_dir, "rootfs"), ignore_errors=True)
     return errors

@@ -272,7 +272,7 @@ class Supervisor:
         if self.guard:  # and if it dies later, say so (the selector reports its pipe's POLLERR)
             self.sel.register(self.guard.fd, selectors.EVENT_READ, self._janitor_lost)
         self.started_at = time.time()
-        self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
+        self.event("Normal", "SandboxReady", f"pod sandbox {self._sandbox_words()} ready, "
                    f"IP {self.pod.network.get('ip', '')}")
         for name, reason, message in self.plan.events:  # found while planning (envFrom keys)
             self.event("Warning", reason, message,
@@ -558,6 +558,15 @@ class Supervisor:
             else:
                 self.health.reaped(pid, status)
 
+    def _sandbox_words(self) -> str:
+        """The sandbox as the SandboxReady event names it: pause's PID, or where the pins are."""
+        pins = getattr(self.pod, "pinned", None)
+        if pins is None:
+            return str(self.pod.sandbox_pid)
+        pause = f", pause {self.pod.sandbox_pid} for the PID namespace" \
+            if self.pod.sandbox_pid else ""
+        return f"(namespaces pinned in {pins.dir}{pause})"
+
     def _sandbox_died(self) -> None:
         """The kubelet's answer to a dead sandbox: kill every container, build a new sandbox
         (a new IP is possible), and run the init containers again."""
@@ -589,7 +598,7 @@ class Supervisor:
             if ctr.kind == "app":
                 ctr.state = {"waiting": {"reason": "PodInitializing"}}
         self.apps_started = False
-        self.event("Normal", "SandboxReady", f"pod sandbox {self.pod.sandbox_pid} ready, "
+        self.event("Normal", "SandboxReady", f"pod sandbox {self._sandbox_words()} ready, "
                    f"IP {self.pod.network.get('ip', '')}")
         self.write_state()
         self.advance()
@@ -729,6 +738,10 @@ class Supervisor:
             "cgroup_driver": self.driver.name,
             "pause": {"kind": self.pause.kind, "path": self.pause.path},
             "sandbox_pid": self.pod.sandbox_pid if not final else 0,
+            # pinned mode: the files that hold the namespaces (pod/pinned.py), gone when final
+            "sandbox_mode": getattr(self.plan, "sandbox_mode", "pause"),
+            "pins": pins.to_json() if (pins := getattr(self.pod, "pinned", None)) and not final
+            else {},
             "network": self.pod.network,
             "started_at": self.started_at,
             "finished_at": time.time() if final else 0,

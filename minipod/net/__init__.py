@@ -76,8 +76,9 @@ def _network_lock(cfg: NetConfig):
     return flock(os.path.join(cfg.state_dir, NETWORK_LOCK))
 
 
-def setup_pod(cfg: NetConfig, owner: str, pause_pid: int, host_veth: str) -> Attachment:
-    """Lease an address for `owner` and plug the netns of `pause_pid` into the network.
+def setup_pod(cfg: NetConfig, owner: str, pause_pid: int | str, host_veth: str) -> Attachment:
+    """Lease an address for `owner` and plug the netns of `pause_pid` (or the netns pinned at
+    that path: links.attach_veth) into the network.
 
     Idempotent for the lease (a retry gets the same address); on failure everything this call
     added is undone (the lease, and the bridge/NAT if no other pod uses them).

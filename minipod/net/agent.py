@@ -103,7 +103,8 @@ class Agent:
             return reply.get("result") or {}
         raise _error(reply.get("type", ""), reply.get("error", "unknown error"))
 
-    def setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int, host_veth: str) -> Attachment:
+    def setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int | str,
+                  host_veth: str) -> Attachment:
         result = self.call("setup_pod", cfg=cfg, owner=owner, pause_pid=pause_pid,
                            host_veth=host_veth)
         return Attachment(**result)
@@ -217,7 +218,7 @@ def _op_ping() -> dict:
     return {"pid": os.getpid()}
 
 
-def _op_setup_pod(cfg: dict, owner: str, pause_pid: int, host_veth: str) -> dict:
+def _op_setup_pod(cfg: dict, owner: str, pause_pid: int | str, host_veth: str) -> dict:
     from minipod.net import setup_pod
 
     return dataclasses.asdict(setup_pod(NetConfig(**cfg), owner, pause_pid, host_veth))

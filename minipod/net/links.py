@@ -276,13 +276,14 @@ def _netns_socket(nsfd: int) -> socket.socket:
 
 def attach_veth(
     host_name: str,
-    netns_pid: int,
+    netns_pid: int | str,
     ip_cidr: str,
     gateway: str,
     bridge: str,
     mtu: int | None = None,
 ) -> None:
     """Give the network namespace of `netns_pid` an eth0 with `ip_cidr`, plugged into `bridge`.
+    `netns_pid` is a process in it, or a file of it (a pinned netns: no process is in it).
 
     Host end `host_name` is enslaved to the bridge and up; inside: lo up, eth0 up with the
     address, default route via `gateway`. MTU defaults to the bridge's. On failure nothing is
@@ -292,11 +293,12 @@ def attach_veth(
 
     check_ifname(host_name)
     iface = ipaddress.ip_interface(ip_cidr)
-    nspath = f"/proc/{netns_pid}/ns/net"
+    nspath = netns_pid if isinstance(netns_pid, str) else f"/proc/{netns_pid}/ns/net"
     try:
         nsfd = os.open(nspath, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise LinkError(f"open {nspath} (pod sandbox process {netns_pid}): {e.strerror}") from None
+        whose = "" if isinstance(netns_pid, str) else f" (pod sandbox process {netns_pid})"
+        raise LinkError(f"open {nspath}{whose}: {e.strerror}") from None
     try:
         with _iproute() as ipr:
             bridge_index = _lookup(ipr, bridge)
@@ -314,18 +316,18 @@ def attach_veth(
                 )
             except NetlinkError as e:
                 raise LinkError(
-                    f"create veth {host_name} <-> {POD_IFNAME} in netns of pid {netns_pid}:"
+                    f"create veth {host_name} <-> {POD_IFNAME} in {_where(netns_pid)}:"
                     f" {_strerror(e)}"
                 ) from None
             try:
                 host_index = _lookup(ipr, host_name)
                 if explain.ON:
                     explain.say(f"veth pair {host_name} (index {host_index}) <-> {POD_IFNAME} "
-                                f"in the netns of PID {netns_pid}, "
+                                f"in {_where(netns_pid)}, "
                                 f"net:[{os.fstat(nsfd).st_ino}]",
                                 "rtnetlink RTM_NEWLINK kind=veth, peer IFLA_NET_NS_FD",
                                 f"ip link add {host_name} mtu {mtu} type veth peer name "
-                                f"{POD_IFNAME} netns /proc/{netns_pid}/ns/net",
+                                f"{POD_IFNAME} netns {nspath}",
                                 host_veth=host_name, host_index=host_index,
                                 netns=os.fstat(nsfd).st_ino, pid=netns_pid)
                 try:
@@ -349,13 +351,17 @@ def attach_veth(
         os.close(nsfd)
 
 
+def _where(netns: int | str) -> str:
+    return f"the netns pinned at {netns}" if isinstance(netns, str) else f"netns of pid {netns}"
+
+
 def _configure_pod_side(
-    nsfd: int, netns_pid: int, iface: ipaddress.IPv4Interface, gateway: str
+    nsfd: int, netns_pid: int | str, iface: ipaddress.IPv4Interface, gateway: str
 ) -> None:
     """lo up; eth0: address, up; default route. Over a socket living in the pod's netns."""
     from pyroute2 import IPRoute, NetlinkError
 
-    where = f"netns of pid {netns_pid}"
+    where = _where(netns_pid)
     try:
         sock = _netns_socket(nsfd)
     except OSError as e:
@@ -382,7 +388,8 @@ def _configure_pod_side(
         step = f"add default route via {gateway} in {where}"
         ns.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth)
         if explain.ON:
-            ip = f"nsenter --target {netns_pid} --net ip"
+            ip = (f"nsenter --net={netns_pid} ip" if isinstance(netns_pid, str)
+                  else f"nsenter --target {netns_pid} --net ip")
             explain.say(f"in the pod's netns: lo up, {POD_IFNAME} (index {eth}) {iface} up, "
                         f"default via {gateway}",
                         "rtnetlink over a socket made in the pod's netns: RTM_NEWLINK lo up, "

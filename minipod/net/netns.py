@@ -35,14 +35,15 @@ def _shared_dir(d: str) -> None:
         _libc.mount("none", d, None, MS_SHARED | MS_REC)
 
 
-def pin(pid: int, path: str) -> None:
-    """Give the network namespace of `pid` the name basename(path) (`ip netns attach`)."""
+def pin(pid: int, path: str, source: str = "") -> None:
+    """Give the network namespace of `pid` the name basename(path) (`ip netns attach`);
+    `source`: a file of that namespace instead (another pin of it, /proc/PID/ns/net)."""
     _shared_dir(os.path.dirname(path))
     # O_EXCL: a name in use belongs to someone else (or to a pod not yet cleaned up).
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
     os.close(fd)
     try:
-        _libc.mount(f"/proc/{pid}/ns/net", path, None, MS_BIND)
+        _libc.mount(source or f"/proc/{pid}/ns/net", path, None, MS_BIND)
     except BaseException:
         os.unlink(path)
         raise

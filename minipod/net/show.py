@@ -35,14 +35,16 @@ def host_link(name: str) -> dict | None:
         return _describe(ipr, ipr.get_links(found[0])[0]) if found else None
 
 
-def netns_link(pid: int, name: str) -> dict | None:
-    """The link `name` in the network namespace of `pid`; None if it or the process is gone."""
+def netns_link(pid: int | str, name: str) -> dict | None:
+    """The link `name` in the network namespace of `pid` (or pinned at that path); None if it
+    or the process is gone."""
     from pyroute2 import IPRoute
 
     from minipod.net.links import _netns_socket
 
     try:
-        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        nsfd = os.open(pid if isinstance(pid, str) else f"/proc/{pid}/ns/net",
+                       os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:

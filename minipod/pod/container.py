@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from dataclasses import dataclass
 
 from minipod.cgroups import nsmount
-from minipod.kernel import ns
+from minipod.kernel import mounts, ns, nspin
+from minipod.net import netns
 from minipod.pod import child, enter, rootfs
 from minipod.pod.volumes.podip import fill_pod_ip
 
@@ -70,8 +71,13 @@ class Pending:
 
 
 def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
-            host_pid: bool, cgroupfs: list | None) -> Pending:
-    """Fork container `c` up to just before exec. `cgroupfs`: cgroups.nsmount.layout()."""
+            host_pid: bool, cgroupfs: list | None, pinned=None,
+            sandboxes_dir: str = "") -> Pending:
+    """Fork container `c` up to just before exec. `cgroupfs`: cgroups.nsmount.layout().
+
+    `pinned` (pod/pinned.Pinned, with `sandboxes_dir` where every pod's pins are): the pod's
+    net/ipc/uts are joined from their pins, and `sandbox_pid` (0 if none) holds only the PID
+    namespace shareProcessNamespace joins."""
     # stdio as containerd sets it up. A tty: one pty, opened by the container itself in its own
     # devpts (so `tty` there names /dev/pts/0, which a host pty would not be), its master sent
     # back over a socketpair -- runc's console socket. Otherwise pipes for stdout and stderr,
@@ -96,14 +102,33 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
         _close(mine)
         if ours is not None:
             ours.close()
-        ch.stage = "join the sandbox's namespaces"
-        # mnt last: setns(mnt) changes our root, and the others are opened through /proc first.
-        # Joining the sandbox's mount namespace before unsharing our own gives us a copy of it,
-        # which holds the pod's /dev/shm. Non-dumpable first (see enter.py): with
-        # shareProcessNamespace, the pod's other containers see us until we exec.
-        enter.join(sandbox_pid, join + ["mnt"])
+        if pinned is None:
+            ch.stage = "join the sandbox's namespaces"
+            # mnt last: setns(mnt) changes our root, and the others are opened through /proc
+            # first. Joining the sandbox's mount namespace before unsharing our own gives us a
+            # copy of it, which holds the pod's /dev/shm. Non-dumpable first (see enter.py):
+            # with shareProcessNamespace, the pod's other containers see us until we exec.
+            enter.join(sandbox_pid, join + ["mnt"])
+        else:
+            ch.stage = "join the pinned namespaces"
+            enter.before_join()
+            files = [(t, pinned.files[t]) for t in ("ipc", "uts", "net") if t in pinned.files]
+            if share_pid and sandbox_pid:  # pause holds the pod's PID namespace
+                files.append(("pid", f"/proc/{sandbox_pid}/ns/pid"))
+            if files:
+                ns.join_files(files)
         ch.stage = "unshare mnt" + (",pid" if own_pid else "")
         ns.unshare("mnt", "pid") if own_pid else ns.unshare("mnt")
+        if pinned is not None:
+            # No sandbox mount namespace to copy: ours is a copy of the host's. Private first,
+            # or our mounts would propagate to the host through a shared /; then without the
+            # copies of every pod's pins (our own pod's stay: /dev/shm is bound from there), or
+            # a recursive bind of a hostPath could keep another pod's namespaces alive.
+            ch.stage = "make the mount namespace private"
+            mounts.make_private("/")
+            ch.stage = "detach the copies of other pods' pins"
+            netns.detach_copies()
+            nspin.detach_copies(sandboxes_dir, keep=pinned.dir)
         pid = os.fork()
         if pid == 0:
             stage_b(ch)
@@ -113,7 +138,7 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
 
     def stage_b(ch: child.Channel) -> None:
         ch.stage = "set up the root filesystem"
-        rootfs.build(c)
+        rootfs.build(c, shm=pinned.shm if pinned is not None and pinned.shm else "/dev/shm")
         ch.stage = f"working directory {c.cwd}"
         os.makedirs(c.cwd, exist_ok=True)  # as runc does: a missing cwd is created
         ch.stage = "set up stdio"

@@ -76,6 +76,16 @@ def hostport_dir(root: str) -> str:
     return os.path.join(root, "hostports")
 
 
+def sandboxes_dir(root: str) -> str:
+    return os.path.join(root, "sandboxes")
+
+
+def pin_dir(root: str, pod: str) -> str:
+    """<root>/sandboxes/<pod>: where a pinned pod's namespaces are pinned (pod names are unique
+    on the host, as its run directory <root>/pods/<pod> is)."""
+    return os.path.join(sandboxes_dir(root), pod)
+
+
 @dataclass
 class PodPlan:
     name: str
@@ -116,9 +126,34 @@ class PodPlan:
     host_ipc: bool = False
     netns: str = ""         # where the pod's netns is pinned (`ip netns`); "" with hostNetwork
     security: PodSecurity = field(default_factory=PodSecurity)  # fsGroup, sysctls
+    # What holds the pod's namespaces: "pause" (a process, as containerd does) or "pinned"
+    # (bind mounts in pin_dir, as CRI-O's pinns does; see pod/pinned.py).
+    sandbox_mode: str = "pause"
+    pin_dir: str = ""       # <root>/sandboxes/<name> in pinned mode
+
+    @property
+    def pinned_types(self) -> list[str]:
+        """The namespaces a pinned sandbox pins: only those not the node's."""
+        if self.sandbox_mode != "pinned":
+            return []
+        return (["net", "uts"] if not self.host_network else []) + \
+            (["ipc"] if not self.host_ipc else [])
+
+    @property
+    def keeps_pause(self) -> bool:
+        """Does this pod run pause? Always in pause mode. In pinned mode only for a pod-level
+        PID namespace (shareProcessNamespace without hostPID): a PID namespace cannot be
+        pinned usefully -- once its init has died no process can enter it -- so it needs a
+        PID 1 that lives as long as the pod, as CRI-O keeps its infra container then."""
+        return self.sandbox_mode != "pinned" or (self.share_pid and not self.host_pid)
 
     def all_containers(self) -> list[ContainerPlan]:
         return self.init_containers + self.containers
+
+    @property
+    def sandboxes_dir(self) -> str:
+        """<root>/sandboxes: every pinned pod's pin directory of this runtime root."""
+        return sandboxes_dir(os.path.dirname(os.path.dirname(self.run_dir)))
 
     @property
     def cgroup_lock(self) -> str:
@@ -523,6 +558,7 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
         )
 
     ctrs = [one(c, False, f"spec.containers[{i}]") for i, c in enumerate(apps)]
+    mode = sandbox_mode(dict(meta.annotations or {}), cfg)
     init_ctrs = [one(c, True, f"spec.initContainers[{i}]") for i, c in enumerate(inits)]
     for cp in ctrs + init_ctrs:
         if not cp.argv:
@@ -555,7 +591,15 @@ def build(loaded, cfg, store, source: str = "manifest", objects=None) -> PodPlan
         events=events,
         host_network=spec.host_network, host_pid=spec.host_pid, host_ipc=spec.host_ipc,
         netns="" if spec.host_network else netns_path(prefix, name, uid),
+        sandbox_mode=mode, pin_dir=pin_dir(cfg.root, name) if mode == "pinned" else "",
     )
+
+
+def sandbox_mode(annotations: dict, cfg) -> str:
+    """The pod's annotation (checked at validation), else the configuration's `sandbox`."""
+    from minipod.config import SANDBOX_ANNOTATION
+
+    return annotations.get(SANDBOX_ANNOTATION) or cfg.sandbox
 
 
 def pod_fields(loaded, uid: str, capacity: int):

@@ -1,10 +1,11 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
-    setup:    directories -> volumes -> cgroups -> sandbox -> its netns named (/run/netns) ->
+    setup:    directories -> volumes -> cgroups -> sandbox (pause, or pinned namespaces) ->
+              its netns named (/run/netns) ->
               network (in a helper process, in parallel with the containers' rootfs work) ->
               /etc files -> release the containers (with the pod IP their env may name)
-    teardown: kill everything in the pod's cgroup -> netns name -> network -> cgroups ->
-              directories
+    teardown: kill everything in the pod's cgroup -> netns name -> pins -> network ->
+              cgroups -> directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
 before the containers (they setns into it); the containers' processes must wait for the network
@@ -13,6 +14,11 @@ overlaps with the slow part, pyroute2. Teardown kills first because the cgroups 
 removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
 idempotent (gone = done), so it serves a normal stop, a rollback, the janitor after a crash,
 and `rm` alike.
+
+In pinned mode (pod/pinned.py) the sandbox step pins net/ipc/uts by bind mounts and no pause
+runs (unless shareProcessNamespace needs one for the PID namespace, started after the pins and
+joining them); every later step is the same, given the pins' files where it was given pause's
+PID. Teardown unpins after the name, for the same reason: the pins hold the netns.
 
 Volumes come before the sandbox because its mount namespace is private: a tmpfs (a secret's)
 mounted on the host later would never reach the containers. The containers' env is planned
@@ -33,7 +39,7 @@ from minipod import explain, stepping, trace
 from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
 from minipod.kernel.lock import flock
-from minipod.pod import child, container, sandbox
+from minipod.pod import child, container, pinned, sandbox
 from minipod.pod.plan import ContainerPlan, PodPlan, host_network_hosts_file, hosts_file
 from minipod.pod.volumes import setup as volsetup
 from minipod.rollback import Rollback
@@ -46,6 +52,7 @@ class Pod:
         self.pause_argv = pause_argv
         self.sandbox_pid = 0
         self.network: dict = {}
+        self.pinned: pinned.Pinned | None = None  # pinned mode: what holds the namespaces
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -67,7 +74,7 @@ class Pod:
                 self._stop_after("cgroups")
             rb.push("sandbox", self.kill_all)
             explain.stage("sandbox")
-            self._start_sandbox()
+            self._start_sandbox(rb.push)
             trace.mark("pod: sandbox")
             rb.push("netns name", self._unpin_netns)
             self._pin_netns()
@@ -110,6 +117,7 @@ class Pod:
         agent = agentmod.start()  # never pyroute2 in the supervisor: it forks after this
         try:
             self._unpin_netns()  # the pin keeps the old netns (and its veth end) alive
+            self._unpin_sandbox()  # and so do the pinned namespaces (pinned mode)
             self._net_teardown(agent)
             self._start_sandbox()
             self._pin_netns()
@@ -117,17 +125,47 @@ class Pod:
         finally:
             agent.close()
 
-    def _start_sandbox(self) -> None:
+    def _start_sandbox(self, push=None) -> None:
+        """pause (pause mode), or the pinned namespaces and, if the pod needs one for its PID
+        namespace, a pause that joins them (pinned mode). `push`: the rollback's, for the
+        pins' undo steps (a rebuild has none: on failure the supervisor tears down)."""
         p = self.plan
+        if p.sandbox_mode == "pinned":
+            if push is None:
+                push = lambda what, undo: None  # noqa: E731 - teardown removes the pins
+            self.pinned = self._run("pin the sandbox's namespaces", lambda: pinned.pin(p, push))
+            if not p.keeps_pause:
+                return
         self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
-            p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid))).pid
+            p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid),
+            self.pinned)).pid
         if explain.ON:
             held = explain.inodes(self.sandbox_pid, ["net", "ipc", "uts"])
-            explain.say(f"pause runs as PID {self.sandbox_pid}, holding "
+            why = (" (only for the pod's PID namespace: shareProcessNamespace)"
+                   if self.pinned is not None else "")
+            explain.say(f"pause runs as PID {self.sandbox_pid}{why}, holding "
                         + " ".join(f"{t}:[{i}]" for t, i in held.items()),
                         f"execve({self.pause_argv[0]!r})",
                         f"exec {' '.join(self.pause_argv)}", pid=self.sandbox_pid,
                         inodes=held)
+
+    def _unpin_sandbox(self) -> None:
+        if self.plan.pin_dir:
+            pinned.unpin(self.plan.pin_dir)
+        self.pinned = None
+
+    def held(self) -> dict[str, int]:
+        """The pod's net/ipc/uts inodes, from what holds them (pins or pause)."""
+        if self.pinned is not None:
+            return {t: i for t, i in self.pinned.inodes().items() if i}
+        return explain.inodes(self.sandbox_pid, ["net", "ipc", "uts"]) if self.sandbox_pid \
+            else {}
+
+    def netns_file(self) -> str:
+        """The file that names the pod's netns for the network's set-up and views."""
+        if self.pinned is not None and "net" in self.pinned.files:
+            return self.pinned.files["net"]
+        return f"/proc/{self.sandbox_pid}/ns/net"
 
     def _stop_after(self, stage: str, c: ContainerPlan | None = None, pid: int = 0) -> None:
         """`run --step`: what the stage made, and commands that show it."""
@@ -146,6 +184,20 @@ class Pod:
             exists.append("no process in them yet")
             look = [f"ls {d}", f"cat {d}/cgroup.procs",
                     f"find {os.path.dirname(d)} -maxdepth 2 -type d"]
+        elif stage == "sandbox" and self.pinned is not None:
+            pn = self.pinned
+            held = " ".join(f"{t}:[{i}]" for t, i in self.held().items())
+            exists = [f"no process: {held} pinned by bind mounts in {pn.dir}"
+                      + (f", the pod's /dev/shm a tmpfs on {pn.shm}" if pn.shm else "")]
+            if sb:
+                exists.append(f"pause, PID {sb}, only for the pod's PID namespace "
+                              "(shareProcessNamespace)")
+            exists.append("no container yet, and no network: only lo, down")
+            look = [f"findmnt -R {pn.dir}", f"ls -li {pn.dir}"]
+            if "net" in pn.files:
+                look.append(f"nsenter --net={pn.files['net']} ip link")
+            if "uts" in pn.files:
+                look.append(f"nsenter --uts={pn.files['uts']} hostname")
         elif stage == "sandbox":
             held = explain.inodes(sb, ["net", "ipc", "uts"])
             exists = [f"pause, PID {sb}, holding " + " ".join(f"{t}:[{i}]" for t, i in
@@ -156,19 +208,23 @@ class Pod:
         elif stage == "network":
             net = self.network
             exists = [f"veth {p.host_veth} on bridge {p.bridge}, its peer eth0 in net:"
-                      f"[{explain.inodes(sb, ['net']).get('net')}] with {net.get('ip')}/"
+                      f"[{self.held().get('net')}] with {net.get('ip')}/"
                       f"{net.get('prefixlen')}, default via {net.get('gateway')}",
                       "the containers' processes in their cgroups, their roots mounted, each "
                       "waiting before exec"]
+            enter_net = (f"--net={self.netns_file()}" if self.pinned is not None
+                         else f"--target {sb} --net")
             look = [f"ip link show {p.host_veth}", f"ip addr show {p.bridge}",
-                    f"nsenter --target {sb} --net ip addr show eth0",
+                    f"nsenter {enter_net} ip addr show eth0",
                     f"ping -c 1 {net.get('ip')}"]
         else:
             assert c is not None
             own = explain.inodes(pid, ["pid", "mnt"])
+            held_by = (f"pinned in {self.pinned.dir}" if self.pinned is not None
+                       else f"of pause {sb}")
             exists = [f'container "{c.name}": {" ".join(c.argv)!r} as PID {pid} (PID 1 of '
-                      f"pid:[{own.get('pid')}]), own mnt:[{own.get('mnt')}], net/ipc/uts of "
-                      f"pause {sb}"]
+                      f"pid:[{own.get('pid')}]), own mnt:[{own.get('mnt')}], net/ipc/uts "
+                      f"{held_by}"]
             look = [f"grep NSpid /proc/{pid}/status", f"ls -l /proc/{pid}/ns",
                     f"nsenter --target {pid} --pid --mount ps",
                     f"cat /proc/{pid}/cgroup"]
@@ -194,7 +250,7 @@ class Pod:
             from minipod.net import netns
 
             self._run("name the network namespace", lambda: netns.pin(
-                self.sandbox_pid, self.plan.netns))
+                self.sandbox_pid, self.plan.netns, source=self.netns_file()))
 
     def _unpin_netns(self) -> None:
         from minipod.net import netns
@@ -210,8 +266,10 @@ class Pod:
             self.network = {"ip": node_ip(), "host_network": True}
             self.write_etc_files()
             return
+        # pause's PID, or in pinned mode the pin's file (no process is in the netns).
+        where = self.sandbox_pid if self.pinned is None else self.netns_file()
         att = self._run("set up the network", lambda: agent.setup_pod(
-            self.net_config(), p.uid, self.sandbox_pid, p.host_veth))
+            self.net_config(), p.uid, where, p.host_veth))
         self.network = dataclasses.asdict(att)
         if p.host_ports:  # reserved by the CLI before the pod was created; now they lead here
             from minipod.net import hostport
@@ -290,10 +348,11 @@ class Pod:
                 f.write(text)
 
     def prepare(self, c: ContainerPlan) -> container.Pending:
+        p = self.plan
         return self._run(f'create container "{c.name}"', lambda: container.prepare(
-            c, self.sandbox_pid, self.plan.share_pid,
-            lambda pid: self.driver.join(c.cgroup, pid), host_pid=self.plan.host_pid,
-            cgroupfs=self.cgroupfs()))
+            c, self.sandbox_pid, p.share_pid,
+            lambda pid: self.driver.join(c.cgroup, pid), host_pid=p.host_pid,
+            cgroupfs=self.cgroupfs(), pinned=self.pinned, sandboxes_dir=p.sandboxes_dir))
 
     def cgroupfs(self):
         """The host's cgroup layout the containers' /sys/fs/cgroup follows (read once)."""
@@ -328,8 +387,10 @@ class Pod:
         """Remove everything the pod holds on the host. Safe to run any number of times."""
         self.kill_all()
         volsetup.unmount_all(self.plan.volumes)  # the tmpfs of secrets and memory emptyDirs
-        # The name first: it holds the netns, and with it the pod's end of the veth.
+        # The name first: it holds the netns, and with it the pod's end of the veth; then the
+        # pins (pinned mode), which hold it too.
         self._unpin_netns()
+        self._unpin_sandbox()
         self._net_teardown(agent)
         # The reservation outlives a re-created sandbox (rebuild_sandbox), not the pod.
         from minipod.net import hostport

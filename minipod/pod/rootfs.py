@@ -70,7 +70,7 @@ class _At:
         os.close(self.fd)
 
 
-def _dev(root_fd: int) -> None:
+def _dev(root_fd: int, shm: str) -> None:
     # /dev is a tmpfs of its own, mounted without MS_NODEV: the nodes below must open, and the
     # rootfs's nodev (the mount beneath) does not apply to another mount.
     with _At(root_fd, "/dev") as at:
@@ -88,9 +88,10 @@ def _dev(root_fd: int) -> None:
         os.mkdir(os.path.join(dev, d))
     mounts.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
                  "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    # The pod's /dev/shm: this mount namespace is a copy of the sandbox's, whose /dev/shm is
-    # the pod's tmpfs. Binding it here is what makes IPC sharing real for POSIX shm.
-    mounts.bind("/dev/shm", os.path.join(dev, "shm"), recursive=False)
+    # The pod's /dev/shm: `shm` is the pod's tmpfs -- /dev/shm in a copy of pause's mount
+    # namespace, the pinned sandbox's DIR/shm in pinned mode -- or, with hostIPC, the node's.
+    # Binding it here is what makes IPC sharing real for POSIX shm.
+    mounts.bind(shm, os.path.join(dev, "shm"), recursive=False)
     mounts.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
                  MS_NOSUID | MS_NOEXEC | MS_NODEV)
 
@@ -141,8 +142,8 @@ def _volume(root_fd: int, m: Mount, nodev: int) -> None:
         os.close(src_fd)
 
 
-def build(c: ContainerPlan) -> None:
-    """Mount container `c`'s root and pivot into it.
+def build(c: ContainerPlan, shm: str = "/dev/shm") -> None:
+    """Mount container `c`'s root and pivot into it; `shm` is the pod's /dev/shm to bind.
 
     Every mount target is resolved inside the new root (kernel/inroot.py) and mounted through
     its fd, so neither a symlink in the image nor one a container of the pod swaps into a
@@ -160,7 +161,7 @@ def build(c: ContainerPlan) -> None:
     try:
         with _At(root_fd, "/proc") as at:
             mounts.mount("proc", at.path, "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
-        _dev(root_fd)
+        _dev(root_fd, shm)
         ro = 0 if c.privileged else MS_RDONLY
         with _At(root_fd, "/sys") as at:
             mounts.mount("sysfs", at.path, "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | ro)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from minipod.kernel import _libc, mounts, ns, sysctl
+from minipod.kernel import _libc, mounts, ns, nspin, sysctl
 from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from minipod.net import netns
 from minipod.pod import child
@@ -16,13 +16,19 @@ class Sandbox:
     pid: int
 
 
-def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
+def start(plan, pause_argv: list[str], join_cgroup, pinned=None) -> Sandbox:
     """Fork the sandbox, let it unshare, put it in its cgroup, and let it exec pause.
 
     join_cgroup(pid) runs in the parent once the child's set-up is done and just before it
     execs: the pod's cgroup may be throttled hard (`cpu: 1n` is 1 ms per 100 ms), and the
     kubelet's set-up work is never charged to the pod. Only pause itself runs there.
+
+    `pinned` (a pod/pinned.Pinned): the pod's net/ipc/uts are pinned already, and pause only
+    holds its PID namespace (shareProcessNamespace in pinned mode): it joins the pins and
+    unshares pid alone -- the hostname, the sysctls and /dev/shm are the pins' already.
     """
+    if pinned is not None:
+        return _start_pid_holder(plan, pause_argv, join_cgroup, pinned)
     supervisor = os.getpid()
     # The node's namespaces the pod asked for are simply not unshared (hostNetwork takes the
     # node's UTS namespace too, as containerd does). Without hostPID the sandbox gets a PID
@@ -44,6 +50,8 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
         # them alive after their pods unpinned them. They are not ours to hold.
         ch.stage = "detach the copies of pinned network namespaces"
         netns.detach_copies()
+        # And of every pinned pod's namespaces and /dev/shm (pod/pinned.py), for the same reason.
+        nspin.detach_copies(plan.sandboxes_dir)
         if not host_net:  # never the node's hostname
             ch.stage = "set the hostname"
             _libc.sethostname(plan.hostname)
@@ -89,6 +97,51 @@ def start(plan, pause_argv: list[str], join_cgroup) -> Sandbox:
             pid = int(h.expect("P "))
             os.waitpid(h.pid, 0)  # the intermediate: reaped before pause may set its death signal
             h.go()
+        h.expect("R")
+        join_cgroup(pid)
+        h.go()
+        if h.read() is not None:
+            raise child.ChildError("unexpected report from the sandbox")
+        return Sandbox(pid)
+    except BaseException:
+        _kill(h.pid)
+        raise
+    finally:
+        h.close()
+
+
+def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandbox:
+    """pause as PID 1 of the pod's PID namespace, in the pinned net/ipc/uts (start())."""
+
+    def body(ch: child.Channel) -> None:
+        os.setsid()
+        ch.stage = "join the pinned namespaces"
+        ns.join_files(list(pinned.files.items()))
+        ch.stage = "unshare pid"
+        ns.unshare("pid")
+        pid = os.fork()  # the next child is PID 1 of the new PID namespace
+        if pid:
+            ch.send(f"P {pid}")
+            os._exit(0)
+        ch.stage = "wait for the supervisor"
+        ch.wait_go()
+        child.die_with_parent(None)
+        child.set_oom_score_adj(-998)
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        child.close_fds_except(ch.keep_fds())
+        ch.stage = "wait for the cgroup"
+        ch.send("R")
+        ch.wait_go()
+        ch.stage = "exec pause"
+        os.execv(pause_argv[0], pause_argv)
+
+    h = child.fork(body)
+    try:
+        pid = int(h.expect("P "))
+        os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
+        h.go()
         h.expect("R")
         join_cgroup(pid)
         h.go()

@@ -520,9 +520,20 @@ def check_dns(pod: Pod) -> Iterator[str]:
             yield f"spec.hostAliases[{i}].ip: {problem}"
 
 
+def check_sandbox_mode(pod: Pod) -> Iterator[str]:
+    """minipod's own annotation: what holds the pod's namespaces (config.SANDBOX_MODES)."""
+    from minipod.config import SANDBOX_ANNOTATION, SANDBOX_MODES
+
+    value = pod.metadata.annotations.get(SANDBOX_ANNOTATION)
+    if value is not None and value not in SANDBOX_MODES:
+        yield (f"metadata.annotations[{SANDBOX_ANNOTATION}]: unknown sandbox mode {show(value)}"
+               f" (one of: {', '.join(SANDBOX_MODES)})")
+
+
 CHECKS = (check_metadata, check_pod_fields, check_containers, check_restart_policies, check_env,
           check_ports, check_volumes, check_mounts, check_resources, check_pod_resources,
-          check_probes, check_dns, check_security, check_sysctls, check_seccomp_procmount)
+          check_probes, check_dns, check_security, check_sysctls, check_seccomp_procmount,
+          check_sandbox_mode)
 
 
 def check(pod: Pod) -> list[str]:

@@ -24,7 +24,8 @@ def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
         pytest.skip("needs root")
     plan = SimpleNamespace(share_pid=False, hostname="order-test", shm_size=1 << 20,
                            host_network=False, host_pid=host_pid, host_ipc=False,
-                           security=SimpleNamespace(sysctls=[]))
+                           security=SimpleNamespace(sysctls=[]),
+                           sandboxes_dir="/nonexistent/sandboxes")
     seen = {}
 
     def join(pid: int) -> None:  # what the driver would do: the child is as it will exec
