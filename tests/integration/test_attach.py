@@ -141,9 +141,17 @@ def test_tty_container_attach_resize_and_detach(mp):
     t.read_until(b"answer-42")
     t.read_until(b"37 111")
     t.resize(50, 132)  # SIGWINCH -> RESIZE -> TIOCSWINSZ on the container's pty
-    time.sleep(0.3)
-    t.type(b"stty size\r")
-    t.read_until(b"50 132")
+    # The resize travels on its own (signal, socket, supervisor loop): ask again until the
+    # container's pty has it, rather than guessing how long that takes on a loaded machine.
+    deadline = time.monotonic() + 20
+    while True:
+        t.type(b"stty size\r")
+        try:
+            t.read_until(b"50 132", timeout=1)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
     t.type(b"\x10\x11")  # Ctrl-P Ctrl-Q: detach
     assert t.wait() == 0, t.out
     assert b"Session ended, resume using 'minipod attach term -c shell -i -t'" in t.out
