@@ -114,7 +114,8 @@ def test_an_empty_run_directory_does_not_block_the_name(mp):
     os.utime(d, (0, 0))  # a `run` killed between its mkdir and its first write, long ago
     assert rows(mp)["left"][2] == "Unknown"
     start(mp, "left")  # the name is free for a new pod
-    assert rows(mp)["left"][2] == "Running"
+    # (`run -d` may return while the container still starts: PodInitializing for a moment)
+    mp.wait(lambda: rows(mp)["left"][2] == "Running", what="the new pod running")
     mp.minipod("rm", "-f", "left")
     os.makedirs(d)
     os.utime(d, (0, 0))
