@@ -102,6 +102,9 @@ def test_rm_f_removes_a_running_pod_whatever_its_record(mp, damage):
 
 def test_rm_f_removes_a_running_pod_whose_run_directory_is_gone(mp):
     info = start(mp, "gone")
+    # Once it runs, the supervisor has written its state; a write racing the removal would
+    # make rmtree miss a just-renamed temporary file (FileNotFoundError, seen under load).
+    mp.wait(lambda: rows(mp)["gone"][2] == "Running", what="the pod running")
     shutil.rmtree(os.path.join(mp.root, "pods", "gone"))
     assert "gone" not in rows(mp)
     mp.minipod("rm", "-f", "gone")  # found by its data directory, cgroup and supervisor's log
