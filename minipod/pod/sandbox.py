@@ -90,24 +90,7 @@ def start(plan, pause_argv: list[str], join_cgroup, pinned=None) -> Sandbox:
         ch.stage = "exec pause"
         os.execv(pause_argv[0], pause_argv)
 
-    h = child.fork(body)
-    try:
-        pid = h.pid
-        if own_pid:
-            pid = int(h.expect("P "))
-            os.waitpid(h.pid, 0)  # the intermediate: reaped before pause may set its death signal
-            h.go()
-        h.expect("R")
-        join_cgroup(pid)
-        h.go()
-        if h.read() is not None:
-            raise child.ChildError("unexpected report from the sandbox")
-        return Sandbox(pid)
-    except BaseException:
-        _kill(h.pid)
-        raise
-    finally:
-        h.close()
+    return _start(child.fork(body), own_pid, join_cgroup)
 
 
 def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandbox:
@@ -137,11 +120,27 @@ def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandb
         ch.stage = "exec pause"
         os.execv(pause_argv[0], pause_argv)
 
-    h = child.fork(body)
+    return _start(child.fork(body), True, join_cgroup)
+
+
+def _kill(pid: int) -> None:
     try:
-        pid = int(h.expect("P "))
-        os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
-        h.go()
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _start(h, intermediate: bool, join_cgroup) -> Sandbox:
+    """The supervisor's side of a sandbox child's start: with an `intermediate` (a PID
+    namespace of its own: pause is its child, PID 1 there) reap it first, then put pause in the
+    pod's cgroup before it execs."""
+    try:
+        pid = h.pid
+        if intermediate:
+            pid = int(h.expect("P "))
+            os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
+            h.go()
         h.expect("R")
         join_cgroup(pid)
         h.go()
@@ -153,11 +152,3 @@ def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandb
         raise
     finally:
         h.close()
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
