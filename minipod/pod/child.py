@@ -136,6 +136,14 @@ class Handle:
             raise ChildError(f"unexpected report {line!r}")
         return line[len(prefix):].strip()
 
+    def kill(self) -> None:
+        """SIGKILL the child and reap it, on a failed start; gone already = done."""
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
     def close(self) -> None:
         for fd in (self.report_r, self.go_w):
             try:

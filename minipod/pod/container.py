@@ -205,11 +205,7 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
     except BaseException:
         _close(mine)
         h.close()
-        try:
-            os.kill(h.pid, 9)
-            os.waitpid(h.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        h.kill()
         raise
     finally:
         if ours is not None:

@@ -100,11 +100,7 @@ def pin(plan, push: Callable[[str, Callable[[], object]], None]) -> Pinned:
             raise child.ChildError("unexpected report from the pinning process")
         os.waitpid(h.pid, 0)
     except BaseException:
-        try:
-            os.kill(h.pid, 9)
-            os.waitpid(h.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        h.kill()
         raise
     finally:
         h.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NoReturn
 
 from minipod.kernel import _libc, mounts, ns, nspin, sysctl
 from minipod.kernel._libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
@@ -79,16 +80,7 @@ def start(plan, pause_argv: list[str], join_cgroup, pinned=None) -> Sandbox:
             child.die_with_parent(None)
         else:
             child.die_with_parent(supervisor)
-        child.set_oom_score_adj(-998)  # containerd's value for sandboxes
-        devnull = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):  # pause only warns that it is not PID 1; nobody reads it
-            os.dup2(devnull, fd)
-        child.close_fds_except(ch.keep_fds())
-        ch.stage = "wait for the cgroup"
-        ch.send("R")
-        ch.wait_go()
-        ch.stage = "exec pause"
-        os.execv(pause_argv[0], pause_argv)
+        _exec_pause(ch, pause_argv)
 
     return _start(child.fork(body), own_pid, join_cgroup)
 
@@ -109,26 +101,23 @@ def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandb
         ch.stage = "wait for the supervisor"
         ch.wait_go()
         child.die_with_parent(None)
-        child.set_oom_score_adj(-998)
-        devnull = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        child.close_fds_except(ch.keep_fds())
-        ch.stage = "wait for the cgroup"
-        ch.send("R")
-        ch.wait_go()
-        ch.stage = "exec pause"
-        os.execv(pause_argv[0], pause_argv)
+        _exec_pause(ch, pause_argv)
 
     return _start(child.fork(body), True, join_cgroup)
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+def _exec_pause(ch: child.Channel, pause_argv: list[str]) -> NoReturn:
+    """The sandbox child's last steps, in the pod's namespaces: wait in the pod's cgroup, exec."""
+    child.set_oom_score_adj(-998)  # containerd's value for sandboxes
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # pause only warns that it is not PID 1; nobody reads it
+        os.dup2(devnull, fd)
+    child.close_fds_except(ch.keep_fds())
+    ch.stage = "wait for the cgroup"
+    ch.send("R")
+    ch.wait_go()
+    ch.stage = "exec pause"
+    os.execv(pause_argv[0], pause_argv)
 
 
 def _start(h, intermediate: bool, join_cgroup) -> Sandbox:
@@ -148,7 +137,7 @@ def _start(h, intermediate: bool, join_cgroup) -> Sandbox:
             raise child.ChildError("unexpected report from the sandbox")
         return Sandbox(pid)
     except BaseException:
-        _kill(h.pid)
+        h.kill()
         raise
     finally:
         h.close()
