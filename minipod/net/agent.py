@@ -136,12 +136,12 @@ class Agent:
 
 def _error(kind: str, message: str) -> NetError:
     from minipod.kernel import lock
-    from minipod.net import ipam, links, nat  # all cheap: pyroute2 stays unimported
+    from minipod.net import ipam, iptables, links, nat  # all cheap: pyroute2 stays unimported
 
     known = {
         cls.__name__: cls
         for cls in (NetError, ipam.IPAMError, links.LinkError, links.SubnetConflict,
-                    nat.NatError, lock.LockError, AgentError)
+                    nat.NatError, iptables.IptablesError, lock.LockError, AgentError)
     }
     cls = known.get(kind)
     if cls is None:

@@ -68,8 +68,8 @@ import socket
 from dataclasses import asdict, dataclass
 
 from minipod.kernel.lock import flock
-from minipod.net import NetError
-from minipod.net.nat import NatError, _jumps, _line, _list, _restore
+from minipod.net import NetError, iptables
+from minipod.net.nat import NatError
 
 LOCK = "lock"
 LOCALNET = "/proc/sys/net/ipv4/conf/{}/route_localnet"
@@ -211,35 +211,25 @@ def _sync(bridge: str, subnet: str, recs: dict[str, dict]) -> None:
     active = [(r["ip"], m) for _, r in sorted(recs.items())
               if r.get("bridge") == bridge and r.get("ip") for m in _mappings(r)]
     plan = _plan(bridge, subnet, active)
-    listed = {t: _list(t) for t in ("nat", "filter")}
+    listed = {t: iptables.rules(t) for t in ("nat", "filter")}
     script: list[str] = []
     for table in ("nat", "filter"):
         rules, section = listed[table], []
         for p in (p for p in plan if p["table"] == table):
             chain = p["chain"]
-            jumps = {hook: _jumps(rules, hook, chain) for hook, _, _ in p["hooks"]}
-            exists = ["-N", chain] in rules
             if not active:  # nothing forwarded any more: every trace goes
-                section += [_line(["-D", *r[1:]]) for js in jumps.values() for r in js]
-                if exists:
-                    section += [_line(["-F", chain]), _line(["-X", chain])]
+                section += iptables.drop(rules, chain, [hook for hook, _, _ in p["hooks"]])
                 continue
-            want = [["-N", chain]] + [["-A", chain, *r] for r in p["body"]]
-            have = [r for r in rules if len(r) >= 2 and r[0] in ("-N", "-A") and r[1] == chain]
-            if have != want:
-                section.append(f":{chain} - [0:0]")  # creates, or flushes for the refill
-                section += [_line(["-A", chain, *r]) for r in p["body"]]
+            section += iptables.fill(rules, chain, p["body"])
             for hook, insert, match in p["hooks"]:
-                if not jumps[hook]:
-                    where = ["-I", hook, "1"] if insert else ["-A", hook]
-                    section.append(_line([*where, *match, "-j", chain]))
+                section += iptables.hook_in(rules, hook, chain, match, insert)
         if section:
             script += [f"*{table}", *section, "COMMIT"]
     # route_localnet on before the DNATs can send 127.0.0.1 through B, off after they are gone.
     if active:
         _localnet(bridge, "1")
     if script:
-        _restore(script)
+        iptables.restore(script)
     if not active:
         _localnet(bridge, _default_localnet())
 

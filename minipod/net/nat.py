@@ -16,11 +16,7 @@ Everything except the two jumps lives in our chains, so removal is exact: delete
 chains. The FORWARD jump goes first because hosts with Docker set the FORWARD policy to DROP.
 Chain names are at most 7 + 15 = 22 characters (iptables allows 28).
 
-Changes go through one `iptables-restore --noflush` call: declaring a chain there flushes and
-refills it in the same transaction, so a rebuilt chain is never seen half-filled by packets.
-We use the iptables binary (iptables-nft on Debian 12) and not nftables directly so the rules
-sit beside Docker's, kube-proxy's and firewalld-in-iptables-mode rules and show in
-`iptables-save`, where users look.
+Changes go through one `iptables-restore --noflush` transaction (iptables.py says why).
 
 ip_forward is host-wide and every minipod network needs it, so it is reference-counted across
 networks in FORWARD_STATE: the value before the first network set it is recorded once, each
@@ -30,10 +26,8 @@ network holds a file, and the last one to leave restores the recorded value.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 
-from minipod.net import NetError
+from minipod.net import NetError, iptables
 from minipod.kernel.lock import flock
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -61,7 +55,7 @@ def _plan(bridge: str, subnet: str) -> dict[str, dict]:
         "nat": {
             "hook": "POSTROUTING",
             "chain": nat_chain,
-            "jump": ["-s", subnet, *tag, "-j", nat_chain],
+            "match": ["-s", subnet, *tag],
             "insert": False,  # CNI's ipMasq appends too: explicit host SNAT rules stay first
             "body": [
                 ["-d", subnet, "-j", "RETURN"],
@@ -71,7 +65,7 @@ def _plan(bridge: str, subnet: str) -> dict[str, dict]:
         "filter": {
             "hook": "FORWARD",
             "chain": fwd_chain,
-            "jump": [*tag, "-j", fwd_chain],
+            "match": tag,
             "insert": True,
             "body": [
                 ["-i", bridge, "-j", "ACCEPT"],
@@ -82,49 +76,6 @@ def _plan(bridge: str, subnet: str) -> dict[str, dict]:
     }
 
 
-def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise NatError(f"{argv[0]} not found: install the iptables package") from None
-
-
-def _list(table: str) -> list[list[str]]:
-    """`iptables -t table -S`, each line split into arguments (quotes undone)."""
-    r = _run(["iptables", "-w", "-t", table, "-S"])
-    if r.returncode != 0:
-        raise NatError(f"iptables -t {table} -S: {r.stderr.strip() or f'exit {r.returncode}'}")
-    return [shlex.split(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def _restore(script: list[str]) -> None:
-    text = "\n".join(script) + "\n"
-    r = _run(["iptables-restore", "-w", "--noflush"], stdin=text)
-    if r.returncode != 0:
-        raise NatError(
-            f"iptables-restore: {r.stderr.strip() or f'exit {r.returncode}'}\ninput was:\n{text}"
-        )
-
-
-def _quote(arg: str) -> str:
-    # iptables-restore splits on blanks and understands only double quotes (not shlex's '').
-    if arg and all(c.isalnum() or c in "-_.:/,!+=@%" for c in arg):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(args: list[str]) -> str:
-    return " ".join(_quote(a) for a in args)
-
-
-def _jumps(rules: list[list[str]], hook: str, chain: str) -> list[list[str]]:
-    """The rules of `hook` that jump to `chain`, whatever else they match on."""
-    return [
-        r for r in rules
-        if r[:2] == ["-A", hook] and "-j" in r and r[r.index("-j") + 1 :][:1] == [chain]
-    ]
-
-
 def ensure(bridge: str, subnet: str) -> None:
     """Make the rules above exist, exactly once and in order. Cheap when they already do:
     two `iptables -S` calls (~3 ms each), no change."""
@@ -133,24 +84,13 @@ def ensure(bridge: str, subnet: str) -> None:
     subnet = str(ipaddress.ip_network(subnet))  # the form iptables prints, for the comparison
     script: list[str] = []
     for table, p in _plan(bridge, subnet).items():
-        rules = _list(table)
-        chain, hook = p["chain"], p["hook"]
-        want = [["-N", chain]] + [["-A", chain, *r] for r in p["body"]]
-        have = [r for r in rules if len(r) >= 2 and r[0] in ("-N", "-A") and r[1] == chain]
-        # Any jump into our chain counts as present: a differently printed but equivalent
-        # rule must not make us add a second one.
-        jumped = bool(_jumps(rules, hook, chain))
-        section: list[str] = []
-        if have != want:
-            section.append(f":{chain} - [0:0]")  # creates, or flushes for the refill below
-            section += [_line(["-A", chain, *r]) for r in p["body"]]
-        if not jumped:
-            where = ["-I", hook, "1"] if p["insert"] else ["-A", hook]
-            section.append(_line([*where, *p["jump"]]))
+        rules = iptables.rules(table)
+        section = iptables.fill(rules, p["chain"], p["body"])
+        section += iptables.hook_in(rules, p["hook"], p["chain"], p["match"], p["insert"])
         if section:
             script += [f"*{table}", *section, "COMMIT"]
     if script:
-        _restore(script)
+        iptables.restore(script)
         from minipod import explain
 
         if explain.ON:
@@ -180,14 +120,11 @@ def remove(bridge: str) -> None:
         ("nat", ("POSTROUTING", chains(bridge)[0])),
         ("filter", ("FORWARD", chains(bridge)[1])),
     ):
-        rules = _list(table)
-        section = [_line(["-D", *r[1:]]) for r in _jumps(rules, hook, chain)]
-        if ["-N", chain] in rules:
-            section += [_line(["-F", chain]), _line(["-X", chain])]
+        section = iptables.drop(iptables.rules(table), chain, [hook])
         if section:
             script += [f"*{table}", *section, "COMMIT"]
     if script:
-        _restore(script)
+        iptables.restore(script)
 
 
 def _read(path: str) -> str:
