@@ -168,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
             self.api.dispatch(req)
         except ApiError as e:
             self.send_json(e.code, e.status(), req.warnings)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+        except (ConnectionError, ssl.SSLError, socket.timeout):  # upgrade.Abandoned too
             self.close_connection = True
         except Exception as e:
             log.exception("%s %s", method, self.path)
@@ -272,7 +272,7 @@ class Api:
             Route(pod + r"/log", GET=podlog.log),
             Route(pod + r"/exec", GET=self._exec, POST=self._exec),
             Route(pod + r"/attach", GET=self._attach, POST=self._attach),
-            Route(pod + r"/portforward", GET=pods.unsupported, POST=pods.unsupported),
+            Route(pod + r"/portforward", GET=self._portforward, POST=self._portforward),
             Route(r"/api/v1/events", GET=pods.list_events),
             Route(ns + r"/events", GET=pods.list_events),
             Route(r"/api/v1/namespaces", GET=pods.list_namespaces),
@@ -283,6 +283,11 @@ class Api:
         from minipod.api import exec as execmod
 
         return execmod.handle(api, req, **kw)
+
+    def _portforward(self, api, req, **kw):
+        from minipod.api import portforward
+
+        return portforward.handle(api, req, **kw)
 
     def _attach(self, api, req, **kw):
         from minipod.api import attach
