@@ -424,7 +424,8 @@ def test_kubectl_attach(served, mp):
     assert (code, json.loads(body)["message"]) == \
         (400, "you must specify at least 1 of stdin, stdout, stderr")
     code, body = served.raw("POST", path + "&stdout=true")
-    assert code == 400 and "over WebSocket" in json.loads(body)["message"]
+    assert code == 400 and "needs an upgrade to WebSocket (v5.channel.k8s.io) or SPDY/3.1" \
+        in json.loads(body)["message"]
     reap_orphans()
 
 
