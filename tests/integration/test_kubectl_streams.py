@@ -190,6 +190,8 @@ def test_port_forward_kubectl_135(served, mp):
         pf.kill()
     _settled(served, baseline, "after the failed forwarding")
     assert served.proc.poll() is None
+    gone = served.k("port-forward", "pod/nope", f"{local}:80", check=False, timeout=30)
+    assert gone.returncode == 1 and 'pods "nope" not found' in gone.stderr, gone.stderr
 
 
 def test_port_forward_kubectl_120(mp, kubectl135, kubectl120):
@@ -227,6 +229,7 @@ def test_exec_and_attach_kubectl_120(mp, kubectl135, kubectl120):
         name = "kx120-" + mp.bridge[-6:]
         served.k("apply", "--validate=false", "-f", mp.write("p.yaml", ATTACH.format(name=name)))
         ready(served, name)
+        baseline = _server_state(served.proc.pid)
         assert served.k("exec", name, "-c", "sh", "--", "hostname").stdout.strip() == name
         p = served.k("exec", name, "-c", "sh", "--", "sh", "-c", "echo out; echo err >&2; exit 3",
                      check=False)
@@ -274,6 +277,7 @@ def test_exec_and_attach_kubectl_120(mp, kubectl135, kubectl120):
         k.wait()
         mp.wait(lambda: reap_orphans() or not procs("sleep 4545"), 10,
                 "the exec'd command to be killed with its connection")
+        _settled(served, baseline, "after the execs and attaches")
     finally:
         served.stop()
 
