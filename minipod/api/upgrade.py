@@ -43,6 +43,9 @@ class TlsPipe:
     def __init__(self, sock: socket.socket, pending: bytes = b""):
         self.sock = sock
         self._lock = threading.Lock()
+        # One sendall at a time, whole: after SSL_ERROR_WANT_WRITE, OpenSSL needs the same
+        # bytes again on the retry -- another thread's bytes there would be sent as ours.
+        self._send_lock = threading.Lock()
         self._pending = pending  # read past the request by the HTTP parser
         self.closed = False
         sock.setblocking(False)
@@ -72,6 +75,10 @@ class TlsPipe:
                 return b""
 
     def sendall(self, data: bytes) -> None:
+        with self._send_lock:
+            self._sendall(data)
+
+    def _sendall(self, data: bytes) -> None:
         view = memoryview(data)
         waited = 0.0
         while view:
