@@ -15,7 +15,9 @@ whole connection (and exits) when the error stream had something to say.
 The sockets are made in the pod's network namespace by one exec'd helper per connection
 (net/nssocket.py: this server is threaded, so it cannot fork a Python child), and dial
 localhost:PORT there, as containerd does: no hostPort, and the pod IP does not matter.
-Everything a connection starts -- relay threads, sockets, the helper -- ends with it.
+Everything a connection starts -- relay threads, sockets, the helper -- ends with it; and the
+connection ends when the pod's sandbox goes (a watchdog), since the helper, a process in the
+pod's network namespace, would otherwise keep that namespace (and its veth) alive.
 """
 
 from __future__ import annotations
@@ -36,15 +38,19 @@ BUFFER = 1 << 16
 def handle(api, req, ns: str, name: str):
     from minipod import state
     from minipod.api import pods
-    from minipod.cli.portforward import pod_netns
+    from minipod.cli.portforward import pod_netns, sandbox_alive
     from minipod.errors import Conflict, MinipodError
     from minipod.net.nssocket import NetnsSockets
 
     obj, _ = pods._find(api, ns, name)
+    rec = state.PodRecord(api.cfg.root, name)
     try:
-        nspath = pod_netns(state.PodRecord(api.cfg.root, name))
+        nspath = pod_netns(rec)
+        alive = sandbox_alive(rec)
     except Conflict as e:
         raise ApiError(400, str(e)) from None
+    except OSError:  # the pin went away in between
+        raise ApiError(400, "unable to forward port because pod is not running") from None
     if not (upgrade.is_websocket(req) or upgrade.is_spdy(req)):
         raise ApiError(400, "port-forward needs an upgrade to SPDY/3.1 (or a WebSocket with "
                             f"the sub-protocol {upgrade.TUNNEL_PREFIX}{PROTOCOL})")
@@ -59,7 +65,7 @@ def handle(api, req, ns: str, name: str):
             transport = upgrade.WebSocketBytes(ws)
         else:
             transport, _ = upgrade.spdy(req, (PROTOCOL,))
-        Forwarder(name, obj["metadata"].get("uid", ""), sockets, transport).run()
+        Forwarder(name, obj["metadata"].get("uid", ""), sockets, transport, alive).run()
     finally:
         sockets.close()
     return None
@@ -68,21 +74,35 @@ def handle(api, req, ns: str, name: str):
 class Forwarder:
     """One kubectl port-forward connection: pairs streams by requestID, relays each pair."""
 
-    def __init__(self, pod: str, uid: str, sockets, transport):
+    def __init__(self, pod: str, uid: str, sockets, transport, alive=lambda: True):
         self.pod, self.uid, self.sockets = pod, uid, sockets
-        self.transport = transport
+        self.transport, self.alive = transport, alive
         self.pending: dict[str, dict[str, Stream]] = {}
         self.relays: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self.session = Session(transport, self._on_stream)
 
     def run(self) -> None:
+        ended = threading.Event()
+        watch = threading.Thread(target=self._watch, args=(ended,), daemon=True)
+        watch.start()
         try:
             self.session.run()  # until kubectl hangs up; every stream then reads as ended
         finally:
+            ended.set()
             self.transport.close()
             for t in list(self.relays):
                 t.join(10)
+            watch.join(5)
+
+    def _watch(self, ended: threading.Event) -> None:
+        """The pod gone, the connection goes (kubectl: "lost connection to pod"): the helper
+        in its network namespace must not keep that namespace, and its veth, alive."""
+        while not ended.wait(1.0):
+            if not self.alive():
+                log.info("port-forward: pod %s is gone, closing the connection", self.pod)
+                self.session.close()
+                return
 
     def _on_stream(self, s: Stream) -> None:  # in the session's reader: must not block
         s.reply()

@@ -164,6 +164,14 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
         sockets.close()
 
 
+def sandbox_alive(rec):
+    """A check that the running pod's sandbox is still there (for a forwarder: it must let go
+    of the namespace when the pod goes)."""
+    st = rec.state
+    return _sandbox_alive(st.get("sandbox_pid"),
+                          ((st.get("pins") or {}).get("files") or {}).get("net"))
+
+
 def _sandbox_alive(pause: int, pin: str | None):
     """What says the pod's sandbox is still there: its pin (pinned mode: the same namespace
     mounted on the same file), else its pause process."""

@@ -183,12 +183,17 @@ def test_port_forward_kubectl_135(served, mp):
         assert b"127.0.0.1:81: Connection refused" in pf.err, pf.err
     finally:
         pf.kill()
+    # The pod removed under a forwarding: the server lets go of its netns, kubectl stops.
     pf = PortForward(served, served.kubectl, name, f"{local}:80")
     try:
         assert _get(local) == f"hello from {name}\n".encode()
+        mp.minipod("rm", "-f", name)
+        assert pf.p.wait(20) == 1
+        pf.kill()
+        assert b"lost connection to pod" in pf.err, pf.err
     finally:
         pf.kill()
-    _settled(served, baseline, "after the failed forwarding")
+    _settled(served, baseline, "after the failed forwarding and the pod's removal")
     assert served.proc.poll() is None
     gone = served.k("port-forward", "pod/nope", f"{local}:80", check=False, timeout=30)
     assert gone.returncode == 1 and 'pods "nope" not found' in gone.stderr, gone.stderr
