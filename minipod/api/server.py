@@ -1,11 +1,11 @@
 """`minipod serve`: HTTPS on 127.0.0.1, authentication, routing; the resources live in pods.py,
-podlog.py and exec.py.
+podlog.py, exec.py/attach.py and portforward.py, the connection upgrades in upgrade.py.
 
 Why the standard library's ThreadingHTTPServer: kubectl speaks HTTP/1.1 (with ALPN we never
 offer h2) and a node's API sees a handful of clients, so a thread per connection is plenty,
 and http.server's request parsing is the maintained one in the standard library; what it does
-not do -- bound the body, chunk a stream, upgrade to WebSocket (wsproto does the framing) --
-is done here in a few lines each. TLS is the standard library's ssl; the handshake runs in the
+not do -- bound the body, chunk a stream -- is done here in a few lines each, and the upgrades
+(WebSocket with wsproto's framing, SPDY/3.1 with minipod/api/spdy) in upgrade.py. TLS is the standard library's ssl; the handshake runs in the
 connection's thread (do_handshake_on_connect=False at accept), so a client that connects and
 sends nothing holds up only its own thread, for at most TIMEOUT seconds.
 """
@@ -164,7 +164,8 @@ class Handler(BaseHTTPRequestHandler):
             if not self._authenticated():
                 raise ApiError(401, "Unauthorized")
             # TIMEOUT stays on: a body that never comes, or a stream nobody reads, ends the
-            # connection (exec, which may rightly be quiet for long, lifts it: exec.py).
+            # connection (an upgraded one, which may rightly be quiet for long, lifts it:
+            # upgrade.TlsPipe).
             self.api.dispatch(req)
         except ApiError as e:
             self.send_json(e.code, e.status(), req.warnings)
