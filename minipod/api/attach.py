@@ -1,5 +1,5 @@
-"""`pods/{name}/attach` over WebSocket (v5.channel.k8s.io, v4 too): the same channels and the
-same WebSocket plumbing as exec (exec.py's Session), relayed to the container's attach socket
+"""`pods/{name}/attach`: the same channels as exec, over the same transports (WebSocket, or
+SPDY for kubectl before 1.30: exec.open_channels), relayed to the container's attach socket
 at its pod's supervisor (kubelet/attachproto.py, whose data kinds are these channels).
 
 As the kubelet does it: the tty is the container's (`tty` in its spec), whatever the request
@@ -37,28 +37,34 @@ def handle(api, req, ns: str, name: str):
     not_running = f'container {c["name"]} is not valid for pod {name}: not running'
     if not rec.active or "running" not in (st.get("state") or {}):
         raise ApiError(400, not_running)
-    proto = execmod.protocol(req, "attach")
     tty = bool(c.get("tty"))
     try:  # before the upgrade, so that a refusal is an HTTP answer kubectl prints
         client = ap.Client(ap.socket_path(rec.plan["run_dir"], c["name"]), stdin=stdin,
                            stdout=stdout, stderr=stderr and not tty)
     except (OSError, EOFError, ap.Refused):
         raise ApiError(400, not_running) from None
-    AttachSession(api, req, name, c["name"], proto, client, stdout, stderr and not tty).run()
+    try:
+        # The streams a SPDY client opens follow its own tty flag, not the container's.
+        channels = execmod.open_channels(req, "attach", stdin=stdin, stdout=stdout,
+                                         stderr=stderr and not req.flag("tty"),
+                                         tty=req.flag("tty"))
+    except BaseException:
+        client.close()
+        raise
+    AttachSession(api, channels, client, stdout, stderr and not tty).run()
     return None
 
 
-class AttachSession(execmod.Session):
-    def __init__(self, api, req, pod: str, container: str, proto: str, client: ap.Client,
-                 stdout: bool, stderr: bool):
-        super().__init__(api, req, pod, container, [], proto)
-        self.client = client
+class AttachSession:
+    def __init__(self, api, channels: execmod.Channels, client: ap.Client, stdout: bool,
+                 stderr: bool):
+        self.api, self.ch, self.client = api, channels, client
+        self.proc = None  # (server.serve's shutdown kills the processes of exec sessions)
         self.tty = client.tty
         self.want = {ap.STDOUT: stdout, ap.STDERR: stderr}
 
     def run(self) -> None:
         try:
-            self._accept()
             self.api.sessions.add(self)
             try:
                 self._relay()
@@ -68,34 +74,39 @@ class AttachSession(execmod.Session):
             self.client.close()
 
     def _relay(self) -> None:
-        threading.Thread(target=self._read_client, daemon=True).start()
+        reader = threading.Thread(target=self._read_client, daemon=True)
+        reader.start()
         while (msg := self.client.recv()) is not None:
             kind, payload = msg
             if self.want.get(kind):
-                self.send(kind, payload)
-        if not self.closed.is_set():
-            self.send(execmod.ERROR, json.dumps({"metadata": {}, "status": "Success"}).encode())
-            self._close_ws()
+                self.ch.send(kind, payload)
+        if not self.ch.closed:
+            for kind, wanted in self.want.items():
+                if wanted:
+                    self.ch.end(kind)
+            self.ch.finish({"metadata": {}, "status": "Success"})
+        reader.join(10)
 
-    def _message(self, msg: bytes) -> None:
-        if not msg:
-            return
-        ch, data = msg[0], msg[1:]
-        if ch == execmod.STDIN:
-            self.client.send_stdin(data)
-        elif ch == execmod.RESIZE:
-            try:
-                size = json.loads(data)
-                self.client.resize(int(size["Width"]), int(size["Height"]))
-            except (ValueError, KeyError, TypeError):
-                pass
-        elif ch == execmod.CLOSE and data[:1] == bytes([execmod.STDIN]):
-            self.client.close_stdin()
+    def _read_client(self) -> None:
+        try:
+            self.ch.serve(self)
+        finally:
+            self.client_gone()
 
-    def _client_gone(self) -> None:
-        """kubectl went away (or closed the WebSocket): a detach. The shutdown wakes the
+    def stdin(self, data: bytes) -> None:
+        self.client.send_stdin(data)
+
+    def stdin_end(self) -> None:
+        self.client.close_stdin()
+
+    def resize(self, width: int, height: int) -> None:
+        self.client.resize(width, height)
+
+    def client_gone(self) -> None:
+        """kubectl went away (or closed the connection): a detach. The shutdown wakes the
         relay's recv() in the other thread."""
-        self.closed.set()
+        if not self.ch.closed:
+            return
         self.client.detach()
         try:
             self.client.sock.shutdown(socket.SHUT_RDWR)

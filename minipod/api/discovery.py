@@ -46,6 +46,7 @@ def api_v1(api, req, **_):
         _res("pods/log", "Pod", verbs=["get"]),
         _res("pods/exec", "PodExecOptions", verbs=["create", "get"]),
         _res("pods/attach", "PodAttachOptions", verbs=["create", "get"]),
+        _res("pods/portforward", "PodPortForwardOptions", verbs=["create", "get"]),
         _res("pods/status", "Pod", verbs=["get"]),
         _res("events", "Event", short=["ev"], singular="event", verbs=["get", "list"]),
         _res("namespaces", "Namespace", namespaced=False, short=["ns"], singular="namespace",

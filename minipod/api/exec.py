@@ -1,9 +1,10 @@
-"""`pods/{name}/exec` over WebSocket: the channel protocol of kubectl >= 1.30
-(v5.channel.k8s.io; v4 accepted too). wsproto does the WebSocket framing.
+"""`pods/{name}/exec`: a command in a container, its stdio relayed over the client's channels.
 
-Every binary message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 error (a Status:
-Success, or the exit code as the cause `ExitCode`), 4 resize ({"Width", "Height"}); in v5,
-255 closes a channel ([255, 0]: stdin is at its end).
+The channels (stdin 0, stdout 1, stderr 2, error 3: the final Status, resize 4) come over one
+of two transports, behind the small Channels interface below:
+- WebSocket (wschannels.py): v5.channel.k8s.io / v4, kubectl >= 1.30;
+- SPDY/3.1 streams (spdyexec.py): v4.channel.k8s.io down to v2, kubectl before 1.30.
+The process side is the same for both, here.
 
 The command runs as `minipod exec` in a child process -- the CLI's own path into the
 container (cgroup, namespaces, user, capabilities, a pty inside the container's devpts): the
@@ -23,11 +24,24 @@ import subprocess
 import sys
 import termios
 import threading
+from typing import Protocol
 
 from minipod.api.status import ApiError
 
-PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+class Channels(Protocol):
+    """What a session needs of its transport. serve() reads the client until it is gone
+    (or the channels are closed), calling the session's stdin(), stdin_end() and resize();
+    the other methods are called from the session's threads."""
+
+    closed: bool  # the client is gone: nothing more can be sent
+
+    def send(self, channel: int, data: bytes) -> None: ...
+    def end(self, channel: int) -> None: ...  # no more output on this channel
+    def finish(self, status: dict) -> None: ...  # the final Status, then the close
+    def serve(self, session: "Session") -> None: ...
 
 
 def handle(api, req, ns: str, name: str):
@@ -46,70 +60,52 @@ def handle(api, req, ns: str, name: str):
         raise ApiError(400, str(e)) from None
     if not rec.active or "running" not in (st.get("state") or {}):
         raise ApiError(400, f'container {c["name"]} is not valid for pod {name}: not running')
-    proto = protocol(req, "exec")
-    session = Session(api, req, name, c["name"], argv, proto)
-    session.run()
+    tty, stdin = req.flag("tty"), req.flag("stdin")
+    channels = open_channels(req, "exec", stdin=stdin, stdout=req.flag("stdout"),
+                             stderr=req.flag("stderr") and not tty, tty=tty)
+    Session(api, channels, name, c["name"], argv, tty=tty, stdin=stdin).run()
     return None
 
 
-def protocol(req, what: str) -> str:
-    """The channel protocol the WebSocket upgrade asks for, of ours (exec and attach)."""
-    upgrade = (req.headers.get("Upgrade") or "").lower()
-    offered = [p.strip() for p in (req.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
-    proto = next((p for p in PROTOCOLS if p in offered), None)
-    if upgrade != "websocket" or proto is None or not req.headers.get("Sec-WebSocket-Key"):
-        raise ApiError(400, f"minipod serves {what} over WebSocket with the v5.channel.k8s.io "
-                            "protocol only (kubectl >= 1.30); SPDY (older kubectl) is not "
-                            f"implemented (got Upgrade: {upgrade or 'none'})")
-    return proto
+def open_channels(req, what: str, *, stdin: bool, stdout: bool, stderr: bool,
+                  tty: bool) -> Channels:
+    """Upgrade the request to the channels its client asked for (the 101 is sent here)."""
+    from minipod.api import spdyexec, upgrade, wschannels
+
+    if upgrade.is_websocket(req):
+        return wschannels.accept(req)
+    if upgrade.is_spdy(req):
+        return spdyexec.accept(req, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+    raise ApiError(400, f"{what} needs an upgrade to WebSocket ({wschannels.PROTOCOLS[0]}) or "
+                        f"SPDY/3.1 (got Upgrade: {req.headers.get('Upgrade') or 'none'})")
+
+
+def exit_status(code: int, argv: list[str]) -> dict:
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: error executing command "
+                       f"{argv}, exit code {code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
 
 class Session:
-    def __init__(self, api, req, pod: str, container: str, argv: list[str], proto: str):
-        self.api, self.req, self.h = api, req, req.h
-        self.pod, self.container, self.argv, self.proto = pod, container, argv, proto
-        self.tty = req.flag("tty")
-        self.stdin = req.flag("stdin")
-        self.wlock = threading.Lock()
+    """A `minipod exec` child and its relay to the channels."""
+
+    def __init__(self, api, channels: Channels, pod: str, container: str, argv: list[str],
+                 tty: bool = False, stdin: bool = False):
+        self.api, self.ch = api, channels
+        self.pod, self.container, self.argv = pod, container, argv
+        self.tty, self.stdin_open = tty, stdin
         self.proc: subprocess.Popen | None = None
         self.master: int | None = None
-        self.closed = threading.Event()
-
-    def _accept(self) -> None:
-        from wsproto.connection import Connection, ConnectionType
-        from wsproto.utilities import generate_accept_token
-
-        h = self.h
-        h.send_response(101)
-        h.send_header("Upgrade", "websocket")
-        h.send_header("Connection", "Upgrade")
-        h.send_header("Sec-WebSocket-Accept",
-                      generate_accept_token(h.headers["Sec-WebSocket-Key"].encode()).decode())
-        h.send_header("Sec-WebSocket-Protocol", self.proto)
-        h.end_headers()
-        h.wfile.flush()
-        h.close_connection = True
-        h.connection.settimeout(None)  # an interactive shell may sit idle for hours
-        self.ws = Connection(ConnectionType.SERVER)
-
-    def send(self, channel: int, data: bytes) -> None:
-        from wsproto.events import BytesMessage
-
-        with self.wlock:
-            if self.closed.is_set():
-                return
-            try:
-                self.h.wfile.write(self.ws.send(BytesMessage(data=bytes([channel]) + data)))
-                self.h.wfile.flush()
-            except OSError:
-                self.closed.set()
 
     def _start(self) -> None:
         argv = [sys.executable, "-m", "minipod"]
         if self.api.config_path:
             argv += ["--config", self.api.config_path]
         argv += ["exec", self.pod, "-c", self.container]
-        if self.stdin:
+        if self.stdin_open:
             argv.append("-i")
         if self.tty:
             argv.append("-t")
@@ -124,51 +120,46 @@ class Session:
             os.close(slave)
         else:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+                argv, stdin=subprocess.PIPE if self.stdin_open else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 env=env, close_fds=True)
 
     def run(self) -> None:
-        self._accept()
         self._start()
         self.api.sessions.add(self)
         try:
             self._relay()
         finally:
             self.api.sessions.discard(self)
+            if self.master is not None:
+                os.close(self.master)
+            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
 
     def _relay(self) -> None:
-        pumps = []
         if self.tty:
-            pumps.append(threading.Thread(target=self._pump, args=(self.master, STDOUT),
-                                          daemon=True))
+            pumps = [(self.master, STDOUT)]
         else:
-            pumps += [threading.Thread(target=self._pump, args=(self.proc.stdout.fileno(), ch),
-                                       daemon=True) for ch in (STDOUT, STDERR)]
-        for t in pumps:
+            pumps = [(self.proc.stdout.fileno(), STDOUT), (self.proc.stderr.fileno(), STDERR)]
+        threads = [threading.Thread(target=self._pump, args=p, daemon=True) for p in pumps]
+        for t in threads:
             t.start()
         reader = threading.Thread(target=self._read_client, daemon=True)
         reader.start()
         code = self.proc.wait()
-        for t in pumps:
+        for t in threads:
             t.join(5)
-        if self.closed.is_set():
-            return  # the client went away: _read_client killed everything
-        if code == 0:
-            status = {"metadata": {}, "status": "Success"}
-        else:
-            status = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                      "message": f"command terminated with non-zero exit code: error "
-                                 f"executing command {self.argv}, exit code {code}",
-                      "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
-        self.send(ERROR, json.dumps(status).encode())
-        self._close_ws()
-        if self.master is not None:
-            os.close(self.master)
+        if not self.ch.closed:  # else the client went away: _read_client killed everything
+            for _, channel in pumps:
+                self.ch.end(channel)
+            self.ch.finish(exit_status(code, self.argv))
+        reader.join(10)
 
     def _pump(self, fd: int, channel: int) -> None:
-        if not self.tty and channel == STDERR:
-            fd = self.proc.stderr.fileno()
         while True:
             try:
                 data = os.read(fd, 32768)
@@ -176,86 +167,59 @@ class Session:
                 return
             if not data:
                 return
-            self.send(channel, data)
-
-    def _close_ws(self) -> None:
-        from wsproto.events import CloseConnection
-
-        with self.wlock:
-            if self.closed.is_set():
-                return
-            try:
-                self.h.wfile.write(self.ws.send(CloseConnection(code=1000)))
-                self.h.wfile.flush()
-            except Exception:
-                pass
-            self.closed.set()
+            self.ch.send(channel, data)
 
     def _read_client(self) -> None:
-        from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-
-        buf = b""
         try:
-            while True:
-                data = self.h.rfile.read1(65536)
-                if not data:
-                    break
-                self.ws.receive_data(data)
-                for ev in self.ws.events():
-                    if isinstance(ev, Ping):
-                        with self.wlock:
-                            self.h.wfile.write(self.ws.send(ev.response()))
-                            self.h.wfile.flush()
-                    elif isinstance(ev, CloseConnection):
-                        raise EOFError
-                    elif isinstance(ev, (BytesMessage, TextMessage)):
-                        part = ev.data if isinstance(ev, BytesMessage) else ev.data.encode()
-                        buf += part
-                        if ev.message_finished:
-                            self._message(buf)
-                            buf = b""
-        except Exception:
-            pass
-        self._client_gone()
+            self.ch.serve(self)
+        finally:
+            self.client_gone()
 
-    def _client_gone(self) -> None:
-        if self.proc.poll() is None and not self.closed.is_set():
+    # -- what the channels call --
+    def client_gone(self) -> None:
+        if self.proc.poll() is None and self.ch.closed:
             # The connection dropped (or was closed) while the command runs: end it all.
-            self.closed.set()
             kill_tree(self.proc.pid)
 
-    def _message(self, msg: bytes) -> None:
-        if not msg:
-            return
-        ch, data = msg[0], msg[1:]
-        if ch == STDIN:
+    def stdin(self, data: bytes) -> None:
+        try:
+            if self.tty:
+                os.write(self.master, data)
+            elif self.proc.stdin:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def stdin_end(self) -> None:
+        if self.tty:
             try:
-                if self.tty:
-                    os.write(self.master, data)
-                elif self.proc.stdin:
-                    self.proc.stdin.write(data)
-                    self.proc.stdin.flush()
+                os.write(self.master, b"\x04")  # ^D: the terminal's end of input
             except OSError:
                 pass
-        elif ch == RESIZE and self.master is not None:
+        elif self.proc.stdin:
             try:
-                size = json.loads(data)
-                fcntl.ioctl(self.master, termios.TIOCSWINSZ,
-                            struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
-                os.kill(self.proc.pid, signal.SIGWINCH)
-            except (ValueError, KeyError, TypeError, OSError):
+                self.proc.stdin.close()
+            except OSError:
                 pass
-        elif ch == CLOSE and data[:1] == bytes([STDIN]):
-            if self.tty:
-                try:
-                    os.write(self.master, b"\x04")  # ^D: the terminal's end of input
-                except OSError:
-                    pass
-            elif self.proc.stdin:
-                try:
-                    self.proc.stdin.close()
-                except OSError:
-                    pass
+
+    def resize(self, width: int, height: int) -> None:
+        if self.master is None:
+            return
+        try:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            os.kill(self.proc.pid, signal.SIGWINCH)
+        except OSError:
+            pass
+
+
+def parse_size(data: bytes) -> tuple[int, int] | None:
+    """{"Width": w, "Height": h} -> (w, h); None if it is not that."""
+    try:
+        size = json.loads(data)
+        return int(size["Width"]), int(size["Height"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def kill_tree(pid: int) -> None:

@@ -272,12 +272,6 @@ def put(api, req, ns: str, name: str):
                         "pods: delete the pod and create it again")
 
 
-def unsupported(api, req, ns: str, name: str):
-    what = req.path.rsplit("/", 1)[1]
-    raise ApiError(501, f"minipod serve does not implement pods/{what} yet (minipod exec and "
-                        f"the pod's IP work instead)", reason="NotImplemented")
-
-
 def _event_objects(api, ns: str | None) -> list[dict]:
     from minipod import state
     from minipod.cli import describe, status

@@ -1,11 +1,11 @@
 """`minipod serve`: HTTPS on 127.0.0.1, authentication, routing; the resources live in pods.py,
-podlog.py and exec.py.
+podlog.py, exec.py/attach.py and portforward.py, the connection upgrades in upgrade.py.
 
 Why the standard library's ThreadingHTTPServer: kubectl speaks HTTP/1.1 (with ALPN we never
 offer h2) and a node's API sees a handful of clients, so a thread per connection is plenty,
 and http.server's request parsing is the maintained one in the standard library; what it does
-not do -- bound the body, chunk a stream, upgrade to WebSocket (wsproto does the framing) --
-is done here in a few lines each. TLS is the standard library's ssl; the handshake runs in the
+not do -- bound the body, chunk a stream -- is done here in a few lines each, and the upgrades
+(WebSocket with wsproto's framing, SPDY/3.1 with minipod/api/spdy) in upgrade.py. TLS is the standard library's ssl; the handshake runs in the
 connection's thread (do_handshake_on_connect=False at accept), so a client that connects and
 sends nothing holds up only its own thread, for at most TIMEOUT seconds.
 """
@@ -164,11 +164,12 @@ class Handler(BaseHTTPRequestHandler):
             if not self._authenticated():
                 raise ApiError(401, "Unauthorized")
             # TIMEOUT stays on: a body that never comes, or a stream nobody reads, ends the
-            # connection (exec, which may rightly be quiet for long, lifts it: exec.py).
+            # connection (an upgraded one, which may rightly be quiet for long, lifts it:
+            # upgrade.TlsPipe).
             self.api.dispatch(req)
         except ApiError as e:
             self.send_json(e.code, e.status(), req.warnings)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+        except (ConnectionError, ssl.SSLError, socket.timeout):  # upgrade.Abandoned too
             self.close_connection = True
         except Exception as e:
             log.exception("%s %s", method, self.path)
@@ -272,7 +273,7 @@ class Api:
             Route(pod + r"/log", GET=podlog.log),
             Route(pod + r"/exec", GET=self._exec, POST=self._exec),
             Route(pod + r"/attach", GET=self._attach, POST=self._attach),
-            Route(pod + r"/portforward", GET=pods.unsupported, POST=pods.unsupported),
+            Route(pod + r"/portforward", GET=self._portforward, POST=self._portforward),
             Route(r"/api/v1/events", GET=pods.list_events),
             Route(ns + r"/events", GET=pods.list_events),
             Route(r"/api/v1/namespaces", GET=pods.list_namespaces),
@@ -283,6 +284,11 @@ class Api:
         from minipod.api import exec as execmod
 
         return execmod.handle(api, req, **kw)
+
+    def _portforward(self, api, req, **kw):
+        from minipod.api import portforward
+
+        return portforward.handle(api, req, **kw)
 
     def _attach(self, api, req, **kw):
         from minipod.api import attach

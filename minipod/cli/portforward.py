@@ -86,14 +86,12 @@ def _listen(addr: str, port: int) -> socket.socket:
     return s
 
 
-def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stderr) -> int:
-    from minipod.net.nssocket import NetnsSockets
-
-    rec.require()
+def pod_netns(rec) -> str:
+    """The path of a running pod's network namespace: pause's, or (pinned mode) its pin; a
+    pinned hostNetwork pod's is the node's. Conflict (kubectl's words) if it is not running."""
     st = rec.state
     phase = st.get("phase") or "Unknown"
     pause = st.get("sandbox_pid")
-    # The pod's netns: pause's, or (pinned mode) its pin; a hostNetwork pod's is the node's.
     pinned = st.get("sandbox_mode") == "pinned"
     pin = ((st.get("pins") or {}).get("files") or {}).get("net")
     nspath = pin or (f"/proc/{pause}/ns/net" if pause else
@@ -101,6 +99,32 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
     if not rec.active or phase != state.RUNNING or not nspath:
         raise Conflict(f"unable to forward port because pod is not running. Current "
                        f"status={phase if rec.active or phase in state.FINAL else 'Unknown'}")
+    return nspath
+
+
+def dial(sockets, port: int) -> tuple[socket.socket | None, list[str]]:
+    """Connect to localhost:port in the pod, IPv4 first, then IPv6 (as containerd does);
+    (socket, []) or (None, what each attempt said)."""
+    problems = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        s = sockets.socket(family, socket.SOCK_STREAM)
+        try:
+            s.connect((host, port))
+            return s, []
+        except OSError as e:
+            problems.append(f"{_show(host, port)}: {e.strerror}")
+            s.close()
+    return None, problems
+
+
+def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stderr) -> int:
+    from minipod.net.nssocket import NetnsSockets
+
+    rec.require()
+    st = rec.state
+    pause = st.get("sandbox_pid")
+    pin = ((st.get("pins") or {}).get("files") or {}).get("net")
+    nspath = pod_netns(rec)
     names = {p["name"]: p["containerPort"] for c in rec.plan["containers"]
              for p in c.get("spec", {}).get("ports", []) if p.get("name")}
     pairs = parse(specs, names)
@@ -138,6 +162,14 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
         for s in listeners:
             s.close()
         sockets.close()
+
+
+def sandbox_alive(rec):
+    """A check that the running pod's sandbox is still there (for a forwarder: it must let go
+    of the namespace when the pod goes)."""
+    st = rec.state
+    return _sandbox_alive(st.get("sandbox_pid"),
+                          ((st.get("pins") or {}).get("files") or {}).get("net"))
 
 
 def _sandbox_alive(pause: int, pin: str | None):
@@ -192,16 +224,7 @@ def _serve(rec, alive, listeners, sockets, out, err) -> int:
 def _forward(conn: socket.socket, pod: str, port: int, sockets, err) -> None:
     remote = None
     try:
-        remote, problems = None, []
-        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            s = sockets.socket(family, socket.SOCK_STREAM)
-            try:
-                s.connect((host, port))
-                remote = s
-                break
-            except OSError as e:
-                problems.append(f"{_show(host, port)}: {e.strerror}")
-                s.close()
+        remote, problems = dial(sockets, port)
         if remote is None:
             print(f"error: an error occurred forwarding {port} in pod \"{pod}\": "
                   f"{'; '.join(problems)}", file=err, flush=True)

@@ -13,6 +13,11 @@ one thread, and whichever thread next ran Python code would not know where it is
 helper is forked before the caller starts any thread. It exits when its socketpair reaches
 EOF, i.e. when the caller closes it or dies, so it cannot outlive its user.
 
+A threaded caller (the API server's port-forward) must not fork a Python child at all: it
+uses NetnsSockets.spawn(), which execs a fresh `python -m minipod.net.nssocket` (fork+exec is
+safe with threads; only the exec'd program runs in the child) that opens the namespace file
+and serves the same protocol.
+
 Protocol, per request: -> 8 bytes, struct "ii" (family, type); <- 1 byte b"+" with the fd
 attached, or b"-" followed by a one-line error and a newline.
 """
@@ -38,19 +43,38 @@ class NetnsSocketError(NetError):
 class NetnsSockets:
     """socket(family, type) inside the network namespace `netns_fd` refers to."""
 
-    def __init__(self, netns_fd: int, what: str = "the pod's network namespace") -> None:
+    def __init__(self, netns_fd: int | None, what: str = "the pod's network namespace",
+                 _path: str | None = None) -> None:
         self.what = what
         self._lock = threading.Lock()  # one request at a time on the shared socketpair
+        self._proc = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # never returns into the caller's code
+        if _path is not None:  # spawn(): exec a fresh helper
+            import subprocess
+            import sys
+
             try:
-                ours.close()
-                os.close(ready_r)
-                _child(theirs, netns_fd, ready_w)
-            finally:
-                os._exit(0)
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "minipod.net.nssocket", str(theirs.fileno()),
+                     str(ready_w), _path], pass_fds=(theirs.fileno(), ready_w),
+                    stdin=subprocess.DEVNULL, close_fds=True)
+            except OSError:
+                for x in (ours, theirs):
+                    x.close()
+                for fd in (ready_r, ready_w):
+                    os.close(fd)
+                raise
+            pid = self._proc.pid
+        else:
+            pid = os.fork()
+            if pid == 0:  # never returns into the caller's code
+                try:
+                    ours.close()
+                    os.close(ready_r)
+                    _child(theirs, netns_fd, ready_w)
+                finally:
+                    os._exit(0)
         theirs.close()
         os.close(ready_w)
         self.pid = pid
@@ -60,6 +84,11 @@ class NetnsSockets:
         if err:
             self.close()
             raise NetnsSocketError(f"enter {what}: {err.decode(errors='replace')}")
+
+    @classmethod
+    def spawn(cls, netns_path: str, what: str = "the pod's network namespace") -> "NetnsSockets":
+        """The same, from a threaded process: the helper is exec'd, and opens `netns_path`."""
+        return cls(None, what, _path=netns_path)
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
         with self._lock:
@@ -78,12 +107,14 @@ class NetnsSockets:
 
     def close(self) -> None:
         self._sock.close()  # EOF: the helper exits
-        if self.pid:
+        if self._proc is not None:
+            self._proc.wait()
+        elif self.pid:
             try:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
                 pass
-            self.pid = 0
+        self.pid = 0
 
     def __enter__(self) -> "NetnsSockets":
         return self
@@ -129,3 +160,21 @@ def _child(sock: socket.socket, netns_fd: int, ready_w: int) -> None:
             return
         finally:
             s.close()
+
+
+def main(argv: list[str]) -> None:
+    """`python -m minipod.net.nssocket SOCK_FD READY_FD NETNS_PATH` (spawn()'s helper)."""
+    sock_fd, ready_w, path = int(argv[0]), int(argv[1]), argv[2]
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        netns = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        os.write(ready_w, f"open {path}: {e.strerror}".encode())
+        return
+    _child(sock, netns, ready_w)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -322,15 +322,9 @@ def test_attach_to_a_restarted_container(mp):
 # --- kubectl ---------------------------------------------------------------------------------
 
 def _served_class():
-    """test_kubectl.py's `minipod serve` + kubectl pair (loaded from its file: test modules are
-    not importable by name under --import-mode=importlib)."""
-    import importlib.util
+    from kubeserve import Served
 
-    spec = importlib.util.spec_from_file_location(
-        "_kubectl_served", os.path.join(os.path.dirname(__file__), "test_kubectl.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.Served
+    return Served
 
 
 @pytest.fixture
@@ -430,7 +424,8 @@ def test_kubectl_attach(served, mp):
     assert (code, json.loads(body)["message"]) == \
         (400, "you must specify at least 1 of stdin, stdout, stderr")
     code, body = served.raw("POST", path + "&stdout=true")
-    assert code == 400 and "over WebSocket" in json.loads(body)["message"]
+    assert code == 400 and "needs an upgrade to WebSocket (v5.channel.k8s.io) or SPDY/3.1" \
+        in json.loads(body)["message"]
     reap_orphans()
 
 
