@@ -5,6 +5,7 @@ Test modules import the fixtures by name (`from kubeserve import served, ...`).
 
 from __future__ import annotations
 
+import http.client
 import os
 import pty
 import re
@@ -14,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -160,3 +162,51 @@ def procs(needle: str) -> list[int]:
             if cmd == needle:  # exactly the command in the container, not kubectl's argv
                 out.append(int(d))
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str = "/index.html") -> bytes:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        assert r.status == 200, (r.status, r.read())
+        return r.read()
+    finally:
+        c.close()
+
+
+class PortForward:
+    """A `kubectl port-forward` running in the background, its output collected."""
+
+    def __init__(self, served, binary: str, pod: str, *args: str):
+        ports = [a for a in args if not a.startswith("-")]
+        self.p = subprocess.Popen([binary, "port-forward", f"pod/{pod}", *args],
+                                  env=served.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        self.out = b""
+        self.err = b""
+        self._t = [threading.Thread(target=self._drain, args=(s, n), daemon=True)
+                   for s, n in ((self.p.stdout, "out"), (self.p.stderr, "err"))]
+        for t in self._t:
+            t.start()
+        deadline = time.monotonic() + 30
+        while self.out.count(b"Forwarding from 127.0.0.1") < len(ports):
+            assert self.p.poll() is None and time.monotonic() < deadline, (self.out, self.err)
+            time.sleep(0.1)
+
+    def _drain(self, stream, name: str) -> None:
+        for line in iter(stream.readline, b""):
+            setattr(self, name, getattr(self, name) + line)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+        for t in self._t:
+            t.join(5)

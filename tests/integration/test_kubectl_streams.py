@@ -9,8 +9,6 @@ import http.client
 import os
 import re
 import select
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -18,7 +16,8 @@ import time
 import pytest
 
 from conftest import reap_orphans
-from kubeserve import Served, kubectl120, kubectl135, procs, ready, served, tty_kubectl  # noqa: F401
+from kubeserve import (PortForward, Served, free_port, http_get, kubectl120,  # noqa: F401
+                       kubectl135, procs, ready, served, tty_kubectl)
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -42,23 +41,6 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(port: int, path: str = "/index.html") -> bytes:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request("GET", path, headers={"Connection": "close"})
-        r = c.getresponse()
-        assert r.status == 200, (r.status, r.read())
-        return r.read()
-    finally:
-        c.close()
-
-
 def _server_state(pid: int) -> tuple[int, int, list[int]]:
     """(threads, open fds, child processes) of the server."""
     children = []
@@ -71,37 +53,6 @@ def _server_state(pid: int) -> tuple[int, int, list[int]]:
             except (OSError, ValueError, IndexError):
                 pass
     return (len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")), children)
-
-
-class PortForward:
-    """A `kubectl port-forward` running in the background, its output collected."""
-
-    def __init__(self, served, binary: str, pod: str, *args: str):
-        ports = [a for a in args if not a.startswith("-")]
-        self.p = subprocess.Popen([binary, "port-forward", f"pod/{pod}", *args],
-                                  env=served.env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        self.out = b""
-        self.err = b""
-        self._t = [threading.Thread(target=self._drain, args=(s, n), daemon=True)
-                   for s, n in ((self.p.stdout, "out"), (self.p.stderr, "err"))]
-        for t in self._t:
-            t.start()
-        deadline = time.monotonic() + 30
-        while self.out.count(b"Forwarding from 127.0.0.1") < len(ports):
-            assert self.p.poll() is None and time.monotonic() < deadline, (self.out, self.err)
-            time.sleep(0.1)
-
-    def _drain(self, stream, name: str) -> None:
-        for line in iter(stream.readline, b""):
-            setattr(self, name, getattr(self, name) + line)
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait(10)
-        for t in self._t:
-            t.join(5)
 
 
 def _settled(served, baseline, what: str) -> None:
@@ -129,12 +80,12 @@ def _web(served, mp, prefix: str) -> str:
 def _many(port: int, pod: str) -> None:
     want = f"hello from {pod}\n".encode()
     for i in range(50):
-        assert _get(port) == want, i
+        assert http_get(port) == want, i
     results: list = []
 
     def one():
         try:
-            results.append(_get(port))
+            results.append(http_get(port))
         except Exception as e:  # reported below
             results.append(e)
 
@@ -144,7 +95,7 @@ def _many(port: int, pod: str) -> None:
     for t in threads:
         t.join(60)
     assert results == [want] * 8
-    big = _get(port, "/big")
+    big = http_get(port, "/big")
     assert len(big) == BIG and hashlib.sha256(big).digest() == hashlib.sha256(
         (b"0123456789\n" * (BIG // 11 + 1))[:BIG]).digest()
 
@@ -154,7 +105,7 @@ def test_port_forward_kubectl_135(served, mp):
     nothing of it stays in the server."""
     name = _web(served, mp, "kpf")
     baseline = _server_state(served.proc.pid)
-    local = _free_port()
+    local = free_port()
     pf = PortForward(served, served.kubectl, name, "-v=4", f"{local}:80")
     try:
         _many(local, name)
@@ -175,7 +126,7 @@ def test_port_forward_kubectl_135(served, mp):
     pf = PortForward(served, served.kubectl, name, f"{local}:81")
     try:
         with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
-            _get(local)
+            http_get(local)
         deadline = time.monotonic() + 20
         while b"connection refused" not in pf.err.lower() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -186,7 +137,7 @@ def test_port_forward_kubectl_135(served, mp):
     # The pod removed under a forwarding: the server lets go of its netns, kubectl stops.
     pf = PortForward(served, served.kubectl, name, f"{local}:80")
     try:
-        assert _get(local) == f"hello from {name}\n".encode()
+        assert http_get(local) == f"hello from {name}\n".encode()
         mp.minipod("rm", "-f", name)
         assert pf.p.wait(20) == 1
         pf.kill()
@@ -206,18 +157,18 @@ def test_port_forward_kubectl_120(mp, kubectl135, kubectl120):
     try:
         name = _web(served, mp, "kpf120")
         baseline = _server_state(served.proc.pid)
-        good, bad = _free_port(), _free_port()
+        good, bad = free_port(), free_port()
         pf = PortForward(served, kubectl120, name, f"{good}:80", f"{bad}:81")
         try:
             _many(good, name)
             with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
-                _get(bad)
+                http_get(bad)
             deadline = time.monotonic() + 20
             while b"error forwarding port 81" not in pf.err and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert re.search(rb"an error occurred forwarding \d+ -> 81: error forwarding port "
                              rb"81 to pod " + name.encode(), pf.err), pf.err
-            assert _get(good) == f"hello from {name}\n".encode()  # it survived
+            assert http_get(good) == f"hello from {name}\n".encode()  # it survived
             assert pf.p.poll() is None
         finally:
             pf.kill()
