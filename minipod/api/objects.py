@@ -134,10 +134,12 @@ def get(api, req, resource: str, ns: str, name: str):
 
 def _invalid(kind: str, name: str, problems: list[str]) -> ApiError:
     msg = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+    # kubectl prints "The <kind> "<name>" is invalid: <field>: <message>" from the causes.
     return ApiError(422, f'{kind} "{name}" is invalid: {msg}',
-                    details={"name": name, "kind": KINDS.get(kind, kind.lower() + "s"),
-                             "causes": [{"reason": "FieldValueInvalid", "message": p,
-                                         "field": p.split(":", 1)[0]} for p in problems]})
+                    details={"name": name, "kind": kind,
+                             "causes": [{"reason": "FieldValueInvalid",
+                                         "message": p.partition(": ")[2] or p,
+                                         "field": p.partition(": ")[0]} for p in problems]})
 
 
 def _normalise(req, doc: dict, kind: str, ns: str, strict: bool) -> dict:

@@ -200,9 +200,17 @@ def strategic(original, patch, type_name: str | None):
             out[k] = merged
         elif isinstance(v, dict):
             sub = item_type if code and not code.startswith("{}") else None
-            if code.startswith("{}"):  # a map of objects: each value of the item type
+            if code.startswith("{}"):  # a map (data, labels): each value of the item type
+                if v.get("$patch") in ("replace", "delete"):
+                    if v["$patch"] == "delete":
+                        out.pop(k, None)
+                    else:
+                        out[k] = _strip(v)
+                    continue
                 cur = dict(out.get(k) or {})
                 for mk, mv in v.items():
+                    if mk.startswith("$"):
+                        continue
                     if mv is None:
                         cur.pop(mk, None)
                     else:

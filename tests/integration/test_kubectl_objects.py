@@ -9,9 +9,9 @@ import os
 import re
 
 import pytest
+from kubeserve import Served, kubectl120, kubectl135, served  # noqa: F401 - fixtures
 
 from minipod.objectstore import fs_type
-from test_kubectl import Served, kubectl120, kubectl135  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -47,13 +47,6 @@ def _store_dirs(mp) -> list[str]:
     for top in (os.path.join(mp.root, "objects"), os.path.join(mp.data, "objects")):
         out += sorted(p for p, _, _ in os.walk(top))
     return out
-
-
-@pytest.fixture
-def served(mp, kubectl135):
-    s = Served(mp, kubectl135)
-    yield s
-    s.stop()
 
 
 def test_configmap_and_secret_feed_a_pod(served, mp):
@@ -138,7 +131,7 @@ def test_apply_patch_immutable_and_namespaces(served, mp):
     assert got["data"] == {"extra": "1"}
     # A typo is the server's strict decoding error (kubectl 1.35 leaves validation to it).
     bad = mp.write("bad.yaml", CM.format(name=name, ns=ns, extra="", mode="x")
-                   .replace("data:", "datta:"))
+                   .replace("\ndata:", "\ndatta:"))
     p = served.k("apply", "-f", bad, check=False)
     assert p.returncode == 1 and 'strict decoding error: unknown field "datta"' in p.stderr
 
@@ -148,7 +141,7 @@ def test_apply_patch_immutable_and_namespaces(served, mp):
     mp.write("frozen.yaml", CM.format(name=f"frozen-{sfx}", ns=ns, extra="immutable: true\n",
                                       mode="b"))
     p = served.k("apply", "-f", frozen, check=False)
-    assert p.returncode == 1 and f'ConfigMap "frozen-{sfx}" is invalid: data: Forbidden: ' \
+    assert p.returncode == 1 and f'The ConfigMap "frozen-{sfx}" is invalid: data: Forbidden: ' \
         "field is immutable when `immutable` is set" in p.stderr, p.stderr
     # stringData is merged into data, and never shown.
     sec = mp.write("sec.yaml", f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s-{sfx}}}\n"
@@ -176,7 +169,7 @@ def test_kubectl_120_objects_and_client_validation(mp, kubectl120):
         assert rows[0].split() == ["NAME", "TYPE", "DATA", "AGE"]
         assert rows[1].split()[:3] == [f"old-{sfx}", "Opaque", "1"]
         bad = mp.write("bad.yaml", CM.format(name=f"b-{sfx}", ns="default", extra="",
-                                             mode="x").replace("data:", "datta:"))
+                                             mode="x").replace("\ndata:", "\ndatta:"))
         p = served.k("apply", "-f", bad, check=False)
         assert p.returncode == 1 and p.stderr == (
             f'error: error validating "{bad}": error validating data: ValidationError(ConfigMap)'
