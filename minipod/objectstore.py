@@ -103,6 +103,15 @@ class Store:
         except (OSError, ValueError) as e:
             raise StoreError(f"read {path}: {e}") from None
 
+    def namespaces(self) -> set[str]:
+        out = set()
+        for kind in RESOURCES:
+            try:
+                out.update(n for n in os.listdir(self.dir(kind)) if valid_namespace(n))
+            except OSError:
+                pass
+        return out
+
     def list(self, kind: str, ns: str | None = None) -> list[dict]:
         d = self.dir(kind)
         try:
@@ -123,8 +132,8 @@ class Store:
         """The lookup spec.load falls back on: an objects.Obj, or None."""
         from minipod.spec import objects
 
-        if kind not in RESOURCES:
-            return None
+        if kind not in RESOURCES or not os.path.isdir(self.dir(kind)):
+            return None  # nothing stored (and no lock to take: `validate` as a user works)
         with self.locked():
             doc = self.read(kind, ns, name)
         if doc is None:
@@ -181,11 +190,10 @@ class Store:
     def _prune(self, kind: str, ns_dir: str) -> None:
         """Remove what a delete left empty: the namespace's directory, the kind's (our tmpfs
         first, for secrets), then objects/ itself."""
-        for d in (ns_dir,):
-            try:
-                os.rmdir(d)
-            except OSError:
-                return  # other objects in the namespace
+        try:
+            os.rmdir(ns_dir)
+        except OSError:
+            return  # other objects in the namespace
         top = self.dir(kind)
         if os.listdir(top):
             return

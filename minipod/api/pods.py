@@ -309,7 +309,9 @@ def _namespace(name: str) -> dict:
 
 def list_namespaces(api, req):
     _, items = api.hub.snapshot()
-    names = sorted({"default"} | {_ns(o) for o, _ in items})
+    from minipod.objectstore import Store
+
+    names = sorted({"default"} | {_ns(o) for o, _ in items} | Store(api.cfg).namespaces())
     return 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
                  "items": [_namespace(n) for n in names]}
 

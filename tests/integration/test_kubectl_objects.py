@@ -129,6 +129,13 @@ def test_apply_patch_immutable_and_namespaces(served, mp):
     served.k("patch", "cm", name, "-n", ns, "--type=merge", "-p", '{"data": {"mode": null}}')
     got = json.loads(served.k("get", "cm", name, "-n", ns, "-o", "json").stdout)
     assert got["data"] == {"extra": "1"}
+    # replace (PUT) and server-side apply; the namespace is listed while it holds objects.
+    served.k("replace", "-f", mp.write("r.json", json.dumps(dict(got, data={"r": "2"}))))
+    assert served.k("apply", "--server-side", "-f", path).stdout.strip() == \
+        f"configmap/{name} serverside-applied"
+    got = json.loads(served.k("get", "cm", name, "-n", ns, "-o", "json").stdout)
+    assert got["data"] == {"r": "2", "mode": "slow"}
+    assert ns in served.k("get", "namespaces", "-o", "name").stdout
     # A typo is the server's strict decoding error (kubectl 1.35 leaves validation to it).
     bad = mp.write("bad.yaml", CM.format(name=name, ns=ns, extra="", mode="x")
                    .replace("\ndata:", "\ndatta:"))
