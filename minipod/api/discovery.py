@@ -3,11 +3,12 @@
 Only the legacy forms: kubectl asks for aggregated discovery (apidiscovery.k8s.io/v2) first
 and falls back to these when the answer is plain application/json.
 
-OpenAPI: kubectl validates a manifest itself unless the server says it does. It finds that
-out from /openapi/v3/api/v1 -- the `fieldValidation` query parameter on the pod's operations
--- and then sends fieldValidation=Strict and leaves validation (minipod's own, pods.create) to
-the server. So the document holds only those operations: no schemas, which also means
-`kubectl explain` has nothing to show (it says so).
+OpenAPI: kubectl validates a manifest itself unless the server says it does. kubectl 1.35
+finds that out from /openapi/v3/api/v1 -- the `fieldValidation` query parameter on the
+operations of pods, configmaps and secrets -- and then sends fieldValidation=Strict and leaves
+validation (minipod's own) to the server. So the v3 document holds only those operations: no
+schemas, which also means `kubectl explain` has nothing to show (it says so). kubectl 1.20 knows
+no v3 and validates on the client with /openapi/v2, which has the schemas (openapi.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 
 VERBS = ["create", "delete", "get", "list", "watch"]
+OBJECT_VERBS = ["create", "delete", "get", "list", "patch", "update"]  # objects.py: no watch
 
 
 def version(api, req, **_):
@@ -48,6 +50,8 @@ def api_v1(api, req, **_):
         _res("pods/attach", "PodAttachOptions", verbs=["create", "get"]),
         _res("pods/portforward", "PodPortForwardOptions", verbs=["create", "get"]),
         _res("pods/status", "Pod", verbs=["get"]),
+        _res("configmaps", "ConfigMap", short=["cm"], singular="configmap", verbs=OBJECT_VERBS),
+        _res("secrets", "Secret", singular="secret", verbs=OBJECT_VERBS),
         _res("events", "Event", short=["ev"], singular="event", verbs=["get", "list"]),
         _res("namespaces", "Namespace", namespaced=False, short=["ns"], singular="namespace",
              verbs=["get", "list"]),
@@ -73,18 +77,20 @@ def _param(name, desc):
 def _core_doc() -> dict:
     fv = _param("fieldValidation", "Strict: minipod's own validation, every problem named.")
     dry = _param("dryRun", "not supported by minipod")
-    op = {"responses": {"200": {"description": "OK"}},
-          "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": "Pod"}}
-    pods = "/api/v1/namespaces/{namespace}/pods"
-    return {"openapi": "3.0.0", "info": {"title": "minipod", "version": "v1"}, "paths": {
-        pods: {"post": {**op, "x-kubernetes-action": "post", "parameters": [fv, dry]},
-               "get": {**op, "x-kubernetes-action": "list"}},
-        pods + "/{name}": {"get": {**op, "x-kubernetes-action": "get"},
-                           "patch": {**op, "x-kubernetes-action": "patch",
-                                     "parameters": [fv, dry]},
-                           "put": {**op, "x-kubernetes-action": "put", "parameters": [fv, dry]},
-                           "delete": {**op, "x-kubernetes-action": "delete"}},
-    }, "components": {"schemas": {}}}
+    paths = {}
+    for resource, kind in (("pods", "Pod"), ("configmaps", "ConfigMap"), ("secrets", "Secret")):
+        op = {"responses": {"200": {"description": "OK"}},
+              "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": kind}}
+        base = f"/api/v1/namespaces/{{namespace}}/{resource}"
+        paths[base] = {"post": {**op, "x-kubernetes-action": "post", "parameters": [fv, dry]},
+                       "get": {**op, "x-kubernetes-action": "list"}}
+        paths[base + "/{name}"] = {
+            "get": {**op, "x-kubernetes-action": "get"},
+            "patch": {**op, "x-kubernetes-action": "patch", "parameters": [fv, dry]},
+            "put": {**op, "x-kubernetes-action": "put", "parameters": [fv, dry]},
+            "delete": {**op, "x-kubernetes-action": "delete"}}
+    return {"openapi": "3.0.0", "info": {"title": "minipod", "version": "v1"}, "paths": paths,
+            "components": {"schemas": {}}}
 
 
 _CORE = json.dumps(_core_doc()).encode()
@@ -100,8 +106,6 @@ def openapi_v3_core(api, req, **_):
 
 
 def openapi_v2(api, req, **_):
-    from minipod.api.status import ApiError
+    from minipod.api import openapi
 
-    # kubectl < 1.27 validates with this document, in protobuf only: minipod has none.
-    raise ApiError(404, "minipod serves no OpenAPI v2 document: kubectl older than 1.27 needs "
-                        "--validate=false (minipod validates every manifest itself)")
+    return openapi.serve(api, req)

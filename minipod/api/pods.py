@@ -90,11 +90,14 @@ def create(api, req, ns: str, doc: dict | None = None):
     for k in ("resourceVersion", "uid", "creationTimestamp"):
         meta.pop(k, None)  # set by the server, as the API server does
     doc.pop("status", None)
+    from minipod import objectstore
     from minipod.spec import spec
 
     shown = meta.get("name") or meta.get("generateName") or ""
     try:
-        res = spec.loads(json.dumps(doc), source=f'Pod "{shown}"')
+        # The configMaps and secrets its volumes and env read: the node's object store's.
+        res = spec.loads(json.dumps(doc), source=f'Pod "{shown}"',
+                         store=objectstore.Store(api.cfg))
     except SpecError as e:
         causes = [{"reason": "FieldValueInvalid", "message": p,
                    "field": p.split(":", 1)[0]} for p in e.problems]
@@ -108,12 +111,12 @@ def create(api, req, ns: str, doc: dict | None = None):
     if req.arg("dryRun"):
         raise ApiError(400, "dryRun is not supported by minipod (the manifest is valid)")
     with api.lock:  # one create at a time: the check below and the claim on disk
-        _launch(api, req, lp, name)
+        _launch(api, req, lp, name, res.objects)
     api.hub.refresh()
     return 201, _find(api, ns, name)[0]
 
 
-def _launch(api, req, lp, name: str) -> None:
+def _launch(api, req, lp, name: str, objects) -> None:
     from minipod import state
     from minipod.images import pull
     from minipod.images.store import ImageStore
@@ -131,7 +134,7 @@ def _launch(api, req, lp, name: str) -> None:
             if (c.image, c.image_pull_policy) not in seen:
                 seen.add((c.image, c.image_pull_policy))
                 pull.ensure(store, cfg, c.image, c.image_pull_policy, err=err)
-        plan = planmod.build(lp, cfg, store, f'pod "{name}"')
+        plan = planmod.build(lp, cfg, store, f'pod "{name}"', objects)
         pid = runner.launch(plan, cfg, runner.Daemon(True, cfg.janitor))
     except Conflict as e:
         raise ApiError(409, str(e)) from None
@@ -193,74 +196,54 @@ def _stop_and_remove(api, name: str, grace: int) -> None:
         api.hub.refresh()
 
 
+_FORBIDDEN = ("spec: Forbidden: pod updates may not change fields other than "
+              "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+              "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing "
+              "tolerations),`spec.terminationGracePeriodSeconds` (minipod: and not those "
+              "either: delete the pod and create it again)")
+
+
 def patch(api, req, ns: str, name: str):
     """Labels and annotations of a pod may change (kubectl apply's last-applied annotation
-    does on every apply); its spec may not, here as for a running pod in Kubernetes."""
+    does on every apply); its spec may not, here as for a running pod in Kubernetes. The
+    patch is applied to the pod's manifest (patch.py), and what it changed is checked."""
     from minipod import state
+    from minipod.api import patch as patchmod
 
-    ctype = (req.headers.get("Content-Type") or "").split(";")[0]
-    raw = req.body()
+    ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+    p = patchmod.parse(ctype, req.body())
     try:
         _find(api, ns, name)
     except ApiError:
-        if ctype != "application/apply-patch+yaml":
+        if ctype != patchmod.APPLY:
             raise
         # Server-side apply of a pod that does not exist: create it from the applied object.
-        import yaml
-
-        try:
-            doc = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ApiError(400, f"the applied object is not valid YAML: {e}") from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "the applied object must be a mapping")
-        return create(api, req, ns, doc)
-    try:
-        if ctype == "application/apply-patch+yaml":
-            import yaml
-
-            p = yaml.safe_load(raw)
-        else:
-            p = json.loads(raw)
-    except Exception as e:
-        raise ApiError(400, f"the patch is not valid {ctype or 'JSON'}: {e}") from None
-    if ctype == "application/json-patch+json" or not isinstance(p, dict):
-        raise ApiError(415, "minipod takes merge and strategic-merge patches of labels and "
-                            "annotations only", reason="UnsupportedMediaType")
-    spec_change = {k: v for k, v in (p.get("spec") or {}).items() if not k.startswith("$")}
-    if ctype == "application/apply-patch+yaml":  # the whole object: its spec, unchanged?
-        from minipod import state
-
-        written = (state.PodRecord(api.cfg.root, name).plan.get("manifest") or {}).get("spec")
-        if p.get("spec") == written:
-            spec_change = {}
-        p = {k: v for k, v in p.items() if k != "status"}
-    if spec_change or set(p) - {"metadata", "spec", "apiVersion", "kind"}:
-        raise ApiError(422, f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not '
-                            "change fields other than `spec.containers[*].image`,"
-                            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
-                            "`spec.tolerations` (only additions to existing tolerations),"
-                            "`spec.terminationGracePeriodSeconds` (minipod: and not those "
-                            "either: delete the pod and create it again)")
-    meta_p = p.get("metadata") or {}
-    if set(meta_p) - {"labels", "annotations", "name", "namespace", "resourceVersion",
-                      "uid", "creationTimestamp", "generateName", "managedFields"}:
-        raise ApiError(422, f'Pod "{name}" is invalid: metadata: Forbidden: only labels and '
-                            "annotations of a pod can change")
+        return create(api, req, ns, dict(p))
     with api.lock:
         rec = state.PodRecord(api.cfg.root, name).require()
         plan = dict(rec.plan)
         manifest = json.loads(json.dumps(plan.get("manifest") or {}))
+        if ctype == patchmod.APPLY:  # the whole object: its spec as written, or a change
+            p = {k: v for k, v in p.items() if k != "status"}
+            if p.get("spec") == manifest.get("spec"):
+                p.pop("spec", None)
+        new = patchmod.apply(manifest, ctype, p, "Pod")
+        if new.get("spec") != manifest.get("spec") or \
+                {k for k in set(new) | set(manifest) if new.get(k) != manifest.get(k)} - \
+                {"metadata", "spec", "apiVersion", "kind", "status"}:
+            raise ApiError(422, f'Pod "{name}" is invalid: {_FORBIDDEN}')
+        old_m, new_m = manifest.get("metadata") or {}, new.get("metadata") or {}
+        changed = {k for k in set(old_m) | set(new_m) if old_m.get(k) != new_m.get(k)}
+        if changed - {"labels", "annotations", "resourceVersion", "uid", "creationTimestamp",
+                      "managedFields", "generateName"}:
+            raise ApiError(422, f'Pod "{name}" is invalid: metadata: Forbidden: only labels and '
+                                "annotations of a pod can change")
         m = manifest.setdefault("metadata", {})
         for key in ("labels", "annotations"):
-            if key in meta_p:
-                cur = dict(m.get(key) or {})
-                for k, v in (meta_p[key] or {}).items():
-                    if v is None:
-                        cur.pop(k, None)
-                    else:
-                        cur[k] = str(v)
-                m[key] = cur
+            if key in changed:
+                m[key] = {str(k): str(v) for k, v in (new_m.get(key) or {}).items()}
+                if not m[key]:
+                    del m[key]
         plan["manifest"] = manifest
         state.write_json(os.path.join(rec.dir, "plan.json"), plan)
     api.hub.refresh()
@@ -326,7 +309,9 @@ def _namespace(name: str) -> dict:
 
 def list_namespaces(api, req):
     _, items = api.hub.snapshot()
-    names = sorted({"default"} | {_ns(o) for o, _ in items})
+    from minipod.objectstore import Store
+
+    names = sorted({"default"} | {_ns(o) for o, _ in items} | Store(api.cfg).namespaces())
     return 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
                  "items": [_namespace(n) for n in names]}
 

@@ -41,6 +41,7 @@ class Request:
         self.query = parse_qs(u.query, keep_blank_values=True)
         self.headers = h.headers
         self.warnings: list[str] = []
+        self.body_read = False  # an answer before the body was read ends the connection
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         v = self.query.get(name)
@@ -72,6 +73,7 @@ class Request:
             self.h.close_connection = True
             raise ApiError(413, f"the request body is too large: {n} bytes, the limit is "
                                 f"{MAX_BODY}")
+        self.body_read = True
         return self.h.rfile.read(n)
 
     def json_body(self) -> dict:
@@ -168,6 +170,9 @@ class Handler(BaseHTTPRequestHandler):
             # upgrade.TlsPipe).
             self.api.dispatch(req)
         except ApiError as e:
+            if not req.body_read and (self.headers.get("Content-Length") or "0") != "0":
+                # The unread body would be parsed as the next request on this connection.
+                self.close_connection = True
             self.send_json(e.code, e.status(), req.warnings)
         except (ConnectionError, ssl.SSLError, socket.timeout):  # upgrade.Abandoned too
             self.close_connection = True
@@ -246,7 +251,7 @@ class Api:
     """The routes, the watch hub and the credentials of one server."""
 
     def __init__(self, cfg, token: str, config_path: str | None = None):
-        from minipod.api import discovery, pods, podlog
+        from minipod.api import discovery, objects, pods, podlog
         from minipod.api.watch import Hub
 
         self.cfg = cfg
@@ -274,6 +279,11 @@ class Api:
             Route(pod + r"/exec", GET=self._exec, POST=self._exec),
             Route(pod + r"/attach", GET=self._attach, POST=self._attach),
             Route(pod + r"/portforward", GET=self._portforward, POST=self._portforward),
+            Route(r"/api/v1/(?P<resource>configmaps|secrets)", GET=objects.list_objects),
+            Route(ns + r"/(?P<resource>configmaps|secrets)", GET=objects.list_objects,
+                  POST=objects.create),
+            Route(ns + r"/(?P<resource>configmaps|secrets)/(?P<name>[^/]+)", GET=objects.get,
+                  DELETE=objects.delete, PATCH=objects.patch, PUT=objects.put),
             Route(r"/api/v1/events", GET=pods.list_events),
             Route(ns + r"/events", GET=pods.list_events),
             Route(r"/api/v1/namespaces", GET=pods.list_namespaces),
@@ -314,8 +324,8 @@ class Api:
 def _not_served(path: str) -> str:
     m = re.match(r"^/api/v1/(?:namespaces/[^/]+/)?([^/]+)", path)
     if m:
-        return (f'the server could not find the requested resource (minipod serves pods and '
-                f'their events; not "{m.group(1)}")')
+        return (f'the server could not find the requested resource (minipod serves pods, '
+                f'their events, configmaps and secrets; not "{m.group(1)}")')
     return "the server could not find the requested resource"
 
 

@@ -46,9 +46,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from minipod import objectstore
     from minipod.spec import spec
 
-    res = spec.load(args.file, args.configmap)
+    res = spec.load(args.file, args.configmap, objectstore.Store(_cfg(args)))
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     names = ", ".join(lp.pod.metadata.name for lp in res.pods)

@@ -22,7 +22,9 @@ def load_plans(path: str, cfg, err=sys.stderr, configmaps: list[str] | None = No
     from minipod.pod import plan as planmod
     from minipod.spec import spec
 
-    res = spec.load(path, configmaps or ())
+    from minipod import objectstore
+
+    res = spec.load(path, configmaps or (), objectstore.Store(cfg))
     for w in res.warnings:
         print(f"warning: {w}", file=err)
     store = ImageStore(cfg.image_root)

@@ -54,17 +54,26 @@ class Obj:
 
 @dataclass
 class Objects:
-    """What the pods of a run can refer to, by (kind, namespace, name)."""
+    """What the pods of a run can refer to, by (kind, namespace, name). `fallback` is asked
+    for what the files do not hold: the node's object store (minipod/objectstore.py), whose
+    objects kubectl made; anything with get(kind, namespace, name) -> Obj | None."""
     items: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
+    fallback: object = None
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
-        return self.items.get((kind, namespace, name))
+        obj = self.items.get((kind, namespace, name))
+        if obj is None and self.fallback is not None:
+            obj = self.fallback.get(kind, namespace, name)
+            if obj is not None:  # the plan reads it again: one answer per run
+                self.items[(kind, namespace, name)] = obj
+        return obj
 
     def add(self, obj: Obj) -> None:
         self.items[(obj.kind, obj.namespace, obj.name)] = obj
 
     def update(self, other: "Objects") -> None:
         self.items.update(other.items)
+        self.fallback = self.fallback or other.fallback
 
     def names(self, kind: str) -> list[str]:
         return sorted(o.name for o in self.items.values() if o.kind == kind)

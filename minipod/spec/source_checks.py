@@ -181,7 +181,8 @@ def _claim_problem(name: str) -> str | None:
 
 # --- what the sources refer to -----------------------------------------------------------------
 
-_HOW = "put a {kind} document in the manifest or give its file with --configmap"
+_HOW = ("put a {kind} document in the manifest, give its file with --configmap or create it "
+        "with kubectl")
 
 
 def _object(objs: Objects, kind: str, ns: str, name: str, optional: bool, p: str,

@@ -630,10 +630,11 @@ def _load_pod(doc: dict) -> tuple[Pod | None, list[str], list[str]]:
 
 
 def loads(text: str, source: str = "<string>", given: objects_.Objects | None = None,
-          pods_wanted: bool = True) -> LoadResult:
+          pods_wanted: bool = True, store=None) -> LoadResult:
     """Load every v1 Pod of a YAML stream; raise SpecError listing all problems of all documents.
     ConfigMap, Secret and PersistentVolumeClaim documents are kept in the result's `objects`;
-    `given` holds those of other files (`run --configmap`), which the file's own override."""
+    `given` holds those of other files (`run --configmap`), which the file's own override;
+    `store` (minipod.objectstore.Store) is asked for the objects neither holds."""
     docs = _parse_yaml(text, source)
     objs = objects_.Objects()
     present = [(i, d) for i, d in enumerate(docs) if d is not None]
@@ -706,7 +707,8 @@ def loads(text: str, source: str = "<string>", given: objects_.Objects | None = 
         warnings += [f"{source}: {prefix}{w}" for w in doc_warnings]
         if pod is not None:
             pods.append(LoadedPod(pod=pod, raw=doc, index=index, source=source))
-    every = objects_.Objects()  # what the pods may read: the given objects, then the file's
+    # What the pods may read: the file's objects, then the given ones, then the store's.
+    every = objects_.Objects(fallback=store)
     every.update(given or objects_.Objects())
     every.update(objs)
     if not problems:
@@ -725,13 +727,13 @@ def loads(text: str, source: str = "<string>", given: objects_.Objects | None = 
     return LoadResult(pods=pods, warnings=warnings, objects=every)
 
 
-def load(path: str, configmaps: list[str] | tuple[str, ...] = ()) -> LoadResult:
+def load(path: str, configmaps: list[str] | tuple[str, ...] = (), store=None) -> LoadResult:
     """Load a manifest file ("-" reads stdin), with the ConfigMaps and Secrets of the files
-    `configmaps` (`run --configmap FILE`) for its pods to refer to."""
+    `configmaps` (`run --configmap FILE`), then of `store`, for its pods to refer to."""
     given = objects_.Objects()
     for cm in configmaps:
         given.update(_read(cm, lambda text, src: loads(text, src, pods_wanted=False)).objects)
-    return _read(path, lambda text, src: loads(text, src, given))
+    return _read(path, lambda text, src: loads(text, src, given, store=store))
 
 
 def _read(path: str, fn) -> LoadResult:

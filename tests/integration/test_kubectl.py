@@ -232,19 +232,25 @@ def test_exec_tty_resize_exit_code_and_dropped_connection(served, mp):
 
 
 def test_kubectl_120(mp, kubectl135, kubectl120):
-    """Debian 12's kubectl: reads work; apply needs --validate=false (it validates with an
-    OpenAPI v2 document in protobuf, which minipod does not serve; kubectl 1.20 cannot read
-    the JSON Status of the 404, so it prints only NotFound -- the README says so); exec works
-    (over SPDY, its only way)."""
+    """Debian 12's kubectl: reads work; apply validates on the client with the OpenAPI v2
+    document minipod serves in protobuf (openapi.py); exec works (over SPDY, its only way)."""
     served = Served(mp, kubectl120)
     try:
         name = "k120-" + mp.bridge[-6:]
         path = mp.write("pod.yaml", POD.format(name=name))
-        p = served.k("apply", "-f", path, check=False)
-        assert p.returncode == 1 and p.stderr == ("Error from server (NotFound): the server "
-                                                  "could not find the requested resource\n")
-        assert served.k("apply", "--validate=false", "-f", path).stdout.strip() == \
-            f"pod/{name} created"
+        # It validates on the client against /openapi/v2 (gnostic protobuf): a typo is its
+        # own error, before any request is sent; the good file then goes through as it is.
+        typo = mp.write("typo.yaml", POD.format(name=name).replace("    image: busybox\n    "
+                                                                   "command: [\"sleep\"",
+                                                                   "    imagee: busybox\n    "
+                                                                   "command: [\"sleep\""))
+        p = served.k("apply", "-f", typo, check=False)
+        assert p.returncode == 1 and p.stderr == (
+            f'error: error validating "{typo}": error validating data: '
+            'ValidationError(Pod.spec.containers[1]): unknown field "imagee" in '
+            "io.k8s.api.core.v1.Container; if you choose to ignore these errors, turn "
+            "validation off with --validate=false\n")
+        assert served.k("apply", "-f", path).stdout.strip() == f"pod/{name} created"
         ready(served, name)
         rows = served.k("get", "pods", "-o", "wide").stdout.splitlines()
         assert rows[1].split()[:3] == [name, "2/2", "Running"]

@@ -183,7 +183,7 @@ def test_exec_and_attach_kubectl_120(mp, kubectl135, kubectl120):
     served = Served(mp, kubectl120)
     try:
         name = "kx120-" + mp.bridge[-6:]
-        served.k("apply", "--validate=false", "-f", mp.write("p.yaml", ATTACH.format(name=name)))
+        served.k("apply", "-f", mp.write("p.yaml", ATTACH.format(name=name)))
         ready(served, name)
         baseline = _server_state(served.proc.pid)
         assert served.k("exec", name, "-c", "sh", "--", "hostname").stdout.strip() == name

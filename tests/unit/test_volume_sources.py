@@ -86,8 +86,8 @@ def test_missing_objects_and_keys_are_errors_unless_optional():
     got = problems(pod(volumes="[{name: v, configMap: {name: nope}}]"))
     assert got == ["doc 3: spec.volumes[0].configMap: FailedMount: volume 'v': configmap 'nope' "
                    "not found "
-                   "(put a ConfigMap document in the manifest or give its file with "
-                   "--configmap, or set optional: true)"]
+                   "(put a ConfigMap document in the manifest, give its file with "
+                   "--configmap or create it with kubectl, or set optional: true)"]
     got = problems(pod(volumes="[{name: v, secret: {secretName: sec, items: [{key: x, "
                                "path: y}]}}]"))
     assert got == ["doc 3: spec.volumes[0].secret.items[0].key: FailedMount: volume 'v': couldn't "
