@@ -20,10 +20,12 @@ import struct
 import time
 from collections.abc import Iterator
 
+from minipod.errors import MinipodError
+
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
-class DecodeError(ValueError):
+class DecodeError(MinipodError, ValueError):
     """The bytes are not the protobuf message they claim to be."""
 
 

@@ -25,13 +25,14 @@ import ssl
 import threading
 
 from minipod.api.status import ApiError
+from minipod.errors import MinipodError
 
 SPDY = "SPDY/3.1"
 TUNNEL_PREFIX = "SPDY/3.1+"  # a WebSocket sub-protocol that tunnels SPDY
 WRITE_TIMEOUT = 60.0  # seconds a peer may not read before it counts as gone
 
 
-class Abandoned(ConnectionError):
+class Abandoned(MinipodError, ConnectionError):
     """An upgraded connection given up before it served anything (its client never opened
     the streams it must): there is no HTTP answer left to give."""
 
