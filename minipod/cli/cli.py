@@ -327,6 +327,8 @@ def cmd_daemon(args) -> int:
         raise MinipodError(f"the agent did not answer on {sock} within 30s (see "
                            f"{agent.path(root, agent.LOG)})")
     if args.daemon_cmd == "stop":
+        if client.starting(root):  # one still warming up would start listening after us
+            client.start(root, wait=30)
         msg = client.request(root, "stop")
         print(f"agent: stopped (pid {msg['stopped']})" if msg and "stopped" in msg
               else "agent: not running")
