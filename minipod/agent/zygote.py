@@ -51,6 +51,16 @@ def _janitor(plan_r: int, ready_w: int, c_janitor: str | None) -> None:
         from minipod.kernel import _libc
 
         server.forget()  # the agent's socket, lock and the client's connection
+        # And every other descriptor the worker has: above all the worker's ends of this
+        # pod's pipes (and of a sibling pod's, in a file of several): held here, S would
+        # never see EOF on its plan pipe (an exec'd supervisor loses them by close-on-exec).
+        # No object of ours that owns one of them is ever closed here: J and S never return.
+        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+            if fd > 2 and fd not in (plan_r, ready_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # the listdir's own descriptor, gone already
         os.setsid()
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):

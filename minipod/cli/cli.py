@@ -510,20 +510,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: the agent or main(), then leave without the interpreter's teardown (module
-    cleanup and GC at exit cost 20-60 ms on every command and do nothing for us)."""
-    from minipod.agent import client  # cheap: no pydantic, no pyroute2
+    """The console script (minipod/cli/entry.py: the agent first, then main())."""
+    from minipod.cli import entry as entry_
 
-    argv = sys.argv[1:]
-    code = client.call(argv)  # the short commands, in the warm agent
-    if code is None:
-        code = main(argv)  # everything else, and all of them when no agent answers
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
-    os._exit(code)
+    entry_.entry()
 
 
 if __name__ == "__main__":
