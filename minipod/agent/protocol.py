@@ -18,12 +18,14 @@ import json
 import socket
 import struct
 
+from minipod.errors import MinipodError
+
 MAX_FRAME = 1 << 20  # an environment and an argv: far below this
 MAX_FDS = 3
 _HEADER = struct.Struct(">I")
 
 
-class ProtocolError(Exception):
+class ProtocolError(MinipodError):
     """The peer closed early or sent something that is not a frame."""
 
 
