@@ -431,7 +431,8 @@ class Minipod:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if self.work in cmd and int(p) not in mine and not cmd.startswith("minipod-agent"):
+            if self.work in cmd and int(p) not in mine and not cmd.startswith("minipod-agent") \
+                    and " -pod resident " not in cmd:  # the (**) row's second pod
                 out.append(f"{p} {cmd[:100]}")
         return out
 
@@ -1166,7 +1167,7 @@ def print_report(res: dict) -> None:
         for when, t in (("1 pod", d["mem_1"]), (f"{d['n']} pods", d["mem_n"])):
             print(f"  minipod's processes at {when}: RSS {t['rss'] / 1024:.1f} MB, "
                   f"PSS {t['pss'] / 1024:.1f} MB, USS {t['uss'] / 1024:.1f} MB "
-                  f"({t['procs']} processes{', agent included' if how == 'agent' else ''})")
+                  f"({t['procs']} processes{', the agent included' if how == 'agent' else ', no agent'})")
         mg = d["marginal"]
         print(f"  marginal per pod: PSS {mg['pss'] / 1024:.2f} MB, USS {mg['uss'] / 1024:.2f} MB;"
               f" rm -f of all: {d['rm_s']:.1f} s")
@@ -1401,8 +1402,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.density:
             log(f"density: {a.density} pods one after another, via the agent and without")
-            res["density"] = {"agent": density(mp, a.density, mp.env_agent),
-                              "in-process": density(mp, a.density, mp.env)}
+            res["density"] = {"agent": density(mp, a.density, mp.env_agent)}
+            run([MINIPOD, "daemon", "stop"], env=mp.env).check()  # not counted in the next
+            res["density"]["in-process"] = density(mp, a.density, mp.env)
 
         if a.trace:
             log(f"{a.trace} traced minipod cycles (attribution)")
