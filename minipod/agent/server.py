@@ -82,7 +82,8 @@ def serve(root: str) -> int:
     listener, inode = _listen(root)
     _inherited.append(listener.fileno())
     listener.settimeout(1.0)  # wake up now and then to reap workers
-    _log(f"agent {os.getpid()} listening on {agent.path(root, agent.SOCKET)} "
+    where = agent.path(root, agent.SOCKET) if inode is not None else "systemd's socket (fd 3)"
+    _log(f"agent {os.getpid()} listening on {where} "
          f"({time.time() - started:.2f}s to warm up)")
 
     def stop(*_):
