@@ -4,6 +4,7 @@ minipod reads (Pod and the workloads that carry a pod template), from the Kubern
 document as the official Python client encodes it.
 
 Usage: scripts/gen_kube_schema.py MODELS_DIR > minipod/spec/kube_schema.json
+       scripts/gen_kube_schema.py --docs MODELS_DIR > minipod/spec/kube_docs.json
 MODELS_DIR is kubernetes/client/models of the `kubernetes` wheel (kubernetes-client/python,
 generated from the Kubernetes OpenAPI spec; `pip download kubernetes==VERSION --no-deps`, unzip).
 Only the text of the models is read (no import): one line per field,
@@ -14,10 +15,17 @@ Type codes in the output (a leading "!" marks a field the OpenAPI document lists
     q quantity (a string or a number: resource.Quantity, which the client flattens to str)
     * anything (RawExtension, JSON)   []T a list of T   {}T a map of string to T
     Name  an object type in "types"
+
+--docs writes the descriptions instead, {type: {"": the type's, field: the field's}}, of the
+types the API server (minipod/api/openapi.py) documents: Pod (not its status's types),
+ConfigMap and Secret; `kubectl explain` shows them. A separate file, because validation, which
+loads kube_schema.json on every run, needs none of it. The client drops the description of a
+field whose type is an object, so such a field has only its type's.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -32,6 +40,9 @@ QUANTITIES = {"limits", "requests", "overhead", "sizeLimit", "divisor", "capacit
 _CLASS = re.compile(r"^class (\w+)\(BaseModel\):", re.M)
 _FIELD = re.compile(r"^    (\w+): ([^=\n]+?)(?: = (?:Field\((.*)\)|None))?\s*$", re.M)
 _ALIAS = re.compile(r'serialization_alias="(\w+)"')
+_DESCRIPTION = re.compile(r'description=("(?:[^"\\]|\\.)*")')
+_DOCSTRING = re.compile(r'^class \w+\(BaseModel\):\n    """\n(.*?)\n\n    Attributes:', re.M | re.S)
+DOC_ROOTS = ("V1Pod", "V1ConfigMap", "V1Secret")
 
 
 def _name(cls: str) -> str:
@@ -81,7 +92,34 @@ def model(path: str) -> tuple[str, dict[str, str], set[str]]:
     return cls.group(1), fields, refs
 
 
-def main(models: str) -> None:
+def model_docs(path: str) -> dict[str, str]:
+    """{"": the class's description, json field name: its description} of a model file."""
+    text = open(path, encoding="utf-8").read()
+    doc = _DOCSTRING.search(text)
+    out = {"": " ".join(doc.group(1).split())} if doc else {}
+    for m in _FIELD.finditer(text):
+        attr, _, args = m.groups()
+        alias = _ALIAS.search(args or "")
+        desc = _DESCRIPTION.search(args or "")
+        if desc and not attr.startswith("_"):
+            out[alias.group(1) if alias else attr] = ast.literal_eval(desc.group(1))
+    return out
+
+
+def docs(by_class: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    todo = list(DOC_ROOTS)
+    while todo:
+        cls = todo.pop()
+        if _name(cls) in out:
+            continue
+        _, _, refs = model(by_class[cls])
+        out[_name(cls)] = model_docs(by_class[cls])
+        todo += sorted(r for r in refs if r != "V1PodStatus")
+    return dict(sorted(out.items()))
+
+
+def main(models: str, want_docs: bool = False) -> None:
     by_class = {}
     for f in os.listdir(models):
         if f.endswith(".py") and f != "__init__.py":
@@ -90,6 +128,14 @@ def main(models: str) -> None:
                 by_class[m.group(1)] = os.path.join(models, f)
     version = re.search(r"The version of the OpenAPI document: (\S+)",
                         open(by_class["V1Pod"], encoding="utf-8").read())
+    source = ("Kubernetes OpenAPI document " + (version.group(1) if version else "?")
+              + ", as encoded by the kubernetes Python client (kubernetes-client/python,"
+              " kubernetes/client/models); written by scripts/gen_kube_schema.py")
+    if want_docs:
+        json.dump({"_source": source, "docs": docs(by_class)}, sys.stdout, indent=0,
+                  separators=(",", ":"), sort_keys=True)
+        sys.stdout.write("\n")
+        return
     types: dict[str, dict[str, str]] = {}
     todo = list(ROOTS.values())
     while todo:
@@ -104,9 +150,7 @@ def main(models: str) -> None:
         types[_name(cls)] = fields
         todo += sorted(refs)
     out = {
-        "_source": ("Kubernetes OpenAPI document " + (version.group(1) if version else "?")
-                    + ", as encoded by the kubernetes Python client (kubernetes-client/python,"
-                    " kubernetes/client/models); written by scripts/gen_kube_schema.py"),
+        "_source": source,
         "roots": {k: _name(v) for k, v in ROOTS.items()},
         "types": dict(sorted(types.items())),
     }
@@ -115,4 +159,7 @@ def main(models: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--docs":
+        main(sys.argv[2], want_docs=True)
+    else:
+        main(sys.argv[1])

@@ -19,6 +19,7 @@ from typing import Any
 from minipod.spec.show import show
 
 _FILE = os.path.join(os.path.dirname(__file__), "kube_schema.json")
+_DOCS = os.path.join(os.path.dirname(__file__), "kube_docs.json")
 
 
 @cache
@@ -30,6 +31,15 @@ def _data() -> dict:
 def types() -> dict[str, dict[str, str]]:
     """{type name: {json field name: type code}} (a leading "!" on a code: required)."""
     return _data()["types"]
+
+
+@cache
+def docs() -> dict[str, dict[str, str]]:
+    """{type name: {"": the type's description, json field name: the field's}}, for the types
+    of Pod (not its status), ConfigMap and Secret: what `kubectl explain` shows
+    (kube_docs.json, written by scripts/gen_kube_schema.py --docs from the same models)."""
+    with open(_DOCS, encoding="utf-8") as f:
+        return json.load(f)["docs"]
 
 
 def root(kind: str) -> str | None:
