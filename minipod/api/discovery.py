@@ -6,15 +6,19 @@ and falls back to these when the answer is plain application/json.
 OpenAPI: kubectl validates a manifest itself unless the server says it does. kubectl 1.35
 finds that out from /openapi/v3/api/v1 -- the `fieldValidation` query parameter on the
 operations of pods, configmaps and secrets -- and then sends fieldValidation=Strict and leaves
-validation (minipod's own) to the server. So the v3 document holds only those operations: no
-schemas, which also means `kubectl explain` has nothing to show (it says so). kubectl 1.20 knows
-no v3 and validates on the client with /openapi/v2, which has the schemas (openapi.py).
+validation (minipod's own) to the server. The v3 document holds those operations and the
+schemas (openapi.py: the v2 definitions in v3's form), which `kubectl explain` reads; it finds
+a kind's schema by the x-kubernetes-group-version-kind of its path operations. The patch
+operations have no requestBody, so kubectl 1.35's `apply` does not build its strategic merge
+patches from v3 and takes them from v2 as before. kubectl 1.20 knows no v3 and validates on the
+client with /openapi/v2 (openapi.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 
 VERBS = ["create", "delete", "get", "list", "watch"]
 OBJECT_VERBS = ["create", "delete", "get", "list", "patch", "update"]  # objects.py: no watch
@@ -75,6 +79,8 @@ def _param(name, desc):
 
 
 def _core_doc() -> dict:
+    from minipod.api import openapi
+
     fv = _param("fieldValidation", "Strict: minipod's own validation, every problem named.")
     dry = _param("dryRun", "not supported by minipod")
     paths = {}
@@ -90,19 +96,24 @@ def _core_doc() -> dict:
             "put": {**op, "x-kubernetes-action": "put", "parameters": [fv, dry]},
             "delete": {**op, "x-kubernetes-action": "delete"}}
     return {"openapi": "3.0.0", "info": {"title": "minipod", "version": "v1"}, "paths": paths,
-            "components": {"schemas": {}}}
+            "components": {"schemas": openapi.v3_schemas()}}
 
 
-_CORE = json.dumps(_core_doc()).encode()
-_HASH = hashlib.sha512(_CORE).hexdigest()[:32].upper()
+@cache
+def _core() -> tuple[bytes, str]:
+    """The v3 document of api/v1 and its hash: kubectl caches it by the hash in the URL, so
+    the hash changes with the content."""
+    body = json.dumps(_core_doc(), sort_keys=True).encode()
+    return body, hashlib.sha512(body).hexdigest()[:32].upper()
 
 
 def openapi_v3_root(api, req, **_):
-    return 200, {"paths": {"api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={_HASH}"}}}
+    url = f"/openapi/v3/api/v1?hash={_core()[1]}"
+    return 200, {"paths": {"api/v1": {"serverRelativeURL": url}}}
 
 
 def openapi_v3_core(api, req, **_):
-    return 200, json.loads(_CORE)
+    return 200, json.loads(_core()[0])
 
 
 def openapi_v2(api, req, **_):

@@ -1,11 +1,13 @@
-"""The OpenAPI v2 document (/openapi/v2): the schemas kubectl validates manifests with and
-computes apply's strategic merge patches from, for v1 Pod, ConfigMap and Secret.
+"""The OpenAPI documents' schemas: v2 (/openapi/v2), which kubectl validates manifests with and
+computes apply's strategic merge patches from, for v1 Pod, ConfigMap and Secret; and the same
+schemas in v3's form (components.schemas of /openapi/v3/api/v1, discovery.py), which
+kubectl 1.35's `explain` reads (kubectl 1.20's reads v2).
 
 Who reads it: kubectl 1.20 validates every `apply`/`create -f` on the client against it (and
 fails without it unless --validate=false), asking for gnostic's protobuf encoding only
 (Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf); kubectl 1.35 validates on
 the server (fieldValidation=Strict, discovery.py's v3 document) but takes the patch strategies
-of `apply` from here, since the v3 document carries no schemas.
+of `apply` from here, since v3's patch operations name no strategic merge patch body.
 
 Where the schemas come from: the Pod's types are minipod's own catalogue of the API's fields,
 spec/kube_schema.json (generated from the Kubernetes OpenAPI document), so what kubectl 1.20
@@ -13,6 +15,11 @@ refuses on the client is what minipod's own validation knows; ConfigMap and Secr
 enough to write here. The catalogue keeps no patch strategies, so PATCH_META adds those of
 k8s.io/api core/v1 types.go (patchStrategy/patchMergeKey tags): kubectl merges a list with a
 merge key item by item, and replaces a list without one -- the server (patch.py) must agree.
+The descriptions `explain` shows come from the same models, spec/kube_docs.json.
+
+What explain needs: the schema of a kind carries x-kubernetes-group-version-kind, which is how
+both kubectls find it (1.35 matches it against the one on the kind's path operations in the v3
+document; 1.20 looks the kind up in v2's definitions by it).
 """
 
 from __future__ import annotations
@@ -102,13 +109,22 @@ def types() -> dict[str, dict[str, str]]:
     return out
 
 
+_OBJECT_DOCS = {"Pod": {"status": "Most recently observed status of the pod, as minipod reports"
+                                    " it (read only)."}}
+
+
 @cache
 def document() -> dict:
+    from minipod.spec import kube_schema
+
     definitions = {}
     for t, fields in sorted(types().items()):
         props = {}
+        docs = {**kube_schema.docs().get(t, {}), **_OBJECT_DOCS.get(t, {})}
         for f, code in sorted(fields.items()):
             s = _schema(code)
+            if docs.get(f):
+                s["description"] = docs[f]
             if (t, f) in PATCH_META:
                 strategy, merge_key = PATCH_META[(t, f)]
                 s["x-kubernetes-patch-strategy"] = strategy
@@ -116,6 +132,8 @@ def document() -> dict:
                     s["x-kubernetes-patch-merge-key"] = merge_key
             props[f] = s
         d: dict = {"type": "object", "properties": props}
+        if docs.get(""):
+            d["description"] = docs[""]
         required = sorted(f for f, code in fields.items() if code.startswith("!"))
         if required:
             d["required"] = required
@@ -124,6 +142,27 @@ def document() -> dict:
         definitions[model_name(t)] = d
     return {"swagger": "2.0", "info": {"title": "minipod", "version": "v1"}, "paths": {},
             "definitions": definitions}
+
+
+def _v3(s: dict) -> dict:
+    """A v2 schema in v3's form: refs point into components.schemas, and a ref with a
+    description of its own goes into allOf, since v3 ignores a $ref's siblings (as the API
+    server writes it; both explain and its type names follow allOf)."""
+    s = dict(s)
+    if "$ref" in s:
+        ref = {"$ref": s.pop("$ref").replace("#/definitions/", "#/components/schemas/")}
+        return {**s, "allOf": [ref]} if s else ref
+    for k in ("items", "additionalProperties"):
+        if k in s:
+            s[k] = _v3(s[k])
+    if "properties" in s:
+        s["properties"] = {f: _v3(v) for f, v in s["properties"].items()}
+    return s
+
+
+def v3_schemas() -> dict:
+    """components.schemas of /openapi/v3/api/v1: the v2 definitions, converted."""
+    return {name: _v3(s) for name, s in document()["definitions"].items()}
 
 
 @cache
