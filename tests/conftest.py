@@ -271,13 +271,16 @@ def mp(tmp_path, image_store, lab_registry):
     before = env.host_state()
     yield env
     pods = os.path.join(env.root, "pods")
-    stuck = [name for name in (sorted(os.listdir(pods)) if os.path.isdir(pods) else [])
-             if env.minipod("rm", "-f", name, check=False).returncode != 0]
+    stuck = {}  # name: what rm -f said
+    for name in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
+        r = env.minipod("rm", "-f", name, check=False)
+        if r.returncode != 0:
+            stuck[name] = f"exit {r.returncode}: {r.stdout}{r.stderr}".strip()
     env.stop_agent()
     after = env.host_state()
     if stuck:  # don't leave a broken pod on a shared machine: its janitor can still clean up
         _kill_supervisors(pods, stuck)
-    assert not stuck, f"minipod rm -f failed for {stuck}"
+    assert not stuck, f"minipod rm -f failed: {stuck}"
     assert after == before, "the host changed: something leaked"
 
 

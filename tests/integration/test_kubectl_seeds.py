@@ -80,7 +80,7 @@ def test_pods01_web_server(kube, mp):
             mp.wait(lambda: any("url:/index.html" in ln for ln in lines), 30,
                     "logs -f to print a request made after it started")
         finally:
-            follow.send_signal(signal.SIGINT)
+            follow.kill()  # (kubectl 1.20 did not always stop at once on SIGINT)
             follow.wait(10)
             reader.join(10)
     finally:
