@@ -75,7 +75,16 @@ def test_ctrl_c_cleans_up(mp, sig):
     pods = os.listdir(os.path.join(mp.root, "pods"))
     assert len(pods) == 1 and pods[0].startswith("sandbox-"), pods
     proc.send_signal(sig)
-    assert proc.wait(timeout=120) == 1
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=5)
+        log = os.path.join(mp.root, "agent.log")
+        raise AssertionError("the lab did not end within 120 s of the signal:\n" + "".join(buf)
+                             + (open(log).read() if os.path.exists(log) else "")) from None
+    assert proc.returncode == 1
     reader.join(timeout=5)
     out = "".join(buf)
     assert f"interrupted {lab.BAD}" in out and f"$ minipod rm -f {pods[0]}" in out, out
