@@ -1,3 +1,3 @@
-from minipod.cli.entry import entry
+from minipod.cli.cli import entry
 
 entry()

@@ -37,40 +37,13 @@ def reap_orphans() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _subreaper(tmp_path_factory):
+def _subreaper():
     if os.geteuid() == 0:
         from minipod.kernel import _libc
 
         _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     yield
-    stop_agents(str(tmp_path_factory.getbasetemp()))
     reap_orphans()
-
-
-def agents(under: str) -> dict[int, str]:
-    """{pid: root} of the node agents (minipod/agent/) whose root is below `under`."""
-    found = {}
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                words = f.read().replace(b"\0", b" ").split()
-        except OSError:
-            continue
-        if words[:2] == [b"minipod-agent", b"-root"] and len(words) > 2:
-            if words[2].decode().startswith(under.rstrip("/") + "/"):
-                found[int(d)] = words[2].decode()
-    return found
-
-
-def stop_agents(under: str) -> None:
-    """No test leaves an agent running, even one whose test failed before its teardown."""
-    import signal
-
-    left = agents(under)
-    for pid in left:
-        os.kill(pid, signal.SIGTERM)
-    Env.wait(lambda: reap_orphans() or not any(os.path.exists(f"/proc/{p}") for p in left),
-             what="the agents to stop")
 
 
 def free_subnet(prefix: int = 24) -> str:
@@ -124,20 +97,13 @@ class Env:
 
     def minipod(self, *args: str, check: bool = True, timeout: float = 120,
                 **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("env", self.env)
-        p = subprocess.run([sys.executable, "-m", "minipod", *args],
+        p = subprocess.run([sys.executable, "-m", "minipod", *args], env=self.env,
                            capture_output=True, text=True, timeout=timeout, **kw)
         reap_orphans()
         if check and p.returncode != 0:
             raise AssertionError(f"minipod {' '.join(args)} exited {p.returncode}:\n"
                                  f"{p.stdout}\n{p.stderr}")
         return p
-
-    def stop_agent(self) -> None:
-        """Stop this Env's node agent (minipod/agent/), which its commands started on
-        demand: it is one of this Env's processes, and must not outlive the test."""
-        if os.path.exists(os.path.join(self.root, "agent.lock")):
-            self.minipod("daemon", "stop", check=False)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self.minipod("inspect", name).stdout)
@@ -276,7 +242,6 @@ def mp(tmp_path, image_store, lab_registry):
         r = env.minipod("rm", "-f", name, check=False)
         if r.returncode != 0:
             stuck[name] = f"exit {r.returncode}: {r.stdout}{r.stderr}".strip()
-    env.stop_agent()
     after = env.host_state()
     if stuck:  # don't leave a broken pod on a shared machine: its janitor can still clean up
         _kill_supervisors(pods, stuck)

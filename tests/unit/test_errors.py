@@ -14,7 +14,7 @@ from minipod import config
 from minipod.errors import MinipodError
 
 # Control flow inside one function, never raised out of its module.
-PRIVATE_OK = {"_Timeout", "_Failed", "_Cancelled", "_Stop"}
+PRIVATE_OK = {"_Timeout", "_Failed", "_Cancelled"}
 
 
 def _modules():
