@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -34,6 +35,23 @@ def reap_orphans() -> None:
             return
         if pid == 0:
             return
+
+
+def tied_popen(argv: list[str], **kw) -> subprocess.Popen:
+    """subprocess.Popen for a long-lived helper of a test (`minipod serve`, a kubectl that
+    streams): it gets SIGTERM when pytest dies, so a killed test run leaves none behind, as its
+    teardown would not run. (The prctl is bound before the fork: preexec_fn runs between fork
+    and exec, where a threaded parent's child must not import or allocate much.)"""
+    from minipod.kernel import _libc
+
+    prctl, option, parent = _libc.prctl, _libc.PR_SET_PDEATHSIG, os.getpid()
+
+    def tie() -> None:
+        prctl(option, signal.SIGTERM)
+        if os.getppid() != parent:  # pytest died before the prctl took hold
+            os._exit(1)
+
+    return subprocess.Popen(argv, preexec_fn=tie, **kw)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -143,8 +161,7 @@ class Env:
         for d in dirs:
             if os.path.isdir(d):
                 cgroups += [p for p, _, _ in os.walk(d)]
-        procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True,
-                               text=True).stdout
+        procs = _processes_of(self.base)
         leases = os.path.join(self.root, "networks", self.bridge)
         with open("/proc/self/mountinfo") as f:
             mounts = [ln for ln in f if self.base in ln]
@@ -163,8 +180,7 @@ class Env:
             "mounts": mounts,
             "iptables": [ln for ln in ipt.splitlines() if self.bridge in ln],
             "cgroups": cgroups,
-            "processes": [ln for ln in procs.splitlines()
-                          if self.base in ln and " Z" not in ln],
+            "processes": procs,
             "leases": sorted(f for f in os.listdir(leases) if f[0].isdigit())
             if os.path.isdir(leases) else [],
             "ip_forward_claim": f"holder.{self.bridge}" in claims,
@@ -175,6 +191,30 @@ class Env:
             # A pod's writable layers, volumes and logs: only `rm` removes them.
             "data": sorted(os.listdir(data)) if os.path.isdir(data) else [],
         }
+
+
+def _processes_of(base: str) -> list[str]:
+    """Live processes (not zombies) that name `base` in their argv or their environment: a
+    janitor's `-root BASE/run`, and a `minipod serve` or kubectl that finds its config or
+    kubeconfig through MINIPOD_CONFIG/KUBECONFIG only."""
+    needle, out = base.encode(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read()
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or a kernel thread
+        if needle in argv or needle in env:
+            words = argv.replace(b"\0", b" ").decode(errors="replace").strip()
+            out.append(f"{d} {words}")
+    return sorted(out)
 
 
 @pytest.fixture(scope="session")

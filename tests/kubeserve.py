@@ -21,6 +21,7 @@ import time
 import pytest
 
 import kubectl_clients
+from conftest import tied_popen
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +51,8 @@ class Served:
         # Its log goes to a file: a pipe nobody drains would block the server once full.
         self.log = os.path.join(mp.base, "serve.log")
         with open(self.log, "w") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "minipod", "serve", "--port",
-                                          "0"], env=mp.env, stdout=f, stderr=f)
+            self.proc = tied_popen([sys.executable, "-m", "minipod", "serve", "--port", "0"],
+                                   env=mp.env, stdout=f, stderr=f)
         m = mp.wait(lambda: self.proc.poll() is None and re.search(
             r"https://127\.0\.0\.1:(\d+) \(export KUBECONFIG=(\S+)\)", open(self.log).read())
             or self.proc.poll() is not None, 30, "minipod serve to listen")
@@ -186,9 +187,8 @@ class PortForward:
 
     def __init__(self, served, binary: str, pod: str, *args: str):
         ports = [a for a in args if not a.startswith("-")]
-        self.p = subprocess.Popen([binary, "port-forward", f"pod/{pod}", *args],
-                                  env=served.env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+        self.p = tied_popen([binary, "port-forward", f"pod/{pod}", *args], env=served.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.out = b""
         self.err = b""
         self._t = [threading.Thread(target=self._drain, args=(s, n), daemon=True)

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -340,3 +341,34 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_killed_test_run_leaves_no_server_behind(mp):
+    """Served's `minipod serve` dies with the process that started it, even a SIGKILLed one
+    whose teardown never runs (it once outlived a killed pytest). The mp fixture's host state
+    sees processes by their environment too, so a server left here fails it."""
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    log = os.path.join(mp.base, "orphan-serve.log")
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {tests!r})
+from conftest import tied_popen
+with open({log!r}, "w") as f:
+    p = tied_popen([sys.executable, "-m", "minipod", "serve", "--port", "0"], stdout=f, stderr=f)
+print(p.pid, flush=True)
+time.sleep(600)
+"""], env=mp.env, stdout=subprocess.PIPE, text=True)
+    server = int(parent.stdout.readline())
+    mp.wait(lambda: "serving the Kubernetes API" in open(log).read(), 30, "minipod serve")
+    parent.kill()
+    parent.wait()
+
+    def gone() -> bool:
+        reap_orphans()  # we are the subreaper: the orphaned server's exit comes to us
+        try:
+            with open(f"/proc/{server}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    assert mp.wait(gone, 15, "the orphaned minipod serve to exit")

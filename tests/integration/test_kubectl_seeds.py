@@ -14,6 +14,7 @@ import time
 import pytest
 import yaml
 
+from conftest import tied_popen
 from kubeserve import (PortForward, Served, free_port, http_get, kubectl120,  # noqa: F401
                        kubectl135, ready, tty_kubectl)
 
@@ -66,8 +67,8 @@ def test_pods01_web_server(kube, mp):
     try:
         # logs -f in the background, its output read by a thread: a blocking read in the
         # test would hang it if the line never came.
-        follow = subprocess.Popen([kube.kubectl, "logs", "-f", name], env=kube.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        follow = tied_popen([kube.kubectl, "logs", "-f", name], env=kube.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: [lines.append(ln) for ln in follow.stdout],
                                   daemon=True)
