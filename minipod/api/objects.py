@@ -64,16 +64,10 @@ def _row(doc: dict, kind: str, include: str, now: float) -> dict:
     from minipod.cli.status import age
 
     meta = doc["metadata"]
-    created = table._epoch(meta.get("creationTimestamp"))
+    created = table.epoch(meta.get("creationTimestamp"))
     cells = [meta["name"]] + ([doc.get("type", "Opaque")] if kind == "Secret" else [])
     cells += [_data_count(doc), age(now - created) if created else "<unknown>"]
-    r: dict = {"cells": cells}
-    if include == "Object":
-        r["object"] = doc
-    elif include != "None":
-        r["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                       "metadata": meta}
-    return r
+    return table.cells_row(cells, doc, include)
 
 
 def _table(docs: list[dict], kind: str, req) -> dict:

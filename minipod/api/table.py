@@ -31,7 +31,7 @@ COLUMNS = [
 ]
 
 
-def _epoch(iso: str | None) -> float | None:
+def epoch(iso: str | None) -> float | None:
     if not iso:
         return None
     try:
@@ -48,7 +48,7 @@ def _restarts(obj: dict, now: float) -> int | str:
     total, last = 0, None
     for c in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
         total += int(c.get("restartCount") or 0)
-        fin = _epoch(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        fin = epoch(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
         if c.get("restartCount") and fin and (last is None or fin > last):
             last = fin
     if total and last:
@@ -61,7 +61,7 @@ def row(obj: dict, rec_status: tuple[str, str], include: str, now: float) -> dic
 
     ready, shown = rec_status
     meta = obj["metadata"]
-    created = _epoch(meta.get("creationTimestamp"))
+    created = epoch(meta.get("creationTimestamp"))
     st = obj.get("status") or {}
     gates = (obj.get("spec") or {}).get("readinessGates")
     cells = [meta["name"], ready, shown, _restarts(obj, now),
@@ -69,12 +69,18 @@ def row(obj: dict, rec_status: tuple[str, str], include: str, now: float) -> dic
              st.get("podIP") or "<none>", (obj.get("spec") or {}).get("nodeName") or "<none>",
              st.get("nominatedNodeName") or "<none>",
              f"0/{len(gates)}" if gates else "<none>"]
+    return cells_row(cells, obj, include)
+
+
+def cells_row(cells: list, obj: dict, include: str) -> dict:
+    """A Table row: its cells, and the object as `includeObject` asks (Object, None, or by
+    default its metadata only)."""
     r: dict = {"cells": cells}
     if include == "Object":
         r["object"] = obj
     elif include != "None":
         r["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                       "metadata": meta}
+                       "metadata": obj["metadata"]}
     return r
 
 
@@ -109,7 +115,7 @@ def event_table(events: list[dict], rv: int, now: float) -> dict:
     rows = []
     for e in events:
         src = e.get("source") or {}
-        first, last = _epoch(e.get("firstTimestamp")), _epoch(e.get("lastTimestamp"))
+        first, last = epoch(e.get("firstTimestamp")), epoch(e.get("lastTimestamp"))
         obj = e["involvedObject"]
         rows.append({"cells": [
             age(now - last) if last else "<unknown>", e["type"], e["reason"],
