@@ -5,9 +5,10 @@ Why the standard library's ThreadingHTTPServer: kubectl speaks HTTP/1.1 (with AL
 offer h2) and a node's API sees a handful of clients, so a thread per connection is plenty,
 and http.server's request parsing is the maintained one in the standard library; what it does
 not do -- bound the body, chunk a stream -- is done here in a few lines each, and the upgrades
-(WebSocket with wsproto's framing, SPDY/3.1 with minipod/api/spdy) in upgrade.py. TLS is the standard library's ssl; the handshake runs in the
-connection's thread (do_handshake_on_connect=False at accept), so a client that connects and
-sends nothing holds up only its own thread, for at most TIMEOUT seconds.
+(WebSocket with wsproto's framing, SPDY/3.1 with minipod/api/spdy) in upgrade.py. TLS is the
+standard library's ssl; the handshake runs in the connection's thread
+(do_handshake_on_connect=False at accept), so a client that connects and sends nothing holds
+up only its own thread, for at most TIMEOUT seconds.
 """
 
 from __future__ import annotations

@@ -121,9 +121,6 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
     from minipod.net.nssocket import NetnsSockets
 
     rec.require()
-    st = rec.state
-    pause = st.get("sandbox_pid")
-    pin = ((st.get("pins") or {}).get("files") or {}).get("net")
     nspath = pod_netns(rec)
     names = {p["name"]: p["containerPort"] for c in rec.plan["containers"]
              for p in c.get("spec", {}).get("ports", []) if p.get("name")}
@@ -157,7 +154,7 @@ def run(rec, specs: list[str], address: list[str], out=sys.stdout, err=sys.stder
             if not bound:
                 raise MinipodError(f"unable to listen on any of the requested ports: "
                                    f"{'; '.join(problems)}")
-        return _serve(rec, _sandbox_alive(pause, pin), listeners, sockets, out, err)
+        return _serve(rec, sandbox_alive(rec), listeners, sockets, out, err)
     finally:
         for s in listeners:
             s.close()

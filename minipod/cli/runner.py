@@ -18,11 +18,10 @@ from minipod.kernel import _libc
 
 
 def load_plans(path: str, cfg, err=sys.stderr, configmaps: list[str] | None = None) -> list:
+    from minipod import objectstore
     from minipod.images.store import ImageStore
     from minipod.pod import plan as planmod
     from minipod.spec import spec
-
-    from minipod import objectstore
 
     res = spec.load(path, configmaps or (), objectstore.Store(cfg))
     for w in res.warnings:
