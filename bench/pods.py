@@ -367,11 +367,15 @@ class Minipod:
         self.source = source
         if source:
             env["PYTHONPATH"] = source
+        # The rows without "agent" in their name measure the CLI on its own, as before the
+        # node agent (minipod/agent/) existed: MINIPOD_AGENT=0 keeps every command in-process.
+        env["MINIPOD_AGENT"] = "0"
         self.env_nocache = dict(env, PYTHONDONTWRITEBYTECODE="1")
         # A user's install has __pycache__ next to the sources (pip writes it, or the first run
         # does). This machine's sessions run with PYTHONDONTWRITEBYTECODE=1, which would make
         # every CLI call compile minipod from source: keep bytecode in a prefix of our own.
         self.env = dict(env, PYTHONPYCACHEPREFIX=self.pyc)
+        self.env_agent = dict(self.env, MINIPOD_AGENT="1")
 
     def write_config(self) -> None:
         os.makedirs(self.work, exist_ok=True)
@@ -427,7 +431,8 @@ class Minipod:
                     cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if self.work in cmd and int(p) not in mine:
+            if self.work in cmd and int(p) not in mine and not cmd.startswith("minipod-agent") \
+                    and " -pod resident " not in cmd:  # the (**) row's second pod
                 out.append(f"{p} {cmd[:100]}")
         return out
 
@@ -441,6 +446,15 @@ class Minipod:
         run([MINIPOD, "rm", "-f", "resident"], env=self.env)
 
 
+    def start_agent(self) -> int:
+        """Start the node agent and return its PID once it answers."""
+        run([MINIPOD, "daemon", "start"], env=self.env_agent).check()
+        return self.agent_pid()
+
+    def agent_pid(self) -> int:
+        out = run([MINIPOD, "daemon", "status"], env=self.env_agent).check().out
+        return int(out.split("pid ", 1)[1].split(",", 1)[0])
+
     def cleanup(self) -> list[str]:
         notes = []
         pods = os.path.join(self.work, "run", "pods")
@@ -449,6 +463,7 @@ class Minipod:
                 r = run([MINIPOD, "rm", "-f", name], env=self.env, timeout=60)
                 if r.code != 0:
                     notes.append(f"minipod rm -f {name}: {r.err.strip()}")
+        run([MINIPOD, "daemon", "stop"], env=self.env, timeout=60)
         # Belt and braces, should minipod have left anything of ours behind.
         if os.path.isdir(f"/sys/fs/cgroup/memory/{self.cgroup_parent}") or os.path.isdir(
                 f"/sys/fs/cgroup/{self.cgroup_parent}"):
@@ -893,6 +908,67 @@ def cycle(rt, res: dict, sample_mem: bool, env=None) -> None:
     reap()
 
 
+def density(mp: Minipod, n: int, env: dict) -> dict:
+    """n one-container pods started one after another (`run -d` each, timed), the memory of
+    all of minipod's processes at 1 and at n pods, then all removed."""
+    names = [f"dense{i}" for i in range(n)]
+    ups: list[float] = []
+    mem_1: dict = {}
+    try:
+        for i, name in enumerate(names):
+            check_stop()
+            path = os.path.join(mp.work, f"{name}.yaml")
+            with open(path, "w") as f:
+                f.write(RESIDENT_YAML.format(name=name))
+            ups.append(run([MINIPOD, "run", "-d", path], env=env).check().seconds)
+            if i == 0:
+                time.sleep(SETTLE)
+                mem_1 = _minipod_memory(mp)
+        time.sleep(SETTLE)
+        mem_n = _minipod_memory(mp)
+    finally:
+        t0 = time.perf_counter()
+        run([MINIPOD, "rm", "-f", *names], env=env, timeout=600)
+        rm_s = time.perf_counter() - t0
+        reap()
+    return {"n": n, "up_raw": ups, "first10": stats(ups[:10]), "last10": stats(ups[-10:]),
+            "ratio": statistics.median(ups[-10:]) / statistics.median(ups[:10]),
+            "mem_1": mem_1, "mem_n": mem_n, "rm_s": rm_s,
+            "marginal": {k: (mem_n[k] - mem_1[k]) / max(1, n - 1) for k in ("rss", "pss", "uss")}}
+
+
+def _minipod_memory(mp: Minipod) -> dict:
+    """RSS/PSS/USS summed over every process of this minipod (agent, janitors, supervisors,
+    pauses; network agents while they live), found by their titles and command lines."""
+    root = os.path.join(mp.work, "run")
+    tot = {"rss": 0, "pss": 0, "uss": 0, "procs": 0}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        mine = root in cmd or (cmd.startswith(os.path.join(VENV, "libexec", "minipod", "pause"))
+                               and _ppid_has_root(int(p), root))
+        if mine and (m := smaps(int(p))):
+            for k in ("rss", "pss", "uss"):
+                tot[k] += m[k]
+            tot["procs"] += 1
+    return tot
+
+
+def _ppid_has_root(pid: int, root: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rpartition(")")[2].split()[1])
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            return root in f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return False
+
+
 def mem_summary(mems: list[dict]) -> dict:
     """Per role: median RSS/PSS/USS; total: median of per-pod sums."""
     roles: dict[str, dict[str, list]] = {}
@@ -1078,6 +1154,23 @@ def print_report(res: dict) -> None:
         print("\n== CLI cost alone (ms: median (p10-p90)) ==")
         for name, s in res["cli"].items():
             print(f"{name:<52} {fmt_t(s):>18}")
+    if res.get("agent", {}).get("memory"):
+        ag = res["agent"]
+        m = ag["memory"]
+        print(f"\nthe agent itself (one per host, not per pod): RSS {m['rss'] / 1024:.1f} MB, "
+              f"PSS {m['pss'] / 1024:.1f} MB, USS {m['uss'] / 1024:.1f} MB"
+              f"{' (it was restarted during the run!)' if ag.get('restarted') else ''}")
+    for how, d in res.get("density", {}).items():
+        print(f"\n== density, {how}: {d['n']} pods started one after another ==")
+        print(f"  up, first 10: {fmt_t(d['first10'])} ms; last 10: {fmt_t(d['last10'])} ms; "
+              f"ratio of medians {d['ratio']:.2f}")
+        for when, t in (("1 pod", d["mem_1"]), (f"{d['n']} pods", d["mem_n"])):
+            print(f"  minipod's processes at {when}: RSS {t['rss'] / 1024:.1f} MB, "
+                  f"PSS {t['pss'] / 1024:.1f} MB, USS {t['uss'] / 1024:.1f} MB "
+                  f"({t['procs']} processes{', the agent included' if how == 'agent' else ', no agent'})")
+        mg = d["marginal"]
+        print(f"  marginal per pod: PSS {mg['pss'] / 1024:.2f} MB, USS {mg['uss'] / 1024:.2f} MB;"
+              f" rm -f of all: {d['rm_s']:.1f} s")
     if res.get("podman_skipped"):
         print(f"\npodman: not measured: {res['podman_skipped']}")
     for key in ("up", "down"):
@@ -1109,6 +1202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-nocache", action="store_true",
                     help="skip the minipod row without bytecode cache")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--density", type=int, default=0, metavar="N",
+                    help="also start N one-container pods one after another (issue 11)")
     ap.add_argument("--source", default="",
                     help="import minipod from this directory (a snapshot) instead of the "
                          "working tree")
@@ -1200,7 +1295,9 @@ def main(argv: list[str] | None = None) -> int:
             fl.setup()
 
         # (key, label, runtime, env) -- cycle order within an iteration
-        plan = [("minipod", "minipod run -d / rm -f", mp, mp.env)]
+        plan = [("minipod", "minipod run -d / rm -f", mp, mp.env),
+                ("minipod_agent", "minipod via the agent (***)", mp, mp.env_agent)]
+        agent_pid = mp.start_agent()
         if not a.no_nocache:
             plan.append(("minipod_nocache", "minipod, no bytecode cache (*)", mp,
                          mp.env_nocache))
@@ -1256,7 +1353,7 @@ def main(argv: list[str] | None = None) -> int:
                 out["extra_processes"] = r["extra_processes"][:3]
             out["failures"] = r.get("failures", [])
         # keep the table order: minipod rows first
-        order = ["minipod", "minipod_resident", "minipod_nocache", "podman", "podman_kube",
+        order = ["minipod", "minipod_agent", "minipod_resident", "minipod_nocache", "podman", "podman_kube",
                  "floor"]
         res["runtimes"] = {k: res["runtimes"][k] for k in order if k in res["runtimes"]}
 
@@ -1265,8 +1362,11 @@ def main(argv: list[str] | None = None) -> int:
                     ("python -I -S -c pass", [PY, "-I", "-S", "-c", "pass"], mp.env),
                     ("minipod version", [MINIPOD, "version"], mp.env),
                     ("minipod ps (no pods)", [MINIPOD, "ps"], mp.env),
+                    ("minipod ps (no pods), agent warm", [MINIPOD, "ps"], mp.env_agent),
                     ("minipod validate pod.yaml", [MINIPOD, "validate", mp.spec("bench")],
                      mp.env),
+                    ("minipod validate pod.yaml, agent warm",
+                     [MINIPOD, "validate", mp.spec("bench")], mp.env_agent),
                     ("minipod version, no bytecode cache (*)", [MINIPOD, "version"],
                      mp.env_nocache),
                     ("minipod validate, no bytecode cache (*)",
@@ -1286,8 +1386,25 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.cli_iterations + 1):
                 xs.append(run([MINIPOD, "ps"], env=mp.env).check().seconds)
             res["cli"]["minipod ps (1 pod)"] = stats(xs[1:])
+            xs = []
+            for _ in range(a.cli_iterations + 1):
+                xs.append(run([MINIPOD, "ps"], env=mp.env_agent).check().seconds)
+            res["cli"]["minipod ps (1 pod), agent warm"] = stats(xs[1:])
+            if podman_ok:
+                xs = []
+                for _ in range(a.cli_iterations + 1):
+                    xs.append(run(["podman", "ps"], env=pm.env).check().seconds)
+                res["cli"]["podman ps (after the others, for the ratio)"] = stats(xs[1:])
         finally:
             mp.stop_resident()
+        res["agent"] = {"pid": agent_pid, "restarted": mp.agent_pid() != agent_pid,
+                        "memory": smaps(mp.agent_pid())}
+
+        if a.density:
+            log(f"density: {a.density} pods one after another, via the agent and without")
+            res["density"] = {"agent": density(mp, a.density, mp.env_agent)}
+            run([MINIPOD, "daemon", "stop"], env=mp.env).check()  # not counted in the next
+            res["density"]["in-process"] = density(mp, a.density, mp.env)
 
         if a.trace:
             log(f"{a.trace} traced minipod cycles (attribution)")
@@ -1319,6 +1436,9 @@ def main(argv: list[str] | None = None) -> int:
               "modules are compiled from source on every call (site-packages have .pyc).")
         print("(**) a second pod keeps the bridge and NAT rules up, as podman's CNI bridge "
               "stays up between pods.")
+        print("(***) MINIPOD_AGENT=1 with the node agent already warm: `run -d` and `rm -f` "
+              "are served by a fork of it, the pod's supervisor is forked, not exec'd. The "
+              "other minipod rows run with MINIPOD_AGENT=0 (in-process, as before the agent).")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=1)

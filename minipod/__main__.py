@@ -1,3 +1,3 @@
-from minipod.cli.cli import entry
+from minipod.cli.entry import entry
 
 entry()

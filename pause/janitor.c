@@ -24,6 +24,13 @@
  * reaps late, a zombie left in a pod's cgroup would keep the cgroup busy.
  * SIGINT and SIGHUP are ignored (Ctrl-C reaches the supervisor in the same
  * process group; it decides); SIGTERM is passed on to the supervisor.
+ *
+ *   janitor --adopt PID FD PYTHON [ROOM]
+ *
+ * The node agent's form (minipod/agent/zygote.py): the supervisor PID is already our
+ * child -- forked from the agent's warm interpreter by the process that then exec'd us,
+ * so it is ours across the exec -- and FD is the read end of its pipe. PYTHON runs the
+ * clean-up. ROOM, spaces, only makes argv long enough for the title.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -102,8 +109,27 @@ int main(int argc, char **argv) {
 	sigset_t term, mask;
 	pid_t pid;
 
+	if (argc >= 5 && strcmp(argv[1], "--adopt") == 0) {
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+			die("PR_SET_CHILD_SUBREAPER");
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGHUP, &sa, NULL);
+		supervisor = (pid_t)atoi(argv[2]);
+		pipefd[0] = atoi(argv[3]);
+		fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);
+		sa.sa_handler = forward_term;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGTERM, &sa, NULL);
+		if (!(cmd = calloc(2, sizeof(*cmd))))
+			die("calloc");
+		cmd[0] = argv[4];
+		goto wait_for_pod;
+	}
 	if (argc < 3 || strcmp(argv[1], "--") != 0) {
-		fprintf(stderr, "usage: janitor -- PYTHON -m minipod.kubelet.daemon ARGS...\n");
+		fprintf(stderr, "usage: janitor -- PYTHON -m minipod.kubelet.daemon ARGS...\n"
+				"       janitor --adopt PID FD PYTHON [ROOM]\n");
 		return 2;
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -152,6 +178,7 @@ int main(int argc, char **argv) {
 	sigprocmask(SIG_SETMASK, &mask, NULL);
 	close(pipefd[1]);
 
+wait_for_pod:
 	/* The run directory comes first; EOF before a whole line means no pod. Blocking
 	 * here is fine: nothing can be orphaned to us before the supervisor has a pod. */
 	while (!strchr(msg, '\n') && read_some(pipefd[0], msg, &len))

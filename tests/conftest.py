@@ -55,13 +55,50 @@ def tied_popen(argv: list[str], **kw) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _subreaper():
+def _subreaper(tmp_path_factory):
     if os.geteuid() == 0:
         from minipod.kernel import _libc
 
         _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
     yield
+    stop_agents(str(tmp_path_factory.getbasetemp()))
     reap_orphans()
+
+
+def agents(under: str) -> dict[int, str]:
+    """{pid: root} of the node agents (minipod/agent/) whose root is below `under`: also
+    one still warming up, and the agent's forks that serve a command."""
+    found = {}
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                root = agent_root(f.read())
+        except OSError:
+            continue
+        if root and root.startswith(under.rstrip("/") + "/"):
+            found[int(d)] = root
+    return found
+
+
+def agent_root(cmdline: bytes) -> str | None:
+    """The root of the agent whose /proc/PID/cmdline this is, else None."""
+    words = cmdline.replace(b"\0", b" ").split()
+    if words[:2] == [b"minipod-agent", b"-root"] and len(words) > 2:
+        return words[2].decode()  # its title (server.py)
+    if b"minipod.agent.server" in words[:3] and b"--root" in words[:-1]:
+        return words[words.index(b"--root") + 1].decode()  # before it set its title
+    return None
+
+
+def stop_agents(under: str) -> None:
+    """No test leaves an agent running, even one whose test failed before its teardown."""
+    import signal
+
+    left = agents(under)
+    for pid in left:
+        os.kill(pid, signal.SIGTERM)
+    Env.wait(lambda: reap_orphans() or not any(os.path.exists(f"/proc/{p}") for p in left),
+             what="the agents to stop")
 
 
 def free_subnet(prefix: int = 24) -> str:
@@ -115,13 +152,20 @@ class Env:
 
     def minipod(self, *args: str, check: bool = True, timeout: float = 120,
                 **kw) -> subprocess.CompletedProcess:
-        p = subprocess.run([sys.executable, "-m", "minipod", *args], env=self.env,
+        kw.setdefault("env", self.env)
+        p = subprocess.run([sys.executable, "-m", "minipod", *args],
                            capture_output=True, text=True, timeout=timeout, **kw)
         reap_orphans()
         if check and p.returncode != 0:
             raise AssertionError(f"minipod {' '.join(args)} exited {p.returncode}:\n"
                                  f"{p.stdout}\n{p.stderr}")
         return p
+
+    def stop_agent(self) -> None:
+        """Stop this Env's node agent (minipod/agent/), which its commands started on
+        demand: it is one of this Env's processes, and must not outlive the test."""
+        if os.path.exists(os.path.join(self.root, "agent.lock")):
+            self.minipod("daemon", "stop", check=False)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self.minipod("inspect", name).stdout)
@@ -193,6 +237,18 @@ class Env:
         }
 
 
+def _described(pid: int) -> str:
+    """PID's state, parent and argv, for a leak's message."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"state {fields[0]}, parent {fields[1]}: {argv}"
+    except OSError:
+        return "gone"
+
+
 def _processes_of(base: str) -> list[str]:
     """Live processes (not zombies) that name `base` in their argv or their environment: a
     janitor's `-root BASE/run`, and a `minipod serve` or kubectl that finds its config or
@@ -211,6 +267,8 @@ def _processes_of(base: str) -> list[str]:
                 env = f.read()
         except (OSError, IndexError):
             continue  # gone meanwhile, or a kernel thread
+        if agent_root(argv):
+            continue  # the node agent (and its forks serving a command): see agents()
         if needle in argv or needle in env:
             words = argv.replace(b"\0", b" ").decode(errors="replace").strip()
             out.append(f"{d} {words}")
@@ -275,6 +333,7 @@ def mp(tmp_path, image_store, lab_registry):
                                                     lab_registry.url)
         env.write_config()
     before = env.host_state()
+    before["agents"] = {}
     yield env
     pods = os.path.join(env.root, "pods")
     stuck = {}  # name: what rm -f said
@@ -282,7 +341,14 @@ def mp(tmp_path, image_store, lab_registry):
         r = env.minipod("rm", "-f", name, check=False)
         if r.returncode != 0:
             stuck[name] = f"exit {r.returncode}: {r.stdout}{r.stderr}".strip()
+    env.stop_agent()
     after = env.host_state()
+    # The agent is no pod's, but it must not outlive its test; a worker that has just
+    # answered may still be exiting.
+    deadline = time.monotonic() + 10
+    while agents(env.base) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after["agents"] = {pid: _described(pid) for pid in agents(env.base)}
     if stuck:  # don't leave a broken pod on a shared machine: its janitor can still clean up
         _kill_supervisors(pods, stuck)
     assert not stuck, f"minipod rm -f failed: {stuck}"

@@ -99,9 +99,24 @@ class Driver(abc.ABC):
         return None
 
 
+# Drivers detected once by the node agent (minipod/agent/server.py): its forks -- the
+# commands it serves and the pods it starts -- inherit the answer. Empty in any other process.
+_remembered: dict[tuple[str, str], Driver] = {}
+
+
+def remember(root: str = "/sys/fs/cgroup", kind: str = "auto") -> Driver:
+    """detect(), kept for this process and its forks (a driver connects to D-Bus lazily, so a
+    fork never shares a connection with its parent)."""
+    _remembered[(root, kind)] = driver = detect(root, kind)
+    return driver
+
+
 def detect(root: str = "/sys/fs/cgroup", kind: str = "auto") -> Driver:
     """Pick the driver: 'auto' | 'systemd' | 'cgroupfs' (v1 or v2 by what is mounted)."""
     from minipod.cgroups import fs
+
+    if (root, kind) in _remembered:
+        return _remembered[(root, kind)]
 
     if kind not in ("auto", "systemd", "cgroupfs"):
         raise CgroupError(f"cgroup_driver: unknown driver {kind!r} (auto, systemd, cgroupfs)")

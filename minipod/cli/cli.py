@@ -36,13 +36,15 @@ def _records(cfg, names=None):
 
 
 def cmd_run(args) -> int:
+    from minipod import agent
     from minipod.cli import runner
 
     explain = ("json" if args.output == "json" else "text") if args.explain else None
     if args.output and not args.explain:
         raise MinipodError("run: -o json goes with --explain")
     return runner.run(args.file, _cfg(args), detach=args.detach, dry_run=args.dry_run,
-                      configmaps=args.configmap, explain=explain, step=args.step)
+                      configmaps=args.configmap, explain=explain, step=args.step,
+                      spawn=agent.spawner())
 
 
 def cmd_validate(args) -> int:
@@ -306,6 +308,44 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_daemon(args) -> int:
+    """The node agent of this config's root (minipod/agent/)."""
+    import time
+
+    from minipod import agent
+    from minipod.agent import client
+
+    root = _cfg(args).root
+    sock = agent.path(root, agent.SOCKET)
+    if args.daemon_cmd == "run":
+        # A fresh interpreter under the same PID (systemd's LISTEN_PID stays true), with an
+        # argv long enough for its forks' titles (client.TITLE_ROOM).
+        argv = [sys.executable, "-m", "minipod.agent.server", "--root", root,
+                client.TITLE_ROOM]
+        sys.stdout.flush()
+        os.execv(argv[0], argv)
+    if args.daemon_cmd == "start" and not client.start(root, wait=30):
+        raise MinipodError(f"the agent did not answer on {sock} within 30s (see "
+                           f"{agent.path(root, agent.LOG)})")
+    if args.daemon_cmd == "stop":
+        if client.starting(root):  # one still warming up would start listening after us
+            client.start(root, wait=30)
+        msg = client.request(root, "stop")
+        print(f"agent: stopped (pid {msg['stopped']})" if msg and "stopped" in msg
+              else "agent: not running")
+        return 0
+    msg = client.request(root, "status")
+    if not msg or "status" not in msg:
+        print(f"agent: not running (nothing answers on {sock})")
+        return 3  # as `systemctl status` says "not running"
+    st = msg["status"]
+    up = int(time.time() - st["since"])
+    print(f"agent: running (pid {st['pid']}, up {up // 60}m{up % 60:02d}s, "
+          f"{st['served']} requests, RSS {st['rss_kb'] / 1024:.1f} MB)\n"
+          f"socket: {sock}\nlog: {agent.path(root, agent.LOG)}\ncode: {st['code']}")
+    return 0
+
+
 def cmd_version(args) -> int:
     from minipod import __version__
 
@@ -423,6 +463,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--script", action="store_true", help="the build script (the default)")
     sp.add_argument("--cleanup", action="store_true", help="the script that removes it")
+    sp = add("daemon", cmd_daemon, "the node agent: one warm minipod process that serves "
+             "the short commands (started on demand; $MINIPOD_AGENT=0: never)")
+    sp.add_argument("daemon_cmd", choices=["status", "start", "stop", "run"],
+                    help="run: in the foreground (systemd: systemd/minipod.service)")
     add("version", cmd_version, "print the version")
     from minipod.cli import volume as volume_commands  # volume ls, volume rm
 
@@ -467,15 +511,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: main(), then leave without the interpreter's teardown (module
-    cleanup and GC at exit cost 20-60 ms on every command and do nothing for us)."""
-    code = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
-    os._exit(code)
+    """The console script (minipod/cli/entry.py: the agent first, then main())."""
+    from minipod.cli import entry as entry_
+
+    entry_.entry()
 
 
 if __name__ == "__main__":

@@ -50,9 +50,11 @@ def load_plans(path: str, cfg, err=sys.stderr, configmaps: list[str] | None = No
 
 def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         err=sys.stderr, configmaps: list[str] | None = None,
-        explain: str | None = None, step: bool = False) -> int:
+        explain: str | None = None, step: bool = False, spawn=None) -> int:
     """`explain`: None, "text" or "json" -- print every primitive as the pod is built.
-    `step`: stop after each stage of the set-up until Enter (stdin)."""
+    `step`: stop after each stage of the set-up until Enter (stdin).
+    `spawn`: the class that starts a pod's janitor + supervisor (Daemon's interface):
+    Daemon, or the node agent's forking one (minipod/agent/zygote.py)."""
     if dry_run:
         plans = load_plans(path, cfg, err, configmaps)
         json.dump([p.to_json() for p in plans], out, indent=2, default=str)
@@ -71,7 +73,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
         if step:
             extra["MINIPOD_STEP"] = stack.enter_context(
                 explaining.Stepper(out, sys.stdin)).env
-        rc = _run(path, cfg, detach, out, err, extra, configmaps, names)
+        rc = _run(path, cfg, detach, out, err, extra, configmaps, names, spawn or Daemon)
     # After the explanation is drained: `run -d` ends with the pod names, as without --explain.
     for name in names:
         print(name, file=out)
@@ -79,18 +81,19 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 
 
 def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str],
-         configmaps: list[str] | None, names: list[str]) -> int:
+         configmaps: list[str] | None, names: list[str], spawn=None) -> int:
+    spawn = spawn or Daemon
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
-    spare = Daemon(detach, cfg.janitor, extra)
+    spare = spawn(detach, cfg.janitor, extra)
     try:
         plans = load_plans(path, cfg, err, configmaps)
         trace.mark("cli: planned")
     except BaseException:
         spare.cancel()
         raise
-    pids = launch_all(plans, cfg, spare, detach, extra)
+    pids = launch_all(plans, cfg, spare, detach, extra, spawn)
     if detach:
         names += [p.name for p in plans]
         return 0
@@ -132,7 +135,7 @@ class Daemon:
 
 
 def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
-               extra: dict[str, str] | None = None) -> list[int]:
+               extra: dict[str, str] | None = None, spawn=None) -> list[int]:
     """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
     set-up error), the pods already started are removed again before the error is raised.
     A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
@@ -142,7 +145,7 @@ def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
     for i, p in enumerate(plans):
         try:
             pids.append(launch(p, cfg, spare if i == 0 else
-                               Daemon(detach, cfg.janitor, extra)))
+                               (spawn or Daemon)(detach, cfg.janitor, extra)))
         except BaseException as e:
             started = [q.name for q in plans[:i]]
             for name in reversed(started):

@@ -103,6 +103,16 @@ def main(argv: list[str]) -> int:
 
             return watch(r, pid)
         os.close(r)
+    return supervise(plan_fd, ready_fd, foreground, janitor_fd, janitor_kind)
+
+
+def supervise(plan_fd: int, ready_fd: int, foreground: bool, janitor_fd: int,
+              janitor_kind: str) -> int:
+    """The supervisor's side, in the janitor's child: here, or forked from the node agent's
+    warm interpreter (minipod/agent/zygote.py), whose imports then cost nothing."""
+    from minipod import trace
+    from minipod.kernel import _libc
+
     # Before anything forks: `run --explain` hands its file over in the environment, and
     # every process forked from here on (agent, sandbox, containers) inherits the descriptor.
     from minipod import explain, stepping  # noqa: F401

@@ -58,6 +58,7 @@ def env(tmp_path, lab):
     pods = os.path.join(e.root, "pods")
     for name in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
         e.minipod("rm", "-f", name, check=False)
+    e.stop_agent()
     assert e.host_state() == before, "the host changed: something leaked"
 
 

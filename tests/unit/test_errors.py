@@ -14,7 +14,7 @@ from minipod import config
 from minipod.errors import MinipodError
 
 # Control flow inside one function, never raised out of its module.
-PRIVATE_OK = {"_Timeout", "_Failed", "_Cancelled"}
+PRIVATE_OK = {"_Timeout", "_Failed", "_Cancelled", "_Stop"}
 
 
 def _modules():

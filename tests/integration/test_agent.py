@@ -1,0 +1,212 @@
+"""The node agent (minipod/agent/): started on demand, the same output and exit codes as the
+in-process CLI, root only, pods that survive a SIGKILLed agent, nothing left after `daemon
+stop`."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import agents
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+SLEEPER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}
+"""
+BAD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: bad}
+spec:
+  containers:
+  - {name: c, imagee: busybox}
+"""
+
+
+def sock(mp) -> str:
+    return os.path.join(mp.root, "agent.sock")
+
+
+def status(mp) -> dict:
+    """The agent's own account (pid, requests served), through the protocol."""
+    from minipod.agent import client
+
+    msg = client.request(mp.root, "status")
+    assert msg and "status" in msg, f"no agent answers: {msg}"
+    return msg["status"]
+
+
+def started(mp) -> dict:
+    """Start the agent (any routed command would) and wait until it answers."""
+    mp.minipod("daemon", "start")
+    return status(mp)
+
+
+def cold(mp, *args, **kw):
+    return mp.minipod(*args, env=dict(mp.env, MINIPOD_AGENT="0"), check=False, **kw)
+
+
+def test_the_first_short_command_starts_the_agent(mp):
+    assert not os.path.exists(sock(mp))
+    p = mp.minipod("ps")
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "No resources found\n")
+    mp.wait(lambda: os.path.exists(sock(mp)), what="the agent's socket")
+    mp.wait(lambda: mp.minipod("daemon", "status", check=False).returncode == 0,
+            what="the agent to answer")
+    st = os.stat(sock(mp))
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    assert list(agents(mp.base)) == [status(mp)["pid"]]
+    out = mp.minipod("daemon", "status").stdout
+    assert out.startswith(f"agent: running (pid {status(mp)['pid']}, ") and sock(mp) in out
+
+
+def test_two_commands_at_once_start_one_agent(mp):
+    procs = [subprocess.Popen([sys.executable, "-m", "minipod", "ps"], env=mp.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(4)]
+    for p in procs:
+        assert p.wait(60) == 0
+    pid = started(mp)["pid"]
+    mp.wait(lambda: list(agents(mp.base)) == [pid], what="the agents that lost the lock to exit")
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "GOOD"], ["validate", "BAD"], ["validate", "MISSING"], ["validate", "-"],
+    ["ps"], ["ps", "--bogus"], ["inspect", "nope"], ["get", "pods", "-o", "json"],
+    ["get", "deployments"], ["rm", "nope"], ["--config", "CONFIG", "ps"],
+])
+def test_output_and_exit_code_are_the_in_process_ones(mp, args):
+    good = mp.write("good.yaml", SLEEPER.replace("NAME", "good"))
+    files = {"GOOD": good, "BAD": mp.write("bad.yaml", BAD),
+             "MISSING": os.path.join(mp.base, "missing.yaml"), "CONFIG": mp.config}
+    args = [files.get(a, a) for a in args]
+    stdin = SLEEPER.replace("NAME", "stdin")
+    served = started(mp)["served"]
+    warm = mp.minipod(*args, check=False, input=stdin)
+    assert status(mp)["served"] == served + 2  # ours, and the status request before it
+    down = cold(mp, *args, input=stdin)
+    assert (warm.returncode, warm.stdout, warm.stderr) == \
+        (down.returncode, down.stdout, down.stderr)
+    if args[0] == "validate" and args[1] == files["BAD"]:
+        assert warm.returncode == 1 and warm.stdout == ""
+        assert warm.stderr.startswith(f"error: {files['BAD']}: 2 problems\n")
+
+
+def test_a_running_pods_row_is_the_same(mp):
+    mp.minipod("run", "-d", mp.write("web.yaml", SLEEPER.replace("NAME", "web")))
+    started(mp)
+
+    def rows(p):
+        return [ln.split()[:4] + ln.split()[5:] for ln in p.stdout.splitlines()]  # not AGE
+
+    warm, down = mp.minipod("ps"), cold(mp, "ps")
+    assert rows(warm) == rows(down) and rows(warm)[1][:3] == ["web", "1/1", "Running"]
+    assert json.loads(mp.minipod("inspect", "web").stdout).keys() == \
+        json.loads(cold(mp, "inspect", "web").stdout).keys()
+
+
+def test_a_peer_that_is_not_root_is_refused(mp):
+    started(mp)
+    nobody = pwd.getpwnam("nobody")
+    # As nobody: open the run directory first (as root), then connect through it; the
+    # socket's mode stops nobody before the agent ever sees the connection...
+    probe = f"""
+import os, socket, sys
+sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+d = os.open({mp.root!r}, os.O_PATH)
+os.setgroups([]); os.setgid({nobody.pw_gid}); os.setuid({nobody.pw_uid})
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(f"/proc/self/fd/{{d}}/agent.sock")
+except PermissionError:
+    print("EACCES"); sys.exit(0)
+from minipod.agent import protocol
+print(protocol.recv(s)[0])  # the agent answers before it reads anything, and hangs up
+"""
+    run = lambda: subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                 timeout=30, cwd="/")
+    p = run()
+    assert (p.returncode, p.stdout) == (0, "EACCES\n"), p.stderr
+    # ... and when the mode would let it in, SO_PEERCRED does.
+    os.chmod(sock(mp), 0o666)
+    try:
+        p = run()
+    finally:
+        os.chmod(sock(mp), 0o600)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "{'refused': 'the minipod agent serves root only'}\n"
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rpartition(")")[2].split()[1])
+        out.append(pid)
+    return out
+
+
+def test_a_pod_outlives_a_sigkilled_agent(mp):
+    agent = started(mp)["pid"]
+    mp.minipod("run", "-d", mp.write("web.yaml", SLEEPER.replace("NAME", "web")))
+    info = mp.inspect("web")
+    sup = info["supervisor"]["pid"]
+    # Forked from the warm agent (its pages: pydantic's core is mapped, which a supervisor
+    # exec'd on its own never imports), yet not below it: its parent is the C janitor.
+    with open(f"/proc/{sup}/maps") as f:
+        assert "_pydantic_core" in f.read()
+    assert agent not in _ancestors(sup)
+    with open(f"/proc/{_ancestors(sup)[0]}/cmdline", "rb") as f:
+        assert f.read().startswith(b"minipod-janitor -pod web ")
+    assert info["supervisor"]["janitorKind"] == "c"
+    os.kill(agent, signal.SIGKILL)
+    mp.wait(lambda: agent not in agents(mp.base), what="the agent to die")
+    assert os.path.exists(f"/proc/{sup}")
+    # The next command finds a dead agent's socket, runs in-process and starts a new agent.
+    p = mp.minipod("ps")
+    assert p.stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
+    again = started(mp)["pid"]
+    assert again != agent
+    assert mp.minipod("ps").stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
+    assert mp.inspect("web")["supervisor"]["pid"] == sup
+    mp.minipod("rm", "-f", "web")
+    assert not os.path.exists(f"/proc/{sup}")
+
+
+def test_daemon_stop_leaves_nothing(mp):
+    pid = started(mp)["pid"]
+    p = mp.minipod("daemon", "stop")
+    assert p.stdout == f"agent: stopped (pid {pid})\n"
+    assert not os.path.exists(sock(mp)) and not agents(mp.base)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert mp.minipod("daemon", "stop").stdout == "agent: not running\n"
+    p = mp.minipod("daemon", "status", check=False)
+    assert p.returncode == 3 and p.stdout.startswith("agent: not running")
+
+
+def test_an_agent_being_started_holds_the_lock_before_the_command_returns(mp):
+    """No window in which a command has started an agent that does not hold the root's
+    lock yet: a `daemon stop` in it would find nothing to stop, and the agent would serve
+    after it -- or a second command would start a second interpreter."""
+    from minipod.agent import client
+
+    client.start(mp.root)
+    assert client.starting(mp.root)  # before the new interpreter has imported anything
+    p = mp.minipod("daemon", "stop")
+    assert p.stdout.startswith("agent: stopped (pid ")
+    assert not os.path.exists(sock(mp)) and not agents(mp.base)
+    assert not client.starting(mp.root)
