@@ -1,5 +1,6 @@
 """SIGKILL at random points of a pod's set-up and teardown -- the supervisor, its janitor, both,
-the `run -d` CLI, the `rm -f` CLI -- then `rm -f`: the host is exactly as before, every time.
+the `run -d` CLI, the `rm -f` CLI, the node agent, the agent's worker that serves the command
+-- then `rm -f`: the host is exactly as before, every time.
 
 Each iteration picks its victim in turn and its moment at random within the measured length of
 the step; the seed is in the failure message. 15 iterations by default (CI); more with
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import reap_orphans
+from tests.conftest import agents, reap_orphans
 
 pytestmark = [pytest.mark.root, pytest.mark.network,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -45,7 +46,9 @@ spec:
 # (step, victims): what is running while we kill, and whom we kill.
 PLAN = [("run", ("supervisor",)), ("run", ("janitor",)), ("run", ("supervisor", "janitor")),
         ("run", ("cli",)), ("rm", ("supervisor",)), ("rm", ("cli",)),
-        ("rm", ("supervisor", "janitor"))]
+        ("rm", ("supervisor", "janitor")), ("run", ("agent",)), ("run", ("worker",)),
+        ("rm", ("worker",)), ("rm", ("agent", "supervisor"))]
+THROUGH_AGENT = {"agent", "worker"}
 
 
 def daemons(mp) -> dict[str, list[int]]:
@@ -66,6 +69,9 @@ def daemons(mp) -> dict[str, list[int]]:
                     continue
         except OSError:
             continue
+        if ppid(int(d)) in agents(mp.base):
+            out.setdefault("worker", []).append(int(d))  # the agent forks workers only
+            continue
         from minipod.kubelet import titles
 
         role = titles.role_of(argv)  # once they have a pod, they say what they are
@@ -78,6 +84,14 @@ def daemons(mp) -> dict[str, list[int]]:
             # as its janitor, whose child it is.
             out["supervisor" if b"--janitor-fd" in argv else "janitor"].append(int(d))
     return out
+
+
+def ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 def start(mp, *args: str) -> subprocess.Popen:
@@ -102,8 +116,9 @@ def kill_at(mp, cli: subprocess.Popen, victims: tuple[str, ...], delay: float) -
         time.sleep(0.005)
     killed = []
     found = daemons(mp)
+    found["agent"] = list(agents(mp.base))
     for v in victims:
-        for pid in [cli.pid] if v == "cli" else found[v]:
+        for pid in [cli.pid] if v == "cli" else found.get(v, []):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(f"{v} {pid}")
@@ -133,6 +148,8 @@ def test_sigkill_anywhere_then_rm_f_leaves_nothing(mp):
         else:
             window = run_s
         delay = rng.uniform(0, window * 1.1)
+        if THROUGH_AGENT & set(victims):
+            mp.minipod("daemon", "start")  # the command goes through it, not in-process
         cli = start(mp, *(("run", "-d", path) if step == "run" else ("rm", "-f", "c")))
         killed = kill_at(mp, cli, victims, delay)
         finish(cli)
@@ -142,7 +159,8 @@ def test_sigkill_anywhere_then_rm_f_leaves_nothing(mp):
         assert p.returncode == 0 or "not found" in p.stderr, f"{where}: {p.stderr}"
         assert "Traceback" not in p.stderr, where
         # What still runs is a janitor finishing its clean-up: it must end, and soon.
-        mp.wait(lambda: reap_orphans() or not any(daemons(mp).values()), 30,
+        mp.wait(lambda: reap_orphans() or not any(v for k, v in daemons(mp).items()
+                                                  if k != "worker"), 30,
                 f"{where}: the pod's processes to end")
         pods = os.path.join(mp.root, "pods")
         assert not os.path.isdir(pods) or not os.listdir(pods), f"{where}: a record is left"
