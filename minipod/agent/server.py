@@ -76,7 +76,15 @@ def serve(root: str, lock: int | None = None) -> int:
     _inherited.append(lock)
     started = time.time()
 
-    def stop(*_):
+    stopping, me = [], os.getpid()
+
+    def stop(signum, _frame):
+        if os.getpid() != me:  # a worker just forked, before it reset its handlers
+            os._exit(128 + signum)
+        # Raising ends a warm-up or a blocking accept at once; but Python swallows an
+        # exception raised where it ignores them (an at-fork callback: logging registers
+        # one, and we fork for every request), so the loop also checks the flag.
+        stopping.append(True)
         raise _Stop
 
     # From here on, SIGTERM (daemon stop, systemd, a test) ends us through the finally
@@ -94,14 +102,16 @@ def serve(root: str, lock: int | None = None) -> int:
 
         proctitle.set_title(f"minipod-agent -root {root}", "minipod-agent")
         _warm()
+        if stopping:
+            raise _Stop
         listener, inode = _listen(root)
         _inherited.append(listener.fileno())
-        listener.settimeout(1.0)  # wake up now and then to reap workers
+        listener.settimeout(1.0)  # wake up now and then to reap workers (and see `stopping`)
         where = agent.path(root, agent.SOCKET) if inode is not None \
             else "systemd's socket (fd 3)"
         _log(f"agent {os.getpid()} listening on {where} "
              f"({time.time() - started:.2f}s to warm up)")
-        while True:
+        while not stopping:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:

@@ -210,3 +210,33 @@ def test_an_agent_being_started_holds_the_lock_before_the_command_returns(mp):
     assert p.stdout.startswith("agent: stopped (pid ")
     assert not os.path.exists(sock(mp)) and not agents(mp.base)
     assert not client.starting(mp.root)
+
+
+def test_sigterm_while_the_agent_forks_for_requests_stops_it(mp):
+    """The agent forks a worker per request; a SIGTERM that lands in its at-fork callbacks
+    (Python ignores what is raised there) must still stop it, and soon."""
+    import threading
+    import time
+
+    from minipod.agent import client
+
+    for _ in range(8):
+        pid = started(mp)["pid"]
+        done = threading.Event()
+
+        def hammer():
+            while not done.is_set():
+                client.request(mp.root, "status")
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        try:
+            mp.wait(lambda: not agents(mp.base) and not os.path.exists(sock(mp)), 5,
+                    "the agent to stop after SIGTERM")
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
