@@ -342,6 +342,22 @@ spec:
 """
 
 
+PROBED_YAML = """apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {{command: ["test", "-f", "/tmp/ready"]}}
+      periodSeconds: 1
+"""
+
+
 class Minipod:
     """minipod with an isolated config. `resident`: a second pod stays up meanwhile, so the
     bridge and NAT rules exist already (the steady state of a host that runs pods)."""
@@ -424,12 +440,7 @@ class Minipod:
         mine = set(procs.values())
         out = []
         for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
+            if not p.isdigit() or not (cmd := _cmdline(int(p))):
                 continue
             if self.work in cmd and int(p) not in mine and not cmd.startswith("minipod-agent") \
                     and " -pod resident " not in cmd:  # the (**) row's second pod
@@ -926,6 +937,10 @@ def density(mp: Minipod, n: int, env: dict) -> dict:
                 mem_1 = _minipod_memory(mp)
         time.sleep(SETTLE)
         mem_n = _minipod_memory(mp)
+        crash = agent_crash(mp, env, names) if env is mp.env_agent else None
+        restart = restart_latency(mp, env, names[len(names) // 2])
+        names.append("probed")
+        probe = probe_latency(mp, env, "probed")
     finally:
         t0 = time.perf_counter()
         run([MINIPOD, "rm", "-f", *names], env=env, timeout=600)
@@ -933,8 +948,89 @@ def density(mp: Minipod, n: int, env: dict) -> dict:
         reap()
     return {"n": n, "up_raw": ups, "first10": stats(ups[:10]), "last10": stats(ups[-10:]),
             "ratio": statistics.median(ups[-10:]) / statistics.median(ups[:10]),
-            "mem_1": mem_1, "mem_n": mem_n, "rm_s": rm_s,
+            "mem_1": mem_1, "mem_n": mem_n, "rm_s": rm_s, "agent_crash": crash,
+            "restart_s": restart, "probe_s": probe,
             "marginal": {k: (mem_n[k] - mem_1[k]) / max(1, n - 1) for k in ("rss", "pss", "uss")}}
+
+
+def agent_crash(mp: Minipod, env: dict, names: list[str]) -> dict:
+    """SIGKILL the agent with the density pods up. Their supervisors are not its children
+    (zygote.py), so there is nothing to re-adopt: what a user waits for is the next command
+    -- `ps`, in-process while no agent answers; it starts a new one -- and the new agent
+    answering. Both timed from the kill; `ps` must still show every pod Running."""
+    root = os.path.join(mp.work, "run")
+    victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+               _cmdline(int(p)).startswith(f"minipod-agent -root {root}")]
+    if not victims:
+        return {}
+    t0 = time.perf_counter()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    while any(os.path.exists(f"/proc/{p}") and _cmdline(p) for p in victims):
+        time.sleep(0.001)
+    ps = run([MINIPOD, "ps"], env=env).check()
+    ps_s = time.perf_counter() - t0
+    running = sum(1 for line in ps.out.splitlines()[1:]
+                  if line.split()[0] in names and "Running" in line)
+    while run([MINIPOD, "daemon", "status"], env=env).code != 0:
+        if time.perf_counter() - t0 > 60:
+            raise RuntimeError("no new agent answered within 60 s of the old one's SIGKILL")
+        time.sleep(0.01)
+    back_s = time.perf_counter() - t0
+    warm = run([MINIPOD, "ps"], env=env).check()
+    return {"agents_killed": len(victims), "ps_s": ps_s, "running": running,
+            "agent_back_s": back_s, "warm_ps_s": warm.seconds}
+
+
+def restart_latency(mp: Minipod, env: dict, name: str) -> float:
+    """With the other pods up, SIGKILL one pod's container: seconds until `inspect` shows
+    its restarted process (restartPolicy Always; the first restart has no back-off).
+    Polled through `inspect`, so it includes up to one command's time."""
+    def pid() -> int:
+        return json.loads(run([MINIPOD, "inspect", name], env=env).check().out) \
+            ["containers"][0]["pid"]
+
+    old = pid()
+    t0 = time.perf_counter()
+    os.kill(old, signal.SIGKILL)
+    while (new := pid()) in (0, old):
+        if time.perf_counter() - t0 > 60:
+            raise RuntimeError(f"{name}'s container was not restarted within 60 s")
+    reap()
+    return time.perf_counter() - t0
+
+
+def probe_latency(mp: Minipod, env: dict, name: str) -> float:
+    """With the other pods up, one more pod whose readiness probe (exec, every second) passes
+    once /tmp/ready exists: seconds from `exec touch` returning until the pod's container
+    is ready (`get -o json`). A probe that runs on time makes this at most the period plus
+    one probe's run; a stalled supervisor or agent makes it longer."""
+    path = os.path.join(mp.work, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(PROBED_YAML.format(name=name))
+    run([MINIPOD, "run", "-d", path], env=env).check()
+
+    def ready() -> bool:
+        pod = json.loads(run([MINIPOD, "get", "pod", name, "-o", "json"], env=env).check().out)
+        return bool(pod["status"].get("containerStatuses", [{}])[0].get("ready"))
+
+    time.sleep(1.5)  # a probe or two fail first
+    if ready():
+        raise RuntimeError(f"{name} is ready before /tmp/ready exists")
+    run([MINIPOD, "exec", name, "-c", "c", "--", "touch", "/tmp/ready"], env=env).check()
+    t0 = time.perf_counter()
+    while not ready():
+        if time.perf_counter() - t0 > 30:
+            raise RuntimeError(f"{name} did not become ready within 30 s")
+    return time.perf_counter() - t0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _minipod_memory(mp: Minipod) -> dict:
@@ -943,12 +1039,7 @@ def _minipod_memory(mp: Minipod) -> dict:
     root = os.path.join(mp.work, "run")
     tot = {"rss": 0, "pss": 0, "uss": 0, "procs": 0}
     for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+        if not p.isdigit() or not (cmd := _cmdline(int(p))):
             continue
         mine = root in cmd or (cmd.startswith(os.path.join(VENV, "libexec", "minipod", "pause"))
                                and _ppid_has_root(int(p), root))
@@ -1171,6 +1262,16 @@ def print_report(res: dict) -> None:
         mg = d["marginal"]
         print(f"  marginal per pod: PSS {mg['pss'] / 1024:.2f} MB, USS {mg['uss'] / 1024:.2f} MB;"
               f" rm -f of all: {d['rm_s']:.1f} s")
+        print(f"  a container SIGKILLed with {d['n']} pods up: restarted after "
+              f"{d['restart_s'] * 1000:.0f} ms (seen by polling `inspect`)")
+        print(f"  a readiness probe (exec, periodSeconds 1) with {d['n']} pods up: ready "
+              f"{d['probe_s'] * 1000:.0f} ms after its file appeared (at most ~1000 + one "
+              f"probe's run when on time)")
+        if c := d.get("agent_crash"):
+            print(f"  agent SIGKILLed with {d['n']} pods up: the next `ps` (in-process) "
+                  f"answered {c['ps_s'] * 1000:.0f} ms after the kill, {c['running']} pods "
+                  f"Running; a new agent answered after {c['agent_back_s'] * 1000:.0f} ms; "
+                  f"`ps` through it {c['warm_ps_s'] * 1000:.0f} ms")
     if res.get("podman_skipped"):
         print(f"\npodman: not measured: {res['podman_skipped']}")
     for key in ("up", "down"):
