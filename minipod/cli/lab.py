@@ -368,6 +368,10 @@ class Runner:
             raise Interrupted()
 
         old = signal.signal(signal.SIGTERM, term)
+        # Ctrl-C is the student's way out, also when we were started with SIGINT ignored (a
+        # background job of a script, nohup): Python would keep it ignored, and the lab would
+        # sit at its prompt. kubectl and podman (Go's signal.Notify) take it back the same way.
+        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self._prepare()
             pods = ", ".join(f"{v}={u}" for v, u in self.vars.items())
@@ -393,7 +397,7 @@ class Runner:
             try:
                 self.cleanup()
             finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGINT, old_int)
                 signal.signal(signal.SIGTERM, old)
         r = self.result
         self.emit(f"lab {self.lab.name}: {r.passed} checks passed, {r.failed} failed")

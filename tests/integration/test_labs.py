@@ -57,13 +57,18 @@ def test_a_pending_lab_does_not_run(mp):
     assert p.returncode == 1 and "is pending" in p.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_cleans_up(mp, sig):
+@pytest.mark.parametrize("sig,ignored", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                        (signal.SIGINT, True)])
+def test_ctrl_c_cleans_up(mp, sig, ignored):
     """Ctrl-C (or SIGTERM) while a student looks around (--step waits for Enter after the pod is made):
-    the lab's pod is removed, the run fails, the host is unchanged (the fixture checks)."""
+    the lab's pod is removed, the run fails, the host is unchanged (the fixture checks). Also
+    when the lab was started with SIGINT ignored (a script's background job, nohup), which
+    Python alone would keep."""
     proc = subprocess.Popen([sys.executable, "-m", "minipod", "lab", "run", "01-sandbox",
                              "--step"], env=mp.env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            if ignored else None)
     buf: list[str] = []
     reader = threading.Thread(target=lambda: buf.extend(iter(lambda: proc.stdout.read(1), "")),
                               daemon=True)
