@@ -7,6 +7,7 @@ several lines: repr() escapes control characters, and the text is cut to a reada
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 LIMIT = 40  # characters of a value kept in a message
@@ -36,9 +37,13 @@ def show(v: Any, limit: int = LIMIT) -> str:
 
 
 def key(name: Any) -> str:
-    """A mapping key as a path component: plain names as they are, anything else quoted."""
+    """A mapping key as a path component: plain names as they are (a field, a label's
+    `app.kubernetes.io/name`), anything else quoted -- `'+  containers'`, not a path that
+    seems to start with a plus and has spaces in it."""
     text = str(name) if not isinstance(name, str) else name
-    if text.isascii() and text.isprintable() and len(text) <= 2 * LIMIT and text.strip() == text \
-            and text:
+    if _PLAIN.fullmatch(text) and len(text) <= 2 * LIMIT:
         return text
     return show(text)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
