@@ -149,6 +149,9 @@ def _warm() -> None:
         from minipod import cgroups, config
         from minipod.spec import spec
 
+        from minipod.cli import cli
+
+        cli.parser()
         spec.loads(SAMPLE, "warm-up.yaml")
         cfg = config.load()
         cgroups.remember(cfg.cgroup_root, cfg.cgroup_driver)

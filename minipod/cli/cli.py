@@ -6,6 +6,7 @@ Imports are lazy: `minipod ps` must not pay for pydantic or pyroute2.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -353,7 +354,11 @@ def cmd_version(args) -> int:
     return 0
 
 
+@functools.cache
 def parser() -> argparse.ArgumentParser:
+    """Built once per process: the node agent builds it while warming up, so that its forks
+    do not pay ~5 ms (most of it argparse asking gettext, and the disk, for a catalogue for
+    each of ~100 help strings) on every command. Parsing does not change it."""
     p = argparse.ArgumentParser(prog="minipod", description=(
         "Run Kubernetes v1 Pod manifests on this machine, built from raw Linux primitives."))
     p.add_argument("--config", help="config file (default $MINIPOD_CONFIG or "
