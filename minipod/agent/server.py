@@ -147,9 +147,8 @@ def _warm() -> None:
             _log(f"warm-up: import {name}: {type(e).__name__}: {e}")
     try:
         from minipod import cgroups, config
-        from minipod.spec import spec
-
         from minipod.cli import cli
+        from minipod.spec import spec
 
         cli.parser()
         spec.loads(SAMPLE, "warm-up.yaml")
