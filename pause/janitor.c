@@ -100,28 +100,34 @@ static int read_some(int fd, char *buf, size_t *len) {
 	return 1;
 }
 
+/* SIGINT and SIGHUP ignored, SIGTERM passed on to the supervisor (see the top). */
+static void take_signals(void) {
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = forward_term;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGTERM, &sa, NULL);
+}
+
 int main(int argc, char **argv) {
 	char msg[MSG_MAX] = "", fdarg[16], why[64];
 	size_t len = 0;
 	int pipefd[2], status = 0, code;
 	char **cmd, *nl;
-	struct sigaction sa;
 	sigset_t term, mask;
 	pid_t pid;
 
 	if (argc >= 5 && strcmp(argv[1], "--adopt") == 0) {
 		if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 			die("PR_SET_CHILD_SUBREAPER");
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = SIG_IGN;
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGHUP, &sa, NULL);
-		supervisor = (pid_t)atoi(argv[2]);
+		supervisor = (pid_t)atoi(argv[2]);  /* before SIGTERM has someone to go to */
 		pipefd[0] = atoi(argv[3]);
 		fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);
-		sa.sa_handler = forward_term;
-		sa.sa_flags = SA_RESTART;
-		sigaction(SIGTERM, &sa, NULL);
+		take_signals();
 		if (!(cmd = calloc(2, sizeof(*cmd))))
 			die("calloc");
 		cmd[0] = argv[4];
@@ -148,13 +154,7 @@ int main(int argc, char **argv) {
 	cmd[argc - 1] = fdarg;
 
 	/* Signals first: a SIGTERM that arrives right after fork must not kill us. */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sa.sa_handler = forward_term;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGTERM, &sa, NULL);
+	take_signals();
 
 	/* SIGTERM stays blocked until `supervisor` is set: one that came in between would find
 	 * no one to pass it on to, and be lost. */

@@ -227,12 +227,17 @@ def _spawn(root: str) -> None:
                 os.dup2(lock, 3)
             os.set_inheritable(3, True)  # the one descriptor the agent keeps across the exec
             os.closerange(4, 1 << 16)  # raw descriptors only: we exec right away
-            argv = [sys.executable, "-m", "minipod.agent.server", "--root", root,
-                    "--lock-fd", "3", TITLE_ROOM]
+            argv = server_argv(root, "--lock-fd", "3")
             os.execv(argv[0], argv)
         finally:
             os._exit(127)
     os.waitpid(pid, 0)
+
+
+def server_argv(root: str, *opts: str) -> list[str]:
+    """The agent's command line: a fresh interpreter, and room at the end for the titles
+    its forks set (TITLE_ROOM)."""
+    return [sys.executable, "-m", "minipod.agent.server", "--root", root, *opts, TITLE_ROOM]
 
 
 def take_lock(path: str) -> int | None:

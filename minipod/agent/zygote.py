@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 
+from minipod.agent import client
 from minipod.cli import runner
 
 
@@ -80,7 +81,7 @@ def _janitor(plan_r: int, ready_w: int, c_janitor: str | None) -> None:
         if c_janitor:
             os.set_inheritable(r, True)
             os.execv(c_janitor, [c_janitor, "--adopt", str(supervisor), str(r), sys.executable,
-                                 " " * 160])
+                                 client.TITLE_ROOM])
         from minipod.kubelet.janitor import watch
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -321,8 +321,7 @@ def cmd_daemon(args) -> int:
     if args.daemon_cmd == "run":
         # A fresh interpreter under the same PID (systemd's LISTEN_PID stays true), with an
         # argv long enough for its forks' titles (client.TITLE_ROOM).
-        argv = [sys.executable, "-m", "minipod.agent.server", "--root", root,
-                client.TITLE_ROOM]
+        argv = client.server_argv(root)
         sys.stdout.flush()
         os.execv(argv[0], argv)
     if args.daemon_cmd == "start" and not client.start(root, wait=30):
@@ -515,12 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def entry() -> None:
-    """The console script (minipod/cli/entry.py: the agent first, then main())."""
-    from minipod.cli import entry as entry_
-
-    entry_.entry()
-
-
 if __name__ == "__main__":
+    from minipod.cli.entry import entry  # the console script: the agent first, then main()
+
     entry()

@@ -81,8 +81,7 @@ def run(path: str, cfg, detach: bool, dry_run: bool = False, out=sys.stdout,
 
 
 def _run(path: str, cfg, detach: bool, out, err, extra: dict[str, str],
-         configmaps: list[str] | None, names: list[str], spawn=None) -> int:
-    spawn = spawn or Daemon
+         configmaps: list[str] | None, names: list[str], spawn) -> int:
     # Start the first pod's background processes now: their imports (and the network agent's
     # pyroute2) then overlap our parsing and validation instead of following them.
     trace.mark("cli: start daemon")
@@ -134,8 +133,8 @@ class Daemon:
         return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
 
 
-def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
-               extra: dict[str, str] | None = None, spawn=None) -> list[int]:
+def launch_all(plans: list, cfg, spare: Daemon, detach: bool, extra: dict[str, str],
+               spawn) -> list[int]:
     """Start every pod of a file, or none: if one fails (a name taken by a running pod, a
     set-up error), the pods already started are removed again before the error is raised.
     A file is one unit, as `podman kube play` treats it; `kubectl apply` would leave the first
@@ -145,7 +144,7 @@ def launch_all(plans: list, cfg, spare: Daemon, detach: bool,
     for i, p in enumerate(plans):
         try:
             pids.append(launch(p, cfg, spare if i == 0 else
-                               (spawn or Daemon)(detach, cfg.janitor, extra)))
+                               spawn(detach, cfg.janitor, extra)))
         except BaseException as e:
             started = [q.name for q in plans[:i]]
             for name in reversed(started):
