@@ -105,7 +105,9 @@ def _relay(client: ap.Client, stdin: bool, raw: bool) -> int | None:
         resize()
         signal.signal(signal.SIGWINCH, resize)
         saved = termios.tcgetattr(0)
-        ttymod.setraw(0)
+        # TCSANOW, not setraw's default TCSAFLUSH: what the user typed before we got here
+        # (a fast typist, a script) is kept and sent on, as kubectl keeps it.
+        ttymod.setraw(0, termios.TCSANOW)
     code = None
     held = b""
     fds = [client.fileno()] + ([0] if stdin else [])

@@ -130,7 +130,8 @@ def _relay(master: int, pid: int) -> None:
     resize()
     signal.signal(signal.SIGWINCH, resize)
     saved = termios.tcgetattr(0)
-    ttymod.setraw(0)
+    # TCSANOW, not setraw's default TCSAFLUSH: type-ahead is kept and sent on (as kubectl).
+    ttymod.setraw(0, termios.TCSANOW)
     try:
         fds = [0, master]
         while True:

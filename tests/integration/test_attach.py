@@ -159,6 +159,14 @@ def test_tty_container_attach_resize_and_detach(mp):
     # ... and what was typed went to the log as well (the terminal echoes it).
     assert any("answer-42" in ln for ln in log_lines(mp, "term", "shell"))
 
+    # Type-ahead: what is typed before attach has its terminal in raw mode (here, before the
+    # client has even started) is kept and sent on, not flushed by the switch to raw.
+    t = Term(minipod_argv("attach", "-it", "term"), mp.env)
+    t.type(b"echo ahead-$((2*3))\r")
+    t.read_until(b"ahead-6")
+    t.type(b"\x10\x11")
+    assert t.wait() == 0, t.out
+
 
 class Attached:
     """`minipod attach` with pipes: what it prints, what we write to its stdin."""
