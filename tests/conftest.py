@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,44 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUFFIX = "%05x" % random.randrange(1 << 20)
 
 
+# The tests' own children, by PID, while their Popen objects live: those objects wait for them.
+_POPENS: "weakref.WeakValueDictionary[int, subprocess.Popen]" = weakref.WeakValueDictionary()
+_popen_init = subprocess.Popen.__init__
+
+
+def _tracked_init(self, *args, **kw):
+    _popen_init(self, *args, **kw)
+    _POPENS[self.pid] = self
+
+
+subprocess.Popen.__init__ = _tracked_init
+
+
 def reap_orphans() -> None:
-    """Detached supervisors are reparented to us (we are a child subreaper): reap them."""
-    while True:
+    """Detached supervisors are reparented to us (we are a child subreaper): reap them.
+
+    Only those, not a test's own child: waitpid(-1) would take the exit status of a
+    `port-forward` the test started (and will wait for), and Popen, finding nothing to reap,
+    reports 0 -- whatever the command's exit code was."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" or int(fields[1]) != me:
+            continue
+        p = _POPENS.get(pid)
+        if p is not None and p.returncode is None:
+            continue  # its Popen reaps it
+        try:
+            os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            pass
 
 
 def tied_popen(argv: list[str], **kw) -> subprocess.Popen:
