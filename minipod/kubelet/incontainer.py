@@ -14,6 +14,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Callable, NoReturn
 
+from minipod.kernel import pidfd
 from minipod.kubelet.netprobe import gostr
 from minipod.pod import child, enter
 
@@ -69,10 +70,10 @@ def run_command(argv: list[str], prepare: Callable[[tuple[int, ...]], dict[str, 
     os.close(err_w)
     deadline = _deadline(timeout)
     output = bytearray()
-    pidfd = os.pidfd_open(pid)
+    handle = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(out_r, select.POLLIN)
-    poller.register(pidfd, select.POLLIN)
+    poller.register(handle, select.POLLIN)
     timed_out = False
     try:
         while True:
@@ -80,11 +81,11 @@ def run_command(argv: list[str], prepare: Callable[[tuple[int, ...]], dict[str, 
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    timed_out = not select.select([pidfd], [], [], 0)[0]
+                    timed_out = not select.select([handle], [], [], 0)[0]
                     break
                 wait = int(left * 1000) + 1
             events = poller.poll(wait)
-            if any(fd == pidfd for fd, _ in events):
+            if any(fd == handle for fd, _ in events):
                 break
             if events and not _read_into(out_r, output):
                 poller.unregister(out_r)
@@ -105,7 +106,7 @@ def run_command(argv: list[str], prepare: Callable[[tuple[int, ...]], dict[str, 
         except BlockingIOError:
             err = ""
     finally:
-        for fd in (out_r, err_r, pidfd):
+        for fd in (out_r, err_r, handle):
             os.close(fd)
     cmd = " ".join(argv)
     if timed_out:
@@ -162,47 +163,19 @@ def kill_tree(root: int, proc_fd: int, wait: float = 2.0) -> None:
     try:
         while new := (descendants(root, proc_fd) | {root}) - held.keys():
             for pid in new:
-                held[pid] = _pidfd(pid)
-                _signal(held[pid], signal.SIGSTOP)
+                held[pid] = pidfd.open_(pid)
+                pidfd.send(held[pid], signal.SIGSTOP)
         try:
             os.killpg(root, signal.SIGKILL)  # root is a session leader: its group goes too
         except (ProcessLookupError, PermissionError):
             pass
         for fd in held.values():
-            _signal(fd, signal.SIGKILL)
-        _wait_exited([fd for fd in held.values() if fd is not None], wait)
+            pidfd.send(fd, signal.SIGKILL)
+        pidfd.wait_exited([fd for fd in held.values() if fd is not None], wait)
     finally:
         for fd in held.values():
             if fd is not None:
                 os.close(fd)
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None  # it exited since the walk
-
-
-def _signal(pidfd: int | None, sig: int) -> None:
-    if pidfd is None:
-        return
-    try:
-        signal.pidfd_send_signal(pidfd, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_exited(pidfds: list[int], wait: float) -> None:
-    """A pidfd turns readable when its process has exited (zombie or reaped)."""
-    poller = select.poll()
-    for fd in pidfds:
-        poller.register(fd, select.POLLIN)
-    left, deadline = len(pidfds), time.monotonic() + wait
-    while left and (ms := int((deadline - time.monotonic()) * 1000)) > 0:
-        for fd, _ in poller.poll(ms):
-            poller.unregister(fd)
-            left -= 1
 
 
 def descendants(root: int, proc_fd: int) -> set[int]:
