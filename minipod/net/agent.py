@@ -4,7 +4,8 @@
 lets the import run on the other core while the caller reads the spec, makes cgroups and starts
 the pause process; by the time the caller asks for setup_pod the agent is (nearly) ready.
 
-Protocol: one JSON object per line over a unix socketpair, strictly request -> reply.
+Protocol: one JSON object per line over a unix socketpair, strictly request -> reply (the
+caller may work between the two: send(), then reply()).
     -> {"op": "setup_pod", "cfg": {...}, "owner": "...", "pause_pid": 123, "host_veth": "mp-..."}
     <- {"ok": true, "result": {"ip": "10.244.0.2", ...}}
     <- {"ok": false, "type": "IPAMError", "error": "no free address in ..."}
@@ -67,6 +68,7 @@ class Agent:
         self._rfile = sock.makefile("rb")
         self.pid = pid  # set when the agent is our child (we reap it on close)
         self._broken: str | None = None
+        self._pending: str | None = None  # the op sent and not yet answered
 
     @classmethod
     def from_fd(cls, fd: int, pid: int | None = None) -> "Agent":
@@ -77,6 +79,15 @@ class Agent:
         return self._sock.fileno()
 
     def call(self, op: str, **kw: Any) -> dict:
+        self.send(op, **kw)
+        return self.reply()
+
+    def send(self, op: str, **kw: Any) -> None:
+        """The request alone: the caller works on while the agent does it, then reads reply().
+        A request still unanswered is drained first (a rollback's teardown_pod after a
+        setup_pod whose answer nobody will read): the stream stays request -> reply."""
+        if self._pending:
+            self._drain()
         if self._broken:
             raise AgentError(f"network agent unusable: {self._broken}")
         request = {"op": op}
@@ -84,6 +95,17 @@ class Agent:
             request[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as e:
+            self._broken = f"{op} not sent ({e.strerror or e})"
+            raise AgentError(f"network agent: {op}: {e.strerror or e}") from None
+        self._pending = op
+
+    def reply(self) -> dict:
+        """The answer to the request sent last: its result, or its error raised."""
+        op, self._pending = self._pending, None
+        if op is None:
+            raise AgentError("network agent: a reply read with no request sent")
+        try:
             line = self._rfile.readline()
         except BaseException as e:
             # Interrupted between request and reply: the stream is out of step for good.
@@ -103,11 +125,27 @@ class Agent:
             return reply.get("result") or {}
         raise _error(reply.get("type", ""), reply.get("error", "unknown error"))
 
+    def _drain(self) -> None:
+        try:
+            self.reply()
+        except AgentError:
+            if self._broken:
+                raise
+        except NetError:
+            pass  # the failure of a request nobody waits for any more
+
     def setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int | str,
                   host_veth: str) -> Attachment:
-        result = self.call("setup_pod", cfg=cfg, owner=owner, pause_pid=pause_pid,
-                           host_veth=host_veth)
-        return Attachment(**result)
+        self.send_setup_pod(cfg, owner, pause_pid, host_veth)
+        return self.setup_pod_reply()
+
+    def send_setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int | str,
+                       host_veth: str) -> None:
+        """setup_pod in two halves, so that the caller prepares its containers meanwhile."""
+        self.send("setup_pod", cfg=cfg, owner=owner, pause_pid=pause_pid, host_veth=host_veth)
+
+    def setup_pod_reply(self) -> Attachment:
+        return Attachment(**self.reply())
 
     def teardown_pod(self, cfg: NetConfig, owner: str, host_veth: str) -> None:
         self.call("teardown_pod", cfg=cfg, owner=owner, host_veth=host_veth)

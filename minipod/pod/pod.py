@@ -80,17 +80,25 @@ class Pod:
             self._pin_netns()
             if stepping.ON:
                 self._stop_after("sandbox")
-            # The containers' mount work first: meanwhile the agent finishes importing pyroute2
-            # (the daemon started it while the CLI was validating). They wait before exec.
+            # The network agent (another process) plugs in the sandbox's netns while we do the
+            # containers' mount work: neither needs the other until the containers exec, and
+            # they wait for that. (With --explain or --step the stages stay one after another,
+            # so that what each one says is what it did.) The undo is pushed first: teardown
+            # is idempotent, and the agent answers the request before it is asked to undo it.
+            overlap = not (explain.ON or stepping.ON)
+            rb.push("network", lambda: self._net_teardown(agent))
+            if overlap:
+                self._send_network(agent)
             pending = []
             rb.push("containers", lambda: [x.abort() for x in pending])
             for c in first:
                 explain.stage(f"container {c.name}: namespaces and root filesystem")
                 pending.append(self.prepare(c))
             trace.mark("pod: containers prepared")
-            rb.push("network", lambda: self._net_teardown(agent))
             explain.stage("network")
-            self._attach_network(agent)
+            if not overlap:
+                self._send_network(agent)
+            self._finish_network(agent)
             trace.mark("pod: network")
             if stepping.ON:
                 self._stop_after("network")
@@ -121,7 +129,8 @@ class Pod:
             self._net_teardown(agent)
             self._start_sandbox()
             self._pin_netns()
-            self._attach_network(agent)
+            self._send_network(agent)
+            self._finish_network(agent)
         finally:
             agent.close()
 
@@ -257,19 +266,27 @@ class Pod:
 
         netns.unpin(self.plan.netns)
 
-    def _attach_network(self, agent) -> None:
-        """The veth into the sandbox's netns, an IP; then the /etc files that name the IP."""
+    def _send_network(self, agent) -> None:
+        """Ask the network agent for the veth into the sandbox's netns and an IP; the answer is
+        _finish_network's to read."""
         p = self.plan
         if p.host_network:  # no veth, no lease: the pod's IP is the node's, as the kubelet says
+            return
+        # pause's PID, or in pinned mode the pin's file (no process is in the netns).
+        where = self.sandbox_pid if self.pinned is None else self.netns_file()
+        self._run("set up the network", lambda: agent.send_setup_pod(
+            self.net_config(), p.uid, where, p.host_veth))
+
+    def _finish_network(self, agent) -> None:
+        """The network's answer (the IP); the hostPorts; then the /etc files that name the IP."""
+        p = self.plan
+        if p.host_network:
             from minipod.net import node_ip
 
             self.network = {"ip": node_ip(), "host_network": True}
             self.write_etc_files()
             return
-        # pause's PID, or in pinned mode the pin's file (no process is in the netns).
-        where = self.sandbox_pid if self.pinned is None else self.netns_file()
-        att = self._run("set up the network", lambda: agent.setup_pod(
-            self.net_config(), p.uid, where, p.host_veth))
+        att = self._run("set up the network", agent.setup_pod_reply)
         self.network = dataclasses.asdict(att)
         if p.host_ports:  # reserved by the CLI before the pod was created; now they lead here
             from minipod.net import hostport
@@ -403,6 +420,8 @@ class Pod:
 
     def kill_all(self, timeout: float = 10.0) -> None:
         """SIGKILL every process in the pod's cgroup and reap those that are our children."""
+        from minipod.kernel import pidfd
+
         deadline = time.monotonic() + timeout
         while True:
             pids = self.driver.procs(self.plan.pod_cgroup)
@@ -410,13 +429,20 @@ class Pod:
                 pids = pids or ([self.sandbox_pid] if _alive(self.sandbox_pid) else [])
             if not pids:
                 break
-            self.driver.kill(self.plan.pod_cgroup, signal.SIGKILL)
-            if self.sandbox_pid:
-                _signal(self.sandbox_pid, signal.SIGKILL)
+            # Held before the kill: we then wake the moment the last of them has exited,
+            # instead of sleeping and listing the cgroup again and again.
+            held = [fd for fd in map(pidfd.open_, pids) if fd is not None]
+            try:
+                self.driver.kill(self.plan.pod_cgroup, signal.SIGKILL)
+                if self.sandbox_pid:
+                    _signal(self.sandbox_pid, signal.SIGKILL)
+                pidfd.wait_exited(held, 0.1)
+            finally:
+                for fd in held:
+                    os.close(fd)
             reap()
             if time.monotonic() > deadline:
                 raise SetupError(f"processes {pids} of pod {self.plan.name} would not die")
-            time.sleep(0.005)
         reap()
 
     def _net_teardown(self, agent=None) -> None:

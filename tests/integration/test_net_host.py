@@ -538,6 +538,17 @@ def test_agent_sets_up_and_tears_down_a_pod(net, netns):
 
         a.teardown_pod(cfg, "pod-a", veth)
         assert ours(cfg, veths) == NOTHING
+
+        # A setup sent and never read (pod set-up failed while the agent worked on it): the
+        # rollback's teardown is answered after it, in step, and the host is as it was.
+        a.send_setup_pod(cfg, "pod-b", pid, veth_name(veths))
+        a.teardown_pod(cfg, "pod-b", veths[-1])
+        assert ours(cfg, veths) == NOTHING
+        assert a.call("ping") == {"pid": agent_pid}
+        # ... and the same when that setup failed: its error is nobody's any more.
+        a.send_setup_pod(cfg, "pod-ghost", 2**22 + 1, veth_name(veths))
+        a.teardown_pod(cfg, "pod-ghost", veths[-1])
+        assert ours(cfg, veths) == NOTHING and a.call("ping") == {"pid": agent_pid}
     finally:
         a.close()
     assert not os.path.exists(f"/proc/{agent_pid}")  # exited on EOF and reaped
