@@ -154,6 +154,9 @@ def _warm() -> None:
         spec.loads(SAMPLE, "warm-up.yaml")
         cfg = config.load()
         cgroups.remember(cfg.cgroup_root, cfg.cgroup_driver)
+        from minipod.net import links
+
+        links.warm()
     except Exception as e:  # noqa: BLE001
         _log(f"warm-up: {type(e).__name__}: {e}")
     # Everything alive now is for life: out of the collector's reach, so that neither the

@@ -76,6 +76,17 @@ def _iproute(**kw: Any):
     return IPRoute(**kw)
 
 
+def warm() -> None:
+    """A read-only round trip (the loopback's link and addresses), so that a process whose
+    forks do network work (the node agent) pays pyroute2's first-use costs once, not in every
+    fork: its message classes are built on first use."""
+    with _iproute() as ipr:
+        index = _lookup(ipr, "lo")
+        if index is not None:
+            _get_link(ipr, index).get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+            ipr.get_addr(family=socket.AF_INET, index=index)
+
+
 def _lookup(ipr, name: str) -> int | None:
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None
