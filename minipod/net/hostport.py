@@ -211,7 +211,7 @@ def _sync(bridge: str, subnet: str, recs: dict[str, dict]) -> None:
     active = [(r["ip"], m) for _, r in sorted(recs.items())
               if r.get("bridge") == bridge and r.get("ip") for m in _mappings(r)]
     plan = _plan(bridge, subnet, active)
-    listed = {t: iptables.rules(t) for t in ("nat", "filter")}
+    listed = iptables.rules_of(["nat", "filter"])
     script: list[str] = []
     for table in ("nat", "filter"):
         rules, section = listed[table], []

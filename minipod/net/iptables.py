@@ -28,13 +28,28 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
         raise IptablesError(f"{argv[0]} not found: install the iptables package") from None
 
 
-def rules(table: str) -> list[list[str]]:
-    """`iptables -t table -S`, each line split into arguments (quotes undone)."""
-    r = _run(["iptables", "-w", "-t", table, "-S"])
-    if r.returncode != 0:
-        raise IptablesError(
-            f"iptables -t {table} -S: {r.stderr.strip() or f'exit {r.returncode}'}")
-    return [shlex.split(ln) for ln in r.stdout.splitlines() if ln.strip()]
+def rules_of(tables: list[str]) -> dict[str, list[list[str]]]:
+    """`iptables -t TABLE -S` of each table, each line split into arguments (quotes undone).
+    The processes run side by side: each is mostly its own start-up (~3 ms)."""
+    procs = {}
+    try:
+        for t in tables:
+            procs[t] = subprocess.Popen(["iptables", "-w", "-t", t, "-S"], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+    except FileNotFoundError:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+        raise IptablesError("iptables not found: install the iptables package") from None
+    out = {}
+    for t, p in procs.items():
+        stdout, stderr = p.communicate()
+        if p.returncode != 0:
+            raise IptablesError(
+                f"iptables -t {t} -S: {stderr.strip() or f'exit {p.returncode}'}")
+        out[t] = [shlex.split(ln) for ln in stdout.splitlines() if ln.strip()]
+    return out
 
 
 def restore(script: list[str]) -> None:

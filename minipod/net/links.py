@@ -34,6 +34,9 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 RTM_DELLINK = 17
+SIOCGIFADDR = 0x8915  # <linux/sockios.h>: an interface's (primary) IPv4 address
+SIOCGIFNETMASK = 0x891B
+IFF_UP = 0x1
 IFLA_IFNAME = 3
 
 
@@ -117,16 +120,40 @@ def _random_mac() -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
+def bridge_ready(name: str, iface: ipaddress.IPv4Interface) -> bool:
+    """True if bridge `name` exists, is up and has `iface` as its IPv4 address: sysfs and two
+    SIOCGIF* ioctls, no netlink. The steady state for every pod after the first, which thus
+    needs no pyroute2 round trips (~5 ms in a fresh fork) to find that nothing is to be done."""
+    base = f"/sys/class/net/{name}"
+    try:
+        with open(f"{base}/flags") as f:
+            up = int(f.read(), 16) & IFF_UP
+        if not up or not os.path.isdir(f"{base}/bridge"):
+            return False
+        import fcntl
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("16s16x", name.encode())  # struct ifreq: name, then the union
+            addr = fcntl.ioctl(s, SIOCGIFADDR, req)[20:24]  # sockaddr_in's sin_addr
+            mask = fcntl.ioctl(s, SIOCGIFNETMASK, req)[20:24]
+    except (OSError, ValueError):
+        return False  # gone, or no IPv4 address (EADDRNOTAVAIL): the slow path says what
+    return (socket.inet_ntoa(addr) == str(iface.ip)
+            and socket.inet_ntoa(mask) == str(iface.network.netmask))
+
+
 def ensure_bridge(name: str, gateway_cidr: str, mtu: int | None = None) -> bool:
     """Make bridge `name` exist, hold `gateway_cidr` (e.g. '10.244.0.1/16') and be up.
 
     Returns True when it was created. An existing bridge with that address is reused; one with
     a different IPv4 address is an error (another subnet's leftover, or someone else's bridge).
     """
-    from pyroute2 import NetlinkError
-
     check_ifname(name)
     iface = ipaddress.ip_interface(gateway_cidr)
+    if not explain.ON and bridge_ready(name, iface):
+        return False
+    from pyroute2 import NetlinkError
+
     created = False
     with _iproute() as ipr:
         index = _lookup(ipr, name)

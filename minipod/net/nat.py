@@ -78,13 +78,15 @@ def _plan(bridge: str, subnet: str) -> dict[str, dict]:
 
 def ensure(bridge: str, subnet: str) -> None:
     """Make the rules above exist, exactly once and in order. Cheap when they already do:
-    two `iptables -S` calls (~3 ms each), no change."""
+    two `iptables -S` calls (~3 ms, side by side), no change."""
     import ipaddress
 
     subnet = str(ipaddress.ip_network(subnet))  # the form iptables prints, for the comparison
     script: list[str] = []
-    for table, p in _plan(bridge, subnet).items():
-        rules = iptables.rules(table)
+    plan = _plan(bridge, subnet)
+    listed = iptables.rules_of(list(plan))
+    for table, p in plan.items():
+        rules = listed[table]
         section = iptables.fill(rules, p["chain"], p["body"])
         section += iptables.hook_in(rules, p["hook"], p["chain"], p["match"], p["insert"])
         if section:
@@ -116,11 +118,12 @@ def _tabled(script: list[str]) -> list[tuple[str, str]]:
 def remove(bridge: str) -> None:
     """Remove the jumps and chains of `bridge`'s network. Already gone = done."""
     script: list[str] = []
+    listed = iptables.rules_of(["nat", "filter"])
     for table, (hook, chain) in (
         ("nat", ("POSTROUTING", chains(bridge)[0])),
         ("filter", ("FORWARD", chains(bridge)[1])),
     ):
-        section = iptables.drop(iptables.rules(table), chain, [hook])
+        section = iptables.drop(listed[table], chain, [hook])
         if section:
             script += [f"*{table}", *section, "COMMIT"]
     if script:
