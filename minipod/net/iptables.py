@@ -34,9 +34,9 @@ def rules_of(tables: list[str]) -> dict[str, list[list[str]]]:
     procs = {}
     try:
         for t in tables:
-            procs[t] = subprocess.Popen(["iptables", "-w", "-t", t, "-S"], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+            procs[t] = subprocess.Popen(["iptables", "-w", "-t", t, "-S"],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         for p in procs.values():
             p.kill()

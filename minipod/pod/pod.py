@@ -38,6 +38,7 @@ import time
 from minipod import explain, stepping, trace
 from minipod.cgroups import CgroupBusy, Driver, Limits
 from minipod.errors import MinipodError, SetupError
+from minipod.kernel import pidfd
 from minipod.kernel.lock import flock
 from minipod.pod import child, container, pinned, sandbox
 from minipod.pod.plan import ContainerPlan, PodPlan, host_network_hosts_file, hosts_file
@@ -420,8 +421,6 @@ class Pod:
 
     def kill_all(self, timeout: float = 10.0) -> None:
         """SIGKILL every process in the pod's cgroup and reap those that are our children."""
-        from minipod.kernel import pidfd
-
         deadline = time.monotonic() + timeout
         while True:
             pids = self.driver.procs(self.plan.pod_cgroup)
