@@ -223,7 +223,7 @@ def cmd_exec(args) -> int:
         raise MinipodError("exec: no command given (minipod exec POD -- CMD ...)")
     (rec,) = _records(cfg, [args.name])
     driver = cgroups.detect(cfg.cgroup_root, cfg.cgroup_driver)
-    return execute.run(rec, args.container, argv, args.stdin or args.tty, args.tty, driver)
+    return execute.run(rec, args.container, argv, args.stdin, args.tty, driver)
 
 
 def cmd_attach(args) -> int:
@@ -411,7 +411,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("-c", "--container")
     sp.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
-    sp.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    sp.add_argument("-t", "--tty", action="store_true",
+                    help="allocate a terminal (its input is ours only with -i, as in docker)")
     sp.add_argument("command", nargs="*", help="the command (after --)")
     sp = add("attach", cmd_attach, "attach to a running container's own stdio: "
              "minipod attach POD [-c C] [-i] [-t] (Ctrl-P Ctrl-Q detaches)")

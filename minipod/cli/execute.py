@@ -87,7 +87,7 @@ def run(rec, container: str | None, argv: list[str], stdin: bool, tty: bool, dri
         error = str(e)
     h.close()
     if master is not None and error is None:
-        _relay(master, h.pid)
+        _relay(master, stdin)
     _, status = os.waitpid(h.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if error:
@@ -119,8 +119,10 @@ def _receive_fd(sock: socket.socket) -> int:
     return fds[0]
 
 
-def _relay(master: int, pid: int) -> None:
-    """Copy between our terminal and the container's pty until the command exits."""
+def _relay(master: int, stdin: bool) -> None:
+    """Copy the container's pty to our terminal until the command exits, and (-i) our
+    terminal's input to it. `-t` alone, as with docker and podman, gives the command a
+    terminal and no input: ours stays as it is (cooked: Ctrl-C is ours) and is not read."""
     def resize(*_):
         try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
@@ -129,11 +131,12 @@ def _relay(master: int, pid: int) -> None:
 
     resize()
     signal.signal(signal.SIGWINCH, resize)
-    saved = termios.tcgetattr(0)
-    # TCSANOW, not setraw's default TCSAFLUSH: type-ahead is kept and sent on (as kubectl).
-    ttymod.setraw(0, termios.TCSANOW)
+    saved = termios.tcgetattr(0) if stdin else None
+    if stdin:
+        # TCSANOW, not setraw's default TCSAFLUSH: type-ahead is kept and sent on (as kubectl).
+        ttymod.setraw(0, termios.TCSANOW)
     try:
-        fds = [0, master]
+        fds = [0, master] if stdin else [master]
         while True:
             try:
                 ready, _, _ = select.select(fds, [], [])
@@ -154,5 +157,6 @@ def _relay(master: int, pid: int) -> None:
                     continue
                 os.write(master, data)
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
         os.close(master)

@@ -168,6 +168,20 @@ def test_tty_container_attach_resize_and_detach(mp):
     assert t.wait() == 0, t.out
 
 
+def test_exec_t_alone_gives_a_terminal_and_no_input(mp):
+    """`exec -t` without -i (docker's and podman's meaning): the command's stdio is a
+    terminal, and what we type stays ours; with -i it is the command's input."""
+    mp.minipod("run", "-d", mp.write("term.yaml", TTY_POD))
+    mp.wait(lambda: running(mp, "term", "shell"), 20, "the shell")
+    probe = "test -t 0 && echo IS-A-TTY; read -t 3 x; echo GOT-[$x]"
+    for flags, got in (("-t", rb"GOT-\[\]"), ("-it", rb"GOT-\[typed\]")):
+        t = Term(minipod_argv("exec", flags, "term", "--", "sh", "-c", probe), mp.env)
+        t.read_until(b"IS-A-TTY")
+        t.type(b"typed\r")
+        t.read_until(got)
+        assert t.wait() == 0, t.out
+
+
 class Attached:
     """`minipod attach` with pipes: what it prints, what we write to its stdin."""
 

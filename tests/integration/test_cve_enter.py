@@ -291,9 +291,16 @@ def test_cve_2024_21626_exec_has_no_host_fd_or_cwd(mp, tty):
                 pytest.skip("script (util-linux) not installed")
             cmd = " ".join([sys.executable, "-m", "minipod", "exec", "-t", "ex", "--",
                             "sh", "-c", f"'{REPORT}'"])
-            p = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=mp.env,
-                               capture_output=True, text=True, timeout=60, pass_fds=(fd,),
-                               stdin=subprocess.DEVNULL)
+            # A stdin that stays open: at its EOF `script` types an EOF character on the
+            # terminal, whose echo would land in the output.
+            held_r, held_w = os.pipe()
+            try:
+                p = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=mp.env,
+                                   capture_output=True, text=True, timeout=60,
+                                   pass_fds=(fd,), stdin=held_r)
+            finally:
+                os.close(held_r)
+                os.close(held_w)
         else:
             p = subprocess.run([sys.executable, "-m", "minipod", "exec", "ex", "--", "sh", "-c",
                                 REPORT], env=mp.env, capture_output=True, text=True,
