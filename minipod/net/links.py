@@ -338,19 +338,17 @@ def attach_veth(
         whose = "" if isinstance(netns_pid, str) else f" (pod sandbox process {netns_pid})"
         raise LinkError(f"open {nspath}{whose}: {e.strerror}") from None
     try:
+        bridge_index, bridge_mtu = _bridge_index_mtu(bridge)
+        mtu = mtu or bridge_mtu
         with _iproute() as ipr:
-            bridge_index = _lookup(ipr, bridge)
-            if bridge_index is None:
-                raise LinkError(f"attach {host_name}: bridge {bridge} does not exist")
-            if mtu is None:
-                mtu = int(_get_link(ipr, bridge_index).get("mtu") or 1500)
             # The peer is created directly inside the pod's namespace under its final name:
             # no temporary name in the host namespace (where "eth0" is usually taken), no
-            # move, no rename, one netlink request.
+            # move, no rename; and the host end enslaved to the bridge and up in the same
+            # request (IFLA_MASTER, IFF_UP at creation): one netlink round trip for all of it.
             try:
                 ipr.link(
-                    "add", ifname=host_name, kind="veth", mtu=mtu,
-                    peer={"ifname": POD_IFNAME, "net_ns_fd": nsfd, "mtu": mtu},
+                    "add", ifname=host_name, kind="veth", mtu=mtu, master=bridge_index,
+                    state="up", peer={"ifname": POD_IFNAME, "net_ns_fd": nsfd, "mtu": mtu},
                 )
             except NetlinkError as e:
                 raise LinkError(
@@ -358,8 +356,8 @@ def attach_veth(
                     f" {_strerror(e)}"
                 ) from None
             try:
-                host_index = _lookup(ipr, host_name)
                 if explain.ON:
+                    host_index = _lookup(ipr, host_name)
                     explain.say(f"veth pair {host_name} (index {host_index}) <-> {POD_IFNAME} "
                                 f"in {_where(netns_pid)}, "
                                 f"net:[{os.fstat(nsfd).st_ino}]",
@@ -368,25 +366,30 @@ def attach_veth(
                                 f"{POD_IFNAME} netns {nspath}",
                                 host_veth=host_name, host_index=host_index,
                                 netns=os.fstat(nsfd).st_ino, pid=netns_pid)
-                try:
-                    ipr.link("set", index=host_index, master=bridge_index, state="up")
-                except NetlinkError as e:
-                    raise LinkError(
-                        f"attach {host_name} to bridge {bridge} and set it up: {_strerror(e)}"
-                    ) from None
-                if explain.ON:
                     explain.say(f"{host_name} plugged into {bridge}, up",
-                                "rtnetlink RTM_NEWLINK IFLA_MASTER, IFF_UP",
+                                "the same RTM_NEWLINK: IFLA_MASTER, IFF_UP",
                                 f"ip link set {host_name} master {bridge} up")
                 _configure_pod_side(nsfd, netns_pid, iface, gateway)
             except BaseException:
                 try:
-                    ipr.link("del", index=_lookup(ipr, host_name))
+                    ipr.link("del", ifname=host_name)
                 except Exception:  # noqa: BLE001 - the original error matters more
                     pass
                 raise
     finally:
         os.close(nsfd)
+
+
+def _bridge_index_mtu(bridge: str) -> tuple[int, int]:
+    """The bridge's ifindex and MTU, from sysfs (see link_exists): no netlink round trip."""
+    try:
+        with open(f"/sys/class/net/{bridge}/ifindex") as f:
+            index = int(f.read())
+        with open(f"/sys/class/net/{bridge}/mtu") as f:
+            mtu = int(f.read())
+    except (OSError, ValueError):
+        raise LinkError(f"attach veth: bridge {bridge} does not exist") from None
+    return index, mtu
 
 
 def _where(netns: int | str) -> str:
