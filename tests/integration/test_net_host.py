@@ -333,6 +333,30 @@ def test_failed_attach_rolls_back_the_whole_network(net, netns):
 
 
 @kernel
+def test_an_existing_bridge_is_taken_as_it_is_only_when_up_with_the_gateway_address(net):
+    """ensure_bridge's shortcut (sysfs and ioctls, no netlink) takes only a bridge that is up
+    with exactly the gateway address; any other goes the netlink way: brought up, or refused."""
+    from minipod.net import links
+
+    cfg, _ = net
+    subnet = ipaddress.ip_network(cfg.subnet)
+    gateway = ipaddress.ip_interface(f"{subnet[1]}/{subnet.prefixlen}")
+    run("ip", "link", "add", cfg.bridge, "type", "bridge")  # down, no address
+    assert not links.bridge_ready(cfg.bridge, gateway)
+    assert links.ensure_bridge(cfg.bridge, str(gateway)) is False  # reused, not created
+    assert links.bridge_ready(cfg.bridge, gateway)
+    assert f"inet {gateway}" in run("ip", "-o", "-4", "addr", "show", "dev", cfg.bridge)
+    other = ipaddress.ip_interface(f"{subnet[2]}/{subnet.prefixlen}")
+    assert not links.bridge_ready(cfg.bridge, other)
+    run("ip", "addr", "flush", "dev", cfg.bridge)
+    run("ip", "addr", "add", str(other), "dev", cfg.bridge)
+    assert not links.bridge_ready(cfg.bridge, gateway)
+    with pytest.raises(NetError, match=rf"bridge {cfg.bridge} has address {other}, "
+                                        rf"expected {gateway}"):
+        links.ensure_bridge(cfg.bridge, str(gateway))
+
+
+@kernel
 def test_repeated_setup_fails_without_harming_the_running_pod(net, netns):
     cfg, veths = net
     pid = netns()
