@@ -21,7 +21,7 @@ import time
 import pytest
 
 import kubectl_clients
-from conftest import tied_popen
+from conftest import reap_orphans, tied_popen
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +148,15 @@ def tty_kubectl(served, args: list[str], script: bytes, rows: int, cols: int):
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def ended(pids: list[int]) -> bool:
+    """True once none of `pids` exists any more, not even as a zombie. An exec'd command
+    whose `minipod exec` was killed is reparented to us (the subreaper), and its zombie in
+    the container's PID namespace would keep that namespace's PID 1 from exiting
+    (zap_pid_ns_processes), so the pod from stopping: reap it, as init would."""
+    reap_orphans()
+    return not any(os.path.exists(f"/proc/{p}") for p in pids)
 
 
 def procs(needle: str) -> list[int]:

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from conftest import reap_orphans
-from kubeserve import Served, kubectl120, kubectl135, procs, ready, served, tty_kubectl  # noqa: F401
+from kubeserve import (Served, ended, kubectl120, kubectl135, procs, ready, served,  # noqa: F401
+                       tty_kubectl)
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -223,13 +224,10 @@ def test_exec_tty_resize_exit_code_and_dropped_connection(served, mp):
     marker = "4242"
     k = subprocess.Popen([served.kubectl, "exec", name, "-c", "side", "--", "sleep", marker],
                          env=served.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mp.wait(lambda: procs(f"sleep {marker}"), 20, "the exec'd sleep")
+    sleeps = mp.wait(lambda: procs(f"sleep {marker}"), 20, "the exec'd sleep")
     k.kill()
     k.wait()
-    # reap_orphans: the killed `minipod exec`'s own child is reparented to pytest (a
-    # subreaper), not to init; a zombie in the container's cgroup would hold up its removal.
-    mp.wait(lambda: reap_orphans() or not procs(f"sleep {marker}"), 10,
-            "the exec'd command to be killed with its connection")
+    mp.wait(lambda: ended(sleeps), 10, "the exec'd command to be killed with its connection")
 
 
 def test_kubectl_120(mp, kubectl135, kubectl120):
@@ -324,13 +322,12 @@ def test_serve_detached_slow_clients_and_stop_ends_execs(mp, kubectl135):
                        check=True, capture_output=True, timeout=90)
         k = subprocess.Popen([kubectl135, "exec", name, "-c", "side", "--", "sleep", "4343"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        mp.wait(lambda: procs("sleep 4343"), 20, "the exec'd sleep")
+        sleeps = mp.wait(lambda: procs("sleep 4343"), 20, "the exec'd sleep")
     finally:
         os.kill(pid, signal.SIGTERM)
         mp.wait(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 20,
                 "minipod serve to stop")
-    mp.wait(lambda: reap_orphans() or not procs("sleep 4343"), 10,
-            "the exec to end with the server")
+    mp.wait(lambda: ended(sleeps), 10, "the exec to end with the server")
     k.wait(30)
     assert name in mp.minipod("ps").stdout  # the pods stay: they are minipod's, not the API's
 

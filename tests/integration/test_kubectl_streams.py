@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from conftest import reap_orphans
-from kubeserve import (PortForward, Served, free_port, http_get, kubectl120,  # noqa: F401
-                       kubectl135, procs, ready, served, tty_kubectl)
+from kubeserve import (PortForward, Served, ended, free_port, http_get,  # noqa: F401
+                       kubectl120, kubectl135, procs, ready, served, tty_kubectl)
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.slow]
 
@@ -228,11 +227,10 @@ def test_exec_and_attach_kubectl_120(mp, kubectl135, kubectl120):
         k = subprocess.Popen([kubectl120, "exec", name, "-c", "sh", "--", "sleep", "4545"],
                              env=served.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        mp.wait(lambda: procs("sleep 4545"), 20, "the exec'd sleep")
+        sleeps = mp.wait(lambda: procs("sleep 4545"), 20, "the exec'd sleep")
         k.kill()
         k.wait()
-        mp.wait(lambda: reap_orphans() or not procs("sleep 4545"), 10,
-                "the exec'd command to be killed with its connection")
+        mp.wait(lambda: ended(sleeps), 10, "the exec'd command to be killed with its connection")
         _settled(served, baseline, "after the execs and attaches")
     finally:
         served.stop()
