@@ -68,12 +68,12 @@ def _injected_failures() -> None:
     if kind == "prepare":
         Pod.prepare = fail_after(Pod.prepare, lambda self, c: c.name == ctr)
     elif kind == "release":
-        container.Pending.release = fail_after(container.Pending.release,
-                                               lambda self, *_: self.name == ctr)
+        container.Pending.wait = fail_after(container.Pending.wait,
+                                            lambda self, *_: self.name == ctr)
     elif kind == "network":
         Pod.write_etc_files = fail_after(Pod.write_etc_files, before=True)
     else:
-        attr = {"dirs": "_make_dirs", "cgroups": "_make_cgroups", "sandbox": "_start_sandbox",
+        attr = {"dirs": "_make_dirs", "cgroups": "_make_cgroups", "sandbox": "_finish_sandbox",
                 "etc": "write_etc_files"}[kind]
         setattr(Pod, attr, fail_after(getattr(Pod, attr)))
 

@@ -22,8 +22,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from minipod.errors import MinipodError
+
+if TYPE_CHECKING:
+    from minipod.net import ipam
 
 NETWORK_LOCK = "network.lock"
 VETH_GONE_TIMEOUT = 2.0  # seconds to wait for the kernel to delete a dead netns's veth
@@ -78,40 +82,58 @@ def _network_lock(cfg: NetConfig):
 
 def setup_pod(cfg: NetConfig, owner: str, pause_pid: int | str, host_veth: str) -> Attachment:
     """Lease an address for `owner` and plug the netns of `pause_pid` (or the netns pinned at
-    that path: links.attach_veth) into the network.
+    that path: links.attach_veth) into the network: lease_pod, then attach_pod.
 
     Idempotent for the lease (a retry gets the same address); on failure everything this call
     added is undone (the lease, and the bridge/NAT if no other pod uses them).
     """
-    from minipod.net import ipam, links, nat
     from minipod.rollback import Rollback
 
     with Rollback() as rb:
-        with _network_lock(cfg):
-            # Only a network being created is checked: once our bridge exists its own route
-            # is in the table, and re-checking every pod would cost a route dump for nothing.
-            if not links.link_exists(cfg.bridge):
-                links.check_subnet(cfg.subnet, cfg.bridge)
-            # A repeated call for a running pod finds its lease (and then fails on the
-            # existing veth): that failure must not release the address the pod is using.
-            had_lease = owner in ipam.leases(cfg.state_dir).values()
-            lease = ipam.allocate(cfg.state_dir, cfg.subnet, owner)
-            from minipod import explain
-
-            if explain.ON:
-                explain.say(f"IP address {lease.ip}/{lease.prefixlen} leased from {cfg.subnet}",
-                            "open(O_CREAT|O_EXCL) of the lease file (no syscall of the network)",
-                            f"printf '%s\\r\\neth0' {owner} > {cfg.state_dir}/{lease.ip}", ip=lease.ip)
-            if not had_lease:
-                # One undo for lease *and* network: releasing first is what lets the "no
-                # leases left" check remove a bridge/NAT that only this pod would have used.
-                rb.push(f"lease {lease.ip} and network {cfg.bridge}", lambda: _release(cfg, owner))
-            links.ensure_bridge(cfg.bridge, f"{lease.gateway}/{lease.prefixlen}")
-            nat.ensure(cfg.bridge, cfg.subnet)
-            nat.enable_forwarding(cfg.bridge)
-        # attach_veth cleans up after itself on failure, so it needs no undo of its own.
-        links.attach_veth(host_veth, pause_pid, lease.cidr, lease.gateway, cfg.bridge)
+        lease = lease_pod(cfg, owner, rb.push)
+        att = attach_pod(cfg, lease, pause_pid, host_veth)
         rb.commit()
+    return att
+
+
+def lease_pod(cfg: NetConfig, owner: str, push) -> "ipam.Lease":
+    """setup_pod's first half, which needs no netns (a pod may ask before its sandbox exists):
+    the lease, and the bridge, NAT and forwarding it needs. A new lease's undo (which also
+    removes the bridge/NAT if no other pod uses them) goes to `push` (a Rollback's)."""
+    from minipod.net import ipam, links, nat
+
+    with _network_lock(cfg):
+        # Only a network being created is checked: once our bridge exists its own route
+        # is in the table, and re-checking every pod would cost a route dump for nothing.
+        if not links.link_exists(cfg.bridge):
+            links.check_subnet(cfg.subnet, cfg.bridge)
+        # A repeated call for a running pod finds its lease (and then fails on the
+        # existing veth): that failure must not release the address the pod is using.
+        had_lease = owner in ipam.leases(cfg.state_dir).values()
+        lease = ipam.allocate(cfg.state_dir, cfg.subnet, owner)
+        from minipod import explain
+
+        if explain.ON:
+            explain.say(f"IP address {lease.ip}/{lease.prefixlen} leased from {cfg.subnet}",
+                        "open(O_CREAT|O_EXCL) of the lease file (no syscall of the network)",
+                        f"printf '%s\\r\\neth0' {owner} > {cfg.state_dir}/{lease.ip}", ip=lease.ip)
+        if not had_lease:
+            # One undo for lease *and* network: releasing first is what lets the "no
+            # leases left" check remove a bridge/NAT that only this pod would have used.
+            push(f"lease {lease.ip} and network {cfg.bridge}", lambda: _release(cfg, owner))
+        links.ensure_bridge(cfg.bridge, f"{lease.gateway}/{lease.prefixlen}")
+        nat.ensure(cfg.bridge, cfg.subnet)
+        nat.enable_forwarding(cfg.bridge)
+    return lease
+
+
+def attach_pod(cfg: NetConfig, lease: "ipam.Lease", pause_pid: int | str,
+               host_veth: str) -> Attachment:
+    """setup_pod's second half: the veth into the netns of `pause_pid`, with the lease's
+    address. It cleans up after itself on failure; the lease stays (teardown_pod's)."""
+    from minipod.net import links
+
+    links.attach_veth(host_veth, pause_pid, lease.cidr, lease.gateway, cfg.bridge)
     return Attachment(lease.ip, lease.prefixlen, lease.gateway, cfg.bridge, host_veth)
 
 

@@ -4,11 +4,15 @@
 lets the import run on the other core while the caller reads the spec, makes cgroups and starts
 the pause process; by the time the caller asks for setup_pod the agent is (nearly) ready.
 
-Protocol: one JSON object per line over a unix socketpair, strictly request -> reply (the
-caller may work between the two: send(), then reply()).
+Protocol: one JSON object per line over a unix socketpair, one reply per request, in order (the
+caller may work between the two, and send more than one request before reading: send(), then
+reply()).
     -> {"op": "setup_pod", "cfg": {...}, "owner": "...", "pause_pid": 123, "host_veth": "mp-..."}
     <- {"ok": true, "result": {"ip": "10.244.0.2", ...}}
     <- {"ok": false, "type": "IPAMError", "error": "no free address in ..."}
+setup_pod also comes in two halves: lease_pod (cfg, owner), which a pod sends before its
+sandbox exists, and attach_pod (the same fields as setup_pod), which plugs in the lease this
+agent made for that owner.
 The agent exits when it reads EOF, i.e. when every holder of the other end has closed it or
 died, so it cannot outlive its users. A request that fails is answered, never fatal.
 
@@ -30,7 +34,7 @@ from typing import Any
 
 from minipod.net import Attachment, NetConfig, NetError
 
-OPS = ("ping", "setup_pod", "teardown_pod")
+OPS = ("ping", "setup_pod", "lease_pod", "attach_pod", "teardown_pod")
 PR_SET_NAME = 15
 
 
@@ -68,7 +72,7 @@ class Agent:
         self._rfile = sock.makefile("rb")
         self.pid = pid  # set when the agent is our child (we reap it on close)
         self._broken: str | None = None
-        self._pending: str | None = None  # the op sent and not yet answered
+        self._pending: list[str] = []  # the ops sent and not yet answered, oldest first
 
     @classmethod
     def from_fd(cls, fd: int, pid: int | None = None) -> "Agent":
@@ -79,15 +83,14 @@ class Agent:
         return self._sock.fileno()
 
     def call(self, op: str, **kw: Any) -> dict:
+        """send() and reply(), after the answers to requests still unread (a rollback's
+        teardown_pod after a setup_pod whose answer nobody will read any more)."""
+        self._drain()
         self.send(op, **kw)
         return self.reply()
 
     def send(self, op: str, **kw: Any) -> None:
-        """The request alone: the caller works on while the agent does it, then reads reply().
-        A request still unanswered is drained first (a rollback's teardown_pod after a
-        setup_pod whose answer nobody will read): the stream stays request -> reply."""
-        if self._pending:
-            self._drain()
+        """The request alone: the caller works on while the agent does it, then reads reply()."""
         if self._broken:
             raise AgentError(f"network agent unusable: {self._broken}")
         request = {"op": op}
@@ -98,13 +101,13 @@ class Agent:
         except OSError as e:
             self._broken = f"{op} not sent ({e.strerror or e})"
             raise AgentError(f"network agent: {op}: {e.strerror or e}") from None
-        self._pending = op
+        self._pending.append(op)
 
     def reply(self) -> dict:
-        """The answer to the request sent last: its result, or its error raised."""
-        op, self._pending = self._pending, None
-        if op is None:
+        """The answer to the oldest request unanswered: its result, or its error raised."""
+        if not self._pending:
             raise AgentError("network agent: a reply read with no request sent")
+        op = self._pending.pop(0)
         try:
             line = self._rfile.readline()
         except BaseException as e:
@@ -126,23 +129,34 @@ class Agent:
         raise _error(reply.get("type", ""), reply.get("error", "unknown error"))
 
     def _drain(self) -> None:
-        try:
-            self.reply()
-        except AgentError:
-            if self._broken:
-                raise
-        except NetError:
-            pass  # the failure of a request nobody waits for any more
+        while self._pending:
+            try:
+                self.reply()
+            except AgentError:
+                if self._broken:
+                    raise
+            except NetError:
+                pass  # the failure of a request nobody waits for any more
 
     def setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int | str,
                   host_veth: str) -> Attachment:
-        self.send_setup_pod(cfg, owner, pause_pid, host_veth)
-        return self.setup_pod_reply()
+        return Attachment(**self.call("setup_pod", cfg=cfg, owner=owner, pause_pid=pause_pid,
+                                      host_veth=host_veth))
 
     def send_setup_pod(self, cfg: NetConfig, owner: str, pause_pid: int | str,
-                       host_veth: str) -> None:
-        """setup_pod in two halves, so that the caller prepares its containers meanwhile."""
-        self.send("setup_pod", cfg=cfg, owner=owner, pause_pid=pause_pid, host_veth=host_veth)
+                       host_veth: str, *, leased: bool = False) -> None:
+        """setup_pod (or with `leased`, after send_lease_pod: attach_pod) without waiting for
+        the answer, so that the caller prepares its containers meanwhile."""
+        self.send("attach_pod" if leased else "setup_pod", cfg=cfg, owner=owner,
+                  pause_pid=pause_pid, host_veth=host_veth)
+
+    def send_lease_pod(self, cfg: NetConfig, owner: str) -> None:
+        """The lease, bridge and NAT for `owner`, before its netns exists (net.lease_pod); its
+        answer is read (and an error raised) before the attach_pod's: lease_pod_reply()."""
+        self.send("lease_pod", cfg=cfg, owner=owner)
+
+    def lease_pod_reply(self) -> None:
+        self.reply()
 
     def setup_pod_reply(self) -> Attachment:
         return Attachment(**self.reply())
@@ -260,6 +274,29 @@ def _op_setup_pod(cfg: dict, owner: str, pause_pid: int | str, host_veth: str) -
     from minipod.net import setup_pod
 
     return dataclasses.asdict(setup_pod(NetConfig(**cfg), owner, pause_pid, host_veth))
+
+
+_LEASES: dict = {}  # owner -> ipam.Lease, made by lease_pod, for the attach_pod that follows
+
+
+def _op_lease_pod(cfg: dict, owner: str) -> dict:
+    from minipod.net import lease_pod
+    from minipod.rollback import Rollback
+
+    with Rollback() as rb:  # a failure undoes what this request made; success keeps it
+        lease = lease_pod(NetConfig(**cfg), owner, rb.push)
+        rb.commit()
+    _LEASES[owner] = lease
+    return dataclasses.asdict(lease)
+
+
+def _op_attach_pod(cfg: dict, owner: str, pause_pid: int | str, host_veth: str) -> dict:
+    from minipod.net import attach_pod
+
+    lease = _LEASES.pop(owner, None)
+    if lease is None:
+        raise NetError(f"attach {host_veth}: no lease for {owner} (its lease_pod failed)")
+    return dataclasses.asdict(attach_pod(NetConfig(**cfg), lease, pause_pid, host_veth))
 
 
 def _op_teardown_pod(cfg: dict, owner: str, host_veth: str) -> dict:

@@ -48,9 +48,21 @@ class Pending:
 
     def release(self, pod_ip: str = "") -> Started:
         """Let it exec; raise ChildError if exec fails (missing binary, bad user...). `pod_ip`
-        goes with the go: status.podIP in its env and argv is only known now (volumes/env.py)."""
+        goes with the go: status.podIP in its env and argv is only known now (volumes/env.py).
+        go() and wait() in a row: a pod's containers are let go all at once, then waited for."""
+        self.go(pod_ip)
+        return self.wait()
+
+    def go(self, pod_ip: str = "") -> None:
         try:
             self.handle.go(pod_ip)
+        except BaseException:
+            self.abort()
+            raise
+
+    def wait(self) -> Started:
+        """Until it has exec'd (EOF on its report pipe) or said why it could not."""
+        try:
             line = self.handle.read()
             if line is not None:
                 raise child.ChildError(f"unexpected report {line!r}")
@@ -70,10 +82,15 @@ class Pending:
             pass
 
 
-def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
-            host_pid: bool, cgroupfs: list | None, pinned=None,
-            sandboxes_dir: str = "") -> Pending:
-    """Fork container `c` up to just before exec. `cgroupfs`: cgroups.nsmount.layout().
+def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, **kw) -> Pending:
+    """Fork container `c` up to just before exec: fork() and Forked.ready() in a row."""
+    return fork(c, sandbox_pid, share_pid, **kw).ready(join_cgroup)
+
+
+def fork(c: ContainerPlan, sandbox_pid: int, share_pid: bool, *, host_pid: bool,
+         cgroupfs: list | None, pinned=None, sandboxes_dir: str = "") -> "Forked":
+    """Fork container `c`, which joins the sandbox and builds its root filesystem while the
+    caller does other work; Forked.ready() waits for it. `cgroupfs`: cgroups.nsmount.layout().
 
     `pinned` (pod/pinned.Pinned, with `sandboxes_dir` where every pod's pins are): the pod's
     net/ipc/uts are joined from their pins, and `sandbox_pid` (0 if none) holds only the PID
@@ -183,33 +200,56 @@ def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, *,
                 os.close(fd)
         if theirs is not None:
             theirs.close()
-    try:
-        # "P <pid>" (from A) and "R" (from B) race each other: B may be ready before A,
-        # which forked it, gets to report its PID.
-        got: dict[str, str] = {}
-        while len(got) < 2:
-            line = h.read()
-            if line is None:
-                raise child.ChildError("the process exited before it was ready")
-            got[line[:1]] = line[2:]
-        pid = int(got["P"])
-        os.waitpid(h.pid, 0)  # A is done; B is ours now (subreaper) and may set its death signal
-        mine.pid = pid
-        if ours is not None:
-            mine.terminal = _receive_terminal(ours)
-        # Only now into the container's cgroup, with the root built and B waiting to exec: the
-        # set-up above is the runtime's work, and a pod limited to `cpu: 1n` (1 ms per 100 ms)
-        # took seconds to start when it was charged to the container.
-        join_cgroup(pid)
-        return Pending(c.name, h, pid, mine)
-    except BaseException:
-        _close(mine)
-        h.close()
-        h.kill()
-        raise
-    finally:
-        if ours is not None:
-            ours.close()
+    return Forked(c.name, h, mine, ours)
+
+
+class Forked:
+    """A container's process on its way to "ready" (see fork())."""
+
+    def __init__(self, name: str, h: child.Handle, mine: Started, ours: socket.socket | None):
+        self.name = name
+        self.h = h
+        self.mine = mine
+        self.ours = ours  # a tty's console socket: the master comes over it
+
+    def ready(self, join_cgroup) -> Pending:
+        """Wait until B is ready to exec, then put it in the container's cgroup."""
+        h, mine, ours = self.h, self.mine, self.ours
+        try:
+            # "P <pid>" (from A) and "R" (from B) race each other: B may be ready before A,
+            # which forked it, gets to report its PID.
+            got: dict[str, str] = {}
+            while len(got) < 2:
+                line = h.read()
+                if line is None:
+                    raise child.ChildError("the process exited before it was ready")
+                got[line[:1]] = line[2:]
+            pid = int(got["P"])
+            os.waitpid(h.pid, 0)  # A is done; B is ours now (subreaper), may set its death signal
+            h.pid = mine.pid = pid  # the child is B from now on (what a kill must hit)
+            if ours is not None:
+                mine.terminal = _receive_terminal(ours)
+            # Only now into the container's cgroup, with the root built and B waiting to exec:
+            # the set-up above is the runtime's work, and a pod limited to `cpu: 1n` (1 ms per
+            # 100 ms) took seconds to start when it was charged to the container.
+            join_cgroup(pid)
+            return Pending(self.name, h, pid, mine)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if ours is not None:
+                ours.close()
+            self.ours = None
+
+    def abort(self) -> None:
+        """Give up before ready(): B, waiting for its go, exits when the pipe closes."""
+        _close(self.mine)
+        if self.ours is not None:
+            self.ours.close()
+            self.ours = None
+        self.h.close()
+        self.h.kill()
 
 
 def _terminal(sock: socket.socket, user: str) -> None:
@@ -245,8 +285,11 @@ def _receive_terminal(sock: socket.socket) -> int:
 
 
 def _close(fds: Started) -> None:
-    for fd in (fds.stdout, fds.stderr, fds.stdin, fds.terminal):
+    """Close our ends, once: a second abort must not close a number reused since."""
+    for attr in ("stdout", "stderr", "stdin", "terminal"):
+        fd = getattr(fds, attr)
         if fd >= 0:
+            setattr(fds, attr, -1)
             try:
                 os.close(fd)
             except OSError:

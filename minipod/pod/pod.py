@@ -1,17 +1,19 @@
 """The orchestrator: the one place that knows the order of the steps that build and remove a pod.
 
     setup:    directories -> volumes -> cgroups -> sandbox (pause, or pinned namespaces) ->
-              its netns named (/run/netns) ->
-              network (in a helper process, in parallel with the containers' rootfs work) ->
-              /etc files -> release the containers (with the pod IP their env may name)
+              its netns named (/run/netns) -> the containers' processes, up to their exec ->
+              network (in a helper process: its lease, bridge and NAT from the start, its veth
+              once the netns exists) -> /etc files -> release the containers (with the pod IP
+              their env may name)
     teardown: kill everything in the pod's cgroup -> netns name -> pins -> network ->
               cgroups -> directories
 
 Why this order: the sandbox must exist before the network (the veth goes into its netns) and
 before the containers (they setns into it); the containers' processes must wait for the network
 (the kubelet runs CNI ADD before it creates containers) but their mount work need not, so it
-overlaps with the slow part, pyroute2. Teardown kills first because the cgroups can only be
-removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
+overlaps with the slow part, the network; and the sandbox's namespaces are complete before its
+pause is in its cgroup and exec'd, so the veth and the containers need not wait for that.
+Teardown kills first because the cgroups can only be removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
 idempotent (gone = done), so it serves a normal stop, a rollback, the janitor after a crash,
 and `rm` alike.
 
@@ -59,8 +61,17 @@ class Pod:
 
     def setup(self, agent, first: list[ContainerPlan]) -> list[tuple[ContainerPlan, container.Started]]:
         """Build the pod and start the containers `first`. Rolls back on failure."""
+        # With --explain or --step the stages stay one after another, so that what each one says
+        # is what it did. Otherwise work that does not depend on each other overlaps (below).
+        overlap = not (explain.ON or stepping.ON)
         with Rollback() as rb:
             rb.push("pod directories", self.remove_dirs)
+            # The network agent (another process) makes the lease, the bridge and the NAT while
+            # we build the pod: they need no netns (the veth will). The undo is pushed first:
+            # teardown is idempotent, and the agent answers before it is asked to undo.
+            rb.push("network", lambda: self._net_teardown(agent))
+            if overlap:
+                self._send_lease(agent)
             self._make_dirs()
             # Volumes before the sandbox: its mount namespace is private, so a tmpfs mounted
             # after it would never be seen by the containers (copies of that namespace).
@@ -75,41 +86,49 @@ class Pod:
                 self._stop_after("cgroups")
             rb.push("sandbox", self.kill_all)
             explain.stage("sandbox")
-            self._start_sandbox(rb.push)
-            trace.mark("pod: sandbox")
+            # The sandbox's namespaces exist before pause is in its cgroup and has exec'd. The
+            # agent plugs the veth into its netns, and the containers' processes join it and
+            # build their root filesystems, while we put pause in its cgroup (on cgroup v1 the
+            # first move waits for an RCU grace period, ~10 ms) and then take the containers:
+            # none of these needs another until the containers exec, and they wait for that.
+            starting = self._begin_sandbox(rb.push)
+            if not overlap:
+                self._finish_sandbox(starting)
             rb.push("netns name", self._unpin_netns)
             self._pin_netns()
-            if stepping.ON:
-                self._stop_after("sandbox")
-            # The network agent (another process) plugs in the sandbox's netns while we do the
-            # containers' mount work: neither needs the other until the containers exec, and
-            # they wait for that. (With --explain or --step the stages stay one after another,
-            # so that what each one says is what it did.) The undo is pushed first: teardown
-            # is idempotent, and the agent answers the request before it is asked to undo it.
-            overlap = not (explain.ON or stepping.ON)
-            rb.push("network", lambda: self._net_teardown(agent))
-            if overlap:
-                self._send_network(agent)
-            pending = []
+            pending: list = []  # container.Forked, then container.Pending
             rb.push("containers", lambda: [x.abort() for x in pending])
-            for c in first:
+            if overlap:
+                self._send_network(agent, leased=True)
+                pending.extend(self.fork_container(c) for c in first)
+                self._finish_sandbox(starting)
+            elif stepping.ON:
+                self._stop_after("sandbox")
+            for i, c in enumerate(first):
                 explain.stage(f"container {c.name}: namespaces and root filesystem")
-                pending.append(self.prepare(c))
+                if not overlap:
+                    pending.append(self.fork_container(c))
+                pending[i] = self.prepare(c, forked=pending[i])
             trace.mark("pod: containers prepared")
             explain.stage("network")
             if not overlap:
                 self._send_network(agent)
-            self._finish_network(agent)
+            self._finish_network(agent, leased=overlap)
             trace.mark("pod: network")
             if stepping.ON:
                 self._stop_after("network")
-            # Released only now: status.podIP in their env is the address just leased.
+            # Released only now: status.podIP in their env is the address just leased. They
+            # exec side by side, and are then waited for in order.
             ip = self.network.get("ip", "")
+            if overlap:
+                for c, x in zip(first, pending):
+                    self._run(f'start container "{c.name}"', lambda x=x: x.go(ip))
             started = []
             for c, x in zip(first, pending):
                 explain.stage(f"container {c.name}: start")
-                started.append((c, self._run(f'start container "{c.name}"',
-                                             lambda x=x: x.release(ip))))
+                if not overlap:
+                    self._run(f'start container "{c.name}"', lambda x=x: x.go(ip))
+                started.append((c, self._run(f'start container "{c.name}"', x.wait)))
                 if explain.ON:
                     self._explain_started(c, started[-1][1].pid)
                 if stepping.ON:
@@ -136,19 +155,34 @@ class Pod:
             agent.close()
 
     def _start_sandbox(self, push=None) -> None:
+        self._finish_sandbox(self._begin_sandbox(push))
+
+    def _begin_sandbox(self, push=None):
         """pause (pause mode), or the pinned namespaces and, if the pod needs one for its PID
-        namespace, a pause that joins them (pinned mode). `push`: the rollback's, for the
-        pins' undo steps (a rebuild has none: on failure the supervisor tears down)."""
+        namespace, a pause that joins them (pinned mode), up to pause's exec: the sandbox's
+        namespaces are complete and sandbox_pid is known (sandbox.begin), or None when no
+        pause runs. `push`: the rollback's, for the pins' undo steps (a rebuild has none: on
+        failure the supervisor tears down)."""
         p = self.plan
         if p.sandbox_mode == "pinned":
             if push is None:
                 push = lambda what, undo: None  # noqa: E731 - teardown removes the pins
             self.pinned = self._run("pin the sandbox's namespaces", lambda: pinned.pin(p, push))
             if not p.keeps_pause:
-                return
-        self.sandbox_pid = self._run("start the sandbox", lambda: sandbox.start(
-            p, self.pause_argv, lambda pid: self.driver.join(p.sandbox_cgroup, pid),
-            self.pinned)).pid
+                return None
+        starting = self._run("start the sandbox", lambda: sandbox.begin(
+            p, self.pause_argv, self.pinned))
+        self.sandbox_pid = starting.pid  # kill_all's, should anything fail from here on
+        return starting
+
+    def _finish_sandbox(self, starting) -> None:
+        """pause into the sandbox's cgroup, and exec'd."""
+        if starting is None:
+            return
+        p = self.plan
+        self._run("start the sandbox", lambda: starting.finish(
+            lambda pid: self.driver.join(p.sandbox_cgroup, pid)))
+        trace.mark("pod: sandbox")
         if explain.ON:
             held = explain.inodes(self.sandbox_pid, ["net", "ipc", "uts"])
             why = (" (only for the pod's PID namespace: shareProcessNamespace)"
@@ -267,18 +301,25 @@ class Pod:
 
         netns.unpin(self.plan.netns)
 
-    def _send_network(self, agent) -> None:
-        """Ask the network agent for the veth into the sandbox's netns and an IP; the answer is
-        _finish_network's to read."""
+    def _send_lease(self, agent) -> None:
+        """Ask the network agent for the pod's lease, bridge and NAT (net.lease_pod), which
+        need no netns; _send_network(leased=True) asks for the rest."""
+        if not self.plan.host_network:
+            self._run("set up the network", lambda: agent.send_lease_pod(
+                self.net_config(), self.plan.uid))
+
+    def _send_network(self, agent, leased: bool = False) -> None:
+        """Ask the network agent for the veth into the sandbox's netns and an IP (or with
+        `leased`, the address _send_lease asked for); the answer is _finish_network's."""
         p = self.plan
         if p.host_network:  # no veth, no lease: the pod's IP is the node's, as the kubelet says
             return
         # pause's PID, or in pinned mode the pin's file (no process is in the netns).
         where = self.sandbox_pid if self.pinned is None else self.netns_file()
         self._run("set up the network", lambda: agent.send_setup_pod(
-            self.net_config(), p.uid, where, p.host_veth))
+            self.net_config(), p.uid, where, p.host_veth, leased=leased))
 
-    def _finish_network(self, agent) -> None:
+    def _finish_network(self, agent, leased: bool = False) -> None:
         """The network's answer (the IP); the hostPorts; then the /etc files that name the IP."""
         p = self.plan
         if p.host_network:
@@ -287,6 +328,8 @@ class Pod:
             self.network = {"ip": node_ip(), "host_network": True}
             self.write_etc_files()
             return
+        if leased:  # the lease's answer comes first, and its failure is the one to report
+            self._run("set up the network", agent.lease_pod_reply)
         att = self._run("set up the network", agent.setup_pod_reply)
         self.network = dataclasses.asdict(att)
         if p.host_ports:  # reserved by the CLI before the pod was created; now they lead here
@@ -365,12 +408,18 @@ class Pod:
                 f.truncate(0)
                 f.write(text)
 
-    def prepare(self, c: ContainerPlan) -> container.Pending:
+    def fork_container(self, c: ContainerPlan) -> container.Forked:
+        """Fork container `c`'s process, which builds its root while we go on (prepare())."""
         p = self.plan
-        return self._run(f'create container "{c.name}"', lambda: container.prepare(
-            c, self.sandbox_pid, p.share_pid,
-            lambda pid: self.driver.join(c.cgroup, pid), host_pid=p.host_pid,
-            cgroupfs=self.cgroupfs(), pinned=self.pinned, sandboxes_dir=p.sandboxes_dir))
+        return self._run(f'create container "{c.name}"', lambda: container.fork(
+            c, self.sandbox_pid, p.share_pid, host_pid=p.host_pid, cgroupfs=self.cgroupfs(),
+            pinned=self.pinned, sandboxes_dir=p.sandboxes_dir))
+
+    def prepare(self, c: ContainerPlan, forked: container.Forked | None = None) -> container.Pending:
+        """Container `c` (forked now, or by fork_container before) ready to exec."""
+        forked = forked or self.fork_container(c)
+        return self._run(f'create container "{c.name}"', lambda: forked.ready(
+            lambda pid: self.driver.join(c.cgroup, pid)))
 
     def cgroupfs(self):
         """The host's cgroup layout the containers' /sys/fs/cgroup follows (read once)."""

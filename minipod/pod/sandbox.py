@@ -18,18 +18,23 @@ class Sandbox:
 
 
 def start(plan, pause_argv: list[str], join_cgroup, pinned=None) -> Sandbox:
-    """Fork the sandbox, let it unshare, put it in its cgroup, and let it exec pause.
+    """Fork the sandbox, let it unshare, put it in its cgroup, and let it exec pause: begin()
+    and Starting.finish() one after the other."""
+    return begin(plan, pause_argv, pinned).finish(join_cgroup)
 
-    join_cgroup(pid) runs in the parent once the child's set-up is done and just before it
-    execs: the pod's cgroup may be throttled hard (`cpu: 1n` is 1 ms per 100 ms), and the
-    kubelet's set-up work is never charged to the pod. Only pause itself runs there.
+
+def begin(plan, pause_argv: list[str], pinned=None) -> "Starting":
+    """Fork the sandbox and return once its namespaces are complete (its hostname, sysctls and
+    /dev/shm made): pause's PID is known, and containers may join its namespaces and the
+    network be set up in its netns, while it waits for Starting.finish() to put it in its
+    cgroup and exec.
 
     `pinned` (a pod/pinned.Pinned): the pod's net/ipc/uts are pinned already, and pause only
     holds its PID namespace (shareProcessNamespace in pinned mode): it joins the pins and
     unshares pid alone -- the hostname, the sysctls and /dev/shm are the pins' already.
     """
     if pinned is not None:
-        return _start_pid_holder(plan, pause_argv, join_cgroup, pinned)
+        return _start_pid_holder(plan, pause_argv, pinned)
     supervisor = os.getpid()
     # The node's namespaces the pod asked for are simply not unshared (hostNetwork takes the
     # node's UTS namespace too, as containerd does). Without hostPID the sandbox gets a PID
@@ -82,10 +87,10 @@ def start(plan, pause_argv: list[str], join_cgroup, pinned=None) -> Sandbox:
             child.die_with_parent(supervisor)
         _exec_pause(ch, pause_argv)
 
-    return _start(child.fork(body), own_pid, join_cgroup)
+    return _begin(child.fork(body), own_pid)
 
 
-def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandbox:
+def _start_pid_holder(plan, pause_argv: list[str], pinned) -> "Starting":
     """pause as PID 1 of the pod's PID namespace, in the pinned net/ipc/uts (start())."""
 
     def body(ch: child.Channel) -> None:
@@ -103,7 +108,7 @@ def _start_pid_holder(plan, pause_argv: list[str], join_cgroup, pinned) -> Sandb
         child.die_with_parent(None)
         _exec_pause(ch, pause_argv)
 
-    return _start(child.fork(body), True, join_cgroup)
+    return _begin(child.fork(body), True)
 
 
 def _exec_pause(ch: child.Channel, pause_argv: list[str]) -> NoReturn:
@@ -120,24 +125,50 @@ def _exec_pause(ch: child.Channel, pause_argv: list[str]) -> NoReturn:
     os.execv(pause_argv[0], pause_argv)
 
 
-def _start(h, intermediate: bool, join_cgroup) -> Sandbox:
-    """The supervisor's side of a sandbox child's start: with an `intermediate` (a PID
-    namespace of its own: pause is its child, PID 1 there) reap it first, then put pause in the
-    pod's cgroup before it execs."""
+def _begin(h, intermediate: bool) -> "Starting":
+    """The supervisor's side of a sandbox child's start, up to its namespaces: with an
+    `intermediate` (a PID namespace of its own: pause is its child, PID 1 there) reap it first;
+    its "P" comes once the namespaces are complete."""
     try:
         pid = h.pid
         if intermediate:
             pid = int(h.expect("P "))
             os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
+            h.pid = pid  # from now on the child is pause (our child: we are a subreaper)
             h.go()
-        h.expect("R")
-        join_cgroup(pid)
-        h.go()
-        if h.read() is not None:
-            raise child.ChildError("unexpected report from the sandbox")
-        return Sandbox(pid)
+        return Starting(h, pid)
     except BaseException:
+        h.close()
         h.kill()
         raise
-    finally:
-        h.close()
+
+
+class Starting:
+    """A sandbox whose namespaces exist and whose pause has not exec'd yet (see begin())."""
+
+    def __init__(self, h, pid: int):
+        self.h = h
+        self.pid = pid
+
+    def finish(self, join_cgroup) -> Sandbox:
+        """join_cgroup(pid) runs once the child's set-up is done and just before it execs: the
+        pod's cgroup may be throttled hard (`cpu: 1n` is 1 ms per 100 ms), and the kubelet's
+        set-up work is never charged to the pod. Only pause itself runs there."""
+        h = self.h
+        try:
+            h.expect("R")
+            join_cgroup(self.pid)
+            h.go()
+            if h.read() is not None:
+                raise child.ChildError("unexpected report from the sandbox")
+            return Sandbox(self.pid)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            h.close()
+
+    def abort(self) -> None:
+        """Give up on it: closing the go pipe makes a child waiting for its go exit."""
+        self.h.close()
+        self.h.kill()

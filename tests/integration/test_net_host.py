@@ -12,6 +12,7 @@ sessions may add links and rules on the same host at the same time.
 from __future__ import annotations
 
 import ipaddress
+import dataclasses
 import json
 import os
 import random
@@ -576,6 +577,45 @@ def test_agent_sets_up_and_tears_down_a_pod(net, netns):
     finally:
         a.close()
     assert not os.path.exists(f"/proc/{agent_pid}")  # exited on EOF and reaped
+
+
+@kernel
+def test_agent_leases_before_the_netns_and_attaches_after(net, netns):
+    """What pod set-up does: lease_pod sent before the sandbox exists, attach_pod sent before
+    that answer is read; the answers come in order, and the pod is plugged in."""
+    from minipod.net import agent, ipam
+    from minipod.net.links import LinkError
+
+    cfg, veths = net
+    pid = netns()
+    a = agent.start()
+    try:
+        veth = veth_name(veths)
+        a.send_lease_pod(cfg, "pod-a")
+        a.send_setup_pod(cfg, "pod-a", pid, veth, leased=True)
+        a.lease_pod_reply()
+        att = a.setup_pod_reply()
+        assert f"inet {att.ip}/24" in in_ns(pid, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+        assert veth in run("ip", "-o", "link", "show", "master", cfg.bridge)
+        assert list(ours(cfg, [])["leases"]) == [att.ip]
+
+        # An attach with no lease before it (its lease_pod failed, or was never sent) says so.
+        with pytest.raises(NetError, match="no lease for pod-b"):
+            a.call("attach_pod", cfg=cfg, owner="pod-b", pause_pid=pid,
+                   host_veth=veth_name(veths))
+        # A lease_pod that fails after its lease was made (no bridge can have that name)
+        # gives the lease back.
+        bad = dataclasses.replace(cfg, bridge="x" * 20, subnet=free_subnet(),
+                                  state_dir=cfg.state_dir + "-bad")
+        with pytest.raises(LinkError):
+            a.call("lease_pod", cfg=bad, owner="pod-c")
+        assert ipam.leases(bad.state_dir) == {}
+        assert list(ours(cfg, [])["leases"]) == [att.ip]
+
+        a.teardown_pod(cfg, "pod-a", veth)
+        assert ours(cfg, veths) == NOTHING
+    finally:
+        a.close()
 
 
 def test_agent_exits_when_its_caller_closes(tmp_path):

@@ -5,6 +5,7 @@ cgroups only once their namespaces are made, just before they exec."""
 from __future__ import annotations
 
 import os
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -43,6 +44,42 @@ def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
     finally:
         os.kill(sb.pid, 9)
         os.waitpid(sb.pid, 0)
+
+
+def test_the_sandbox_begins_with_its_namespaces_and_execs_only_when_finished(c_helpers):
+    """Pod set-up plugs in the veth and forks the containers between sandbox.begin() and
+    finish(): by begin's return pause's namespaces are complete (the hostname set), while it
+    has neither exec'd nor joined its cgroup; abort() leaves no process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    plan = SimpleNamespace(share_pid=False, hostname="begin-test", shm_size=1 << 20,
+                           host_network=False, host_pid=False, host_ipc=False,
+                           security=SimpleNamespace(sysctls=[]),
+                           sandboxes_dir="/nonexistent/sandboxes")
+    pause = str(c_helpers / "pause")
+    for finish in (True, False):
+        joined = []
+        starting = sandbox.begin(plan, [pause])
+        pid = starting.pid
+        try:
+            assert ns_of(pid, "net") != ns_of("self", "net")
+            out = subprocess.run(["nsenter", f"--uts=/proc/{pid}/ns/uts", "hostname"],
+                                 capture_output=True, text=True, check=True).stdout
+            assert out.strip() == "begin-test"
+            assert os.readlink(f"/proc/{pid}/exe") != os.path.realpath(pause)
+            assert joined == []
+            if finish:
+                sb = starting.finish(joined.append)
+                assert joined == [pid] and sb.pid == pid
+                assert os.readlink(f"/proc/{pid}/exe") == os.path.realpath(pause)
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            else:
+                starting.abort()
+                assert not os.path.exists(f"/proc/{pid}")  # killed and reaped
+        except BaseException:
+            starting.abort()
+            raise
 
 
 def test_a_pod_limited_to_one_nano_cpu_runs(mp):
