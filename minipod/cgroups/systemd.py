@@ -457,7 +457,12 @@ class SystemdDriver(Driver):
 
     def oom_kills(self, group: str) -> int:
         if self._exists(group):
-            return self.files.oom_kills(group)
+            count = self.files.oom_kills(group)
+            # A count of 0 from a cgroup that is gone now may be a file that vanished as we
+            # read it: systemd removes an OOM-killed scope's cgroup right after the kill
+            # (see join()). Then the unit's Result is the record, as below.
+            if count or self._exists(group):
+                return count
         name, _ = unit_of(group)
         if not name.endswith(".scope"):
             return 0

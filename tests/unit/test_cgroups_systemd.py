@@ -424,6 +424,24 @@ def test_oom_kills_falls_back_to_the_failed_scope_result(driver, fake):
     assert driver.oom_kills(APP) == 0
 
 
+def test_oom_kills_of_a_cgroup_removed_while_it_is_read_is_the_scope_result(
+        driver, fake, tmp_path, monkeypatch):
+    """systemd may remove the OOM-killed scope's cgroup between the check that it exists and
+    the read of its memory.events: that is no "0 kills", the unit's Result says."""
+    import shutil
+
+    driver.join(APP, 10)
+    fake.fail("minipod-web-app.scope", "oom-kill")
+    read = driver.files.oom_kills
+
+    def vanishing(group):
+        shutil.rmtree(tmp_path / APP)
+        return read(group)
+
+    monkeypatch.setattr(driver.files, "oom_kills", vanishing)
+    assert driver.oom_kills(APP) == 1
+
+
 def test_oom_kills_of_a_gone_group_is_zero(driver):
     assert driver.oom_kills(APP) == 0
     assert driver.oom_kills(POD) == 0
