@@ -180,9 +180,34 @@ def remove_network(cfg: NetConfig) -> None:
 
     Caller holds the network lock and has checked that no lease remains.
     """
+    import threading
+
+    from minipod import explain
     from minipod.net import links, nat
 
-    # The reverse of setup_pod's order. No pod can join meanwhile: it would need the lock.
-    nat.remove(cfg.bridge)
-    links.delete_link(cfg.bridge)
+    # The reverse of setup_pod's order, but the bridge and the NAT rules side by side: the
+    # bridge's deletion waits ~40 ms in the kernel (unregister_netdevice's RCU grace periods,
+    # in the sending thread, without the GIL), the rules' removal as long in iptables
+    # processes, and neither needs the other gone first (the rules only name the bridge). No
+    # pod can join meanwhile: it would need the lock. (--explain keeps the order it says.)
+    failed: list[BaseException] = []
+
+    def delete_bridge() -> None:
+        try:
+            links.delete_link(cfg.bridge)
+        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+            failed.append(e)
+
+    if explain.ON:
+        nat.remove(cfg.bridge)
+        delete_bridge()
+    else:
+        bridge = threading.Thread(target=delete_bridge, name="minipod-delete-bridge")
+        bridge.start()
+        try:
+            nat.remove(cfg.bridge)
+        finally:
+            bridge.join()  # no thread outlives this call: our callers fork
+    if failed:
+        raise failed[0]
     nat.restore_forwarding(cfg.bridge)
