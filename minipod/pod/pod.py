@@ -92,6 +92,8 @@ class Pod:
             # first move waits for an RCU grace period, ~10 ms) and then take the containers:
             # none of these needs another until the containers exec, and they wait for that.
             starting = self._begin_sandbox(rb.push)
+            if starting is not None:  # its pipes, and pause if it never gets to exec
+                rb.push("the sandbox's start", starting.abort)
             if not overlap:
                 self._finish_sandbox(starting)
             rb.push("netns name", self._unpin_netns)

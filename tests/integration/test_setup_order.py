@@ -19,14 +19,19 @@ def ns_of(pid: int | str, kind: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
-@pytest.mark.parametrize("host_pid", [False, True], ids=["own-pid", "host-pid"])
-def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
+def sandbox_plan(hostname: str, host_pid: bool = False) -> SimpleNamespace:
+    """What sandbox.start/begin read of a PodPlan."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    plan = SimpleNamespace(share_pid=False, hostname="order-test", shm_size=1 << 20,
+    return SimpleNamespace(share_pid=False, hostname=hostname, shm_size=1 << 20,
                            host_network=False, host_pid=host_pid, host_ipc=False,
                            security=SimpleNamespace(sysctls=[]),
                            sandboxes_dir="/nonexistent/sandboxes")
+
+
+@pytest.mark.parametrize("host_pid", [False, True], ids=["own-pid", "host-pid"])
+def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
+    plan = sandbox_plan("order-test", host_pid)
     seen = {}
 
     def join(pid: int) -> None:  # what the driver would do: the child is as it will exec
@@ -50,12 +55,7 @@ def test_the_sandbox_begins_with_its_namespaces_and_execs_only_when_finished(c_h
     """Pod set-up plugs in the veth and forks the containers between sandbox.begin() and
     finish(): by begin's return pause's namespaces are complete (the hostname set), while it
     has neither exec'd nor joined its cgroup; abort() leaves no process."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    plan = SimpleNamespace(share_pid=False, hostname="begin-test", shm_size=1 << 20,
-                           host_network=False, host_pid=False, host_ipc=False,
-                           security=SimpleNamespace(sysctls=[]),
-                           sandboxes_dir="/nonexistent/sandboxes")
+    plan = sandbox_plan("begin-test")
     pause = str(c_helpers / "pause")
     for finish in (True, False):
         joined = []
