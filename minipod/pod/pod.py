@@ -13,9 +13,9 @@ before the containers (they setns into it); the containers' processes must wait 
 (the kubelet runs CNI ADD before it creates containers) but their mount work need not, so it
 overlaps with the slow part, the network; and the sandbox's namespaces are complete before its
 pause is in its cgroup and exec'd, so the veth and the containers need not wait for that.
-Teardown kills first because the cgroups can only be removed empty and the veth dies with the netns -- once its name, which holds it, is gone. It is
-idempotent (gone = done), so it serves a normal stop, a rollback, the janitor after a crash,
-and `rm` alike.
+Teardown kills first because the cgroups can only be removed empty and the veth dies with the
+netns -- once its name, which holds it, is gone. It is idempotent (gone = done), so it serves a
+normal stop, a rollback, the janitor after a crash, and `rm` alike.
 
 In pinned mode (pod/pinned.py) the sandbox step pins net/ipc/uts by bind mounts and no pause
 runs (unless shareProcessNamespace needs one for the PID namespace, started after the pins and
@@ -102,7 +102,8 @@ class Pod:
             rb.push("containers", lambda: [x.abort() for x in pending])
             if overlap:
                 self._send_network(agent, leased=True)
-                pending.extend(self.fork_container(c) for c in first)
+                for c in first:  # each in the list as soon as it exists: its abort's
+                    pending.append(self.fork_container(c))
                 self._finish_sandbox(starting)
             elif stepping.ON:
                 self._stop_after("sandbox")

@@ -51,11 +51,14 @@ def test_the_sandbox_joins_its_cgroup_after_it_unshared(c_helpers, host_pid):
         os.waitpid(sb.pid, 0)
 
 
-def test_the_sandbox_begins_with_its_namespaces_and_execs_only_when_finished(c_helpers):
+@pytest.mark.parametrize("host_pid", [False, True], ids=["own-pid", "host-pid"])
+def test_the_sandbox_begins_with_its_namespaces_and_execs_only_when_finished(c_helpers,
+                                                                             host_pid):
     """Pod set-up plugs in the veth and forks the containers between sandbox.begin() and
     finish(): by begin's return pause's namespaces are complete (the hostname set), while it
-    has neither exec'd nor joined its cgroup; abort() leaves no process."""
-    plan = sandbox_plan("begin-test")
+    has neither exec'd nor joined its cgroup; abort() leaves no process. With hostPID there is
+    no intermediate whose report says so: begin must wait all the same."""
+    plan = sandbox_plan("begin-test", host_pid)
     pause = str(c_helpers / "pause")
     for finish in (True, False):
         joined = []
