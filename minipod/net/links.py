@@ -124,11 +124,9 @@ def bridge_ready(name: str, iface: ipaddress.IPv4Interface) -> bool:
     """True if bridge `name` exists, is up and has `iface` as its IPv4 address: sysfs and two
     SIOCGIF* ioctls, no netlink. The steady state for every pod after the first, which thus
     needs no pyroute2 round trips (~5 ms in a fresh fork) to find that nothing is to be done."""
-    base = f"/sys/class/net/{name}"
     try:
-        with open(f"{base}/flags") as f:
-            up = int(f.read(), 16) & IFF_UP
-        if not up or not os.path.isdir(f"{base}/bridge"):
+        up = int(_sysfs(name, "flags"), 16) & IFF_UP
+        if not up or not os.path.isdir(f"/sys/class/net/{name}/bridge"):
             return False
         import fcntl
 
@@ -383,13 +381,15 @@ def attach_veth(
 def _bridge_index_mtu(bridge: str) -> tuple[int, int]:
     """The bridge's ifindex and MTU, from sysfs (see link_exists): no netlink round trip."""
     try:
-        with open(f"/sys/class/net/{bridge}/ifindex") as f:
-            index = int(f.read())
-        with open(f"/sys/class/net/{bridge}/mtu") as f:
-            mtu = int(f.read())
+        return int(_sysfs(bridge, "ifindex")), int(_sysfs(bridge, "mtu"))
     except (OSError, ValueError):
         raise LinkError(f"attach veth: bridge {bridge} does not exist") from None
-    return index, mtu
+
+
+def _sysfs(name: str, attr: str) -> str:
+    """Link `name`'s attribute from /sys/class/net (this netns's links: see link_exists)."""
+    with open(f"/sys/class/net/{name}/{attr}") as f:
+        return f.read()
 
 
 def _where(netns: int | str) -> str:

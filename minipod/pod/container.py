@@ -82,11 +82,6 @@ class Pending:
             pass
 
 
-def prepare(c: ContainerPlan, sandbox_pid: int, share_pid: bool, join_cgroup, **kw) -> Pending:
-    """Fork container `c` up to just before exec: fork() and Forked.ready() in a row."""
-    return fork(c, sandbox_pid, share_pid, **kw).ready(join_cgroup)
-
-
 def fork(c: ContainerPlan, sandbox_pid: int, share_pid: bool, *, host_pid: bool,
          cgroupfs: list | None, pinned=None, sandboxes_dir: str = "") -> "Forked":
     """Fork container `c`, which joins the sandbox and builds its root filesystem while the

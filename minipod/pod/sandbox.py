@@ -127,17 +127,17 @@ def _exec_pause(ch: child.Channel, pause_argv: list[str]) -> NoReturn:
 
 def _begin(h, intermediate: bool) -> "Starting":
     """The supervisor's side of a sandbox child's start, up to its namespaces: with an
-    `intermediate` (a PID namespace of its own: pause is its child, PID 1 there) its "P" comes
-    once the namespaces are complete, and it is reaped; without one, the child's "R" says so
-    (it comes after the same work). Never return earlier: the netns would still be ours."""
+    `intermediate` (a PID namespace of its own: pause is its child, PID 1 there) reap it once
+    its "P" says pause exists; then pause's "R" says it waits to exec. Never return earlier:
+    without an intermediate the child may not have unshared yet, and the netns be ours."""
     try:
-        if not intermediate:
-            h.expect("R")
-            return Starting(h, h.pid, ready=True)
-        pid = int(h.expect("P "))
-        os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
-        h.pid = pid  # from now on the child is pause (our child: we are a subreaper)
-        h.go()
+        pid = h.pid
+        if intermediate:
+            pid = int(h.expect("P "))
+            os.waitpid(h.pid, 0)  # reaped before pause may set its death signal
+            h.pid = pid  # from now on the child is pause (our child: we are a subreaper)
+            h.go()
+        h.expect("R")
         return Starting(h, pid)
     except BaseException:
         h.close()
@@ -148,10 +148,9 @@ def _begin(h, intermediate: bool) -> "Starting":
 class Starting:
     """A sandbox whose namespaces exist and whose pause has not exec'd yet (see begin())."""
 
-    def __init__(self, h, pid: int, ready: bool = False):
+    def __init__(self, h, pid: int):
         self.h = h
         self.pid = pid
-        self.ready = ready  # its "R" read already
 
     def finish(self, join_cgroup) -> Sandbox:
         """join_cgroup(pid) runs once the child's set-up is done and just before it execs: the
@@ -159,8 +158,6 @@ class Starting:
         set-up work is never charged to the pod. Only pause itself runs there."""
         h = self.h
         try:
-            if not self.ready:
-                h.expect("R")
             join_cgroup(self.pid)
             h.go()
             if h.read() is not None:
