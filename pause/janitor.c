@@ -209,8 +209,14 @@ wait_for_pod:
 		;
 
 	nl = strchr(msg, '\n');
-	if (!nl)
-		return 0; /* no pod was handed over: nothing was created */
+	if (!nl) {
+		/* No pod was handed over: nothing was created. But a supervisor that died this
+		 * early may leave its helper (the network agent, which exits at the EOF of its
+		 * socket) to us: wait for it, or it would outlive us, an orphan of init's. */
+		while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+			;
+		return 0;
+	}
 	*nl = '\0';
 	if (strstr(nl + 1, "done\n") && WIFEXITED(status))
 		return WEXITSTATUS(status);

@@ -124,10 +124,20 @@ class Daemon:
         os.close(self.ready_r)
         os.waitpid(self.pid, 0)
 
+    def wait(self) -> None:
+        """Until the janitor (our child) has exited, with whatever clean-up it did."""
+        _wait_child(self.pid)
+
     def hand(self, run_dir: str) -> dict:
         """Give it the pod; return its answer once the pod runs (or has been rolled back)."""
-        os.write(self.plan_w, run_dir.encode() + b"\n")
-        os.close(self.plan_w)
+        try:
+            os.write(self.plan_w, run_dir.encode() + b"\n")
+        except BrokenPipeError:
+            # It died before taking the pod: EOF on the ready pipe below says so. (Raised,
+            # this would pass for a closed stdout, which the CLI ends quietly with 0.)
+            pass
+        finally:
+            os.close(self.plan_w)
         with os.fdopen(self.ready_r, "rb") as f:
             line = f.readline()
         return json.loads(line) if line.strip() else {"ok": False, "error": "supervisor died"}
@@ -203,7 +213,7 @@ def launch(plan, cfg, daemon: Daemon) -> int:
         # daemon (the janitor is our child) so that nobody tears down beside us, then remove
         # whatever is left -- a supervisor killed mid-setup leaves its data directory, which
         # only `rm` removes, and this pod has no record for anyone to `rm` once we are done.
-        _wait_child(daemon.pid)
+        daemon.wait()
         from minipod.kubelet import remains
 
         try:

@@ -46,7 +46,8 @@ class Guard:
 
 def _injected_failures() -> None:
     """$MINIPOD_TEST_FAIL_AFTER=STEP (set by tests only): fail pod set-up right after STEP, so
-    a test can check that every step's undo leaves the host as it was. STEP is one of dirs,
+    a test can check that every step's undo leaves the host as it was. STEP is one of start
+    (the supervisor's own: it dies before it reads its pod), dirs,
     cgroups, sandbox, prepare:CTR, network (the veth and lease made, before the /etc files),
     etc, release:CTR (the container's process has exec'd)."""
     step = os.environ.get("MINIPOD_TEST_FAIL_AFTER")
@@ -65,6 +66,8 @@ def _injected_failures() -> None:
         return wrapped
 
     kind, _, ctr = step.partition(":")
+    if kind == "start":  # the supervisor dies before it has taken its pod (a crash, a kill)
+        raise RuntimeError("injected crash before the pod")
     if kind == "prepare":
         Pod.prepare = fail_after(Pod.prepare, lambda self, c: c.name == ctr)
     elif kind == "release":
@@ -165,7 +168,13 @@ def supervise(plan_fd: int, ready_fd: int, foreground: bool, janitor_fd: int,
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
+    try:
+        code = main(sys.argv[1:])
+    except Exception as e:  # a bug: one line, as the CLI says it (the agent's forks too)
+        if os.environ.get("MINIPOD_DEBUG"):
+            raise
+        print(f"minipod supervisor: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip the interpreter's teardown: `rm` waits for these exits

@@ -65,11 +65,24 @@ def watch(pipe_fd: int, supervisor: int) -> int:
     os.close(pipe_fd)
     run_dir, newline, rest = msg.decode().partition("\n")
     if not newline:
-        return 0  # the CLI had no pod for us (an invalid manifest): nothing was created
+        # The CLI had no pod for us (an invalid manifest): nothing was created. A supervisor
+        # that died this early may leave its network agent to us: wait for it (janitor.c).
+        _reap_all()
+        return 0
     if "done\n" in rest and code is not None and code >= 0:
         return code
     cleanup(run_dir, f"the supervisor died unexpectedly (exit {code})")
     return 1
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
 
 
 def _forward(pid: int) -> None:

@@ -152,6 +152,29 @@ def test_a_failed_set_up_step_leaves_nothing(mp, step):
     assert p.stdout == "" and p.stderr == "No resources found\n"
 
 
+@pytest.mark.parametrize("how", ["agent", "in-process", "foreground"])
+def test_a_supervisor_that_dies_before_taking_its_pod_fails_the_run(mp, how):
+    """Its end of the plan pipe closed: writing the pod's directory there must fail the start,
+    not raise a BrokenPipeError that the CLI takes for a closed stdout (exit 0, not a word);
+    and its network agent, left to the janitor, must not outlive it."""
+    before = mp.host_state()
+    path = mp.write("pod.yaml", POD.format(name="f"))
+    env = dict(mp.env, MINIPOD_TEST_FAIL_AFTER="start")
+    if how == "agent":
+        mp.minipod("daemon", "start")  # or the first command runs in-process
+    else:
+        env["MINIPOD_AGENT"] = "0"
+    args = ["run", path] if how == "foreground" else ["run", "-d", path]
+    p = mp.minipod(*args, env=env, check=False)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.splitlines()[-1] == 'error: pod "f": supervisor died', p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    if how == "agent":
+        mp.minipod("daemon", "stop")
+    assert mp.host_state() == before
+    assert not os.listdir(os.path.join(mp.root, "pods")), "a pod record was left"
+
+
 def test_failed_app_container_steps_leave_nothing(mp):
     """The app containers start together, after the init container (not in pod set-up)."""
     text = POD.format(name="f").replace("  initContainers:\n  - name: init\n    image: busybox\n"
