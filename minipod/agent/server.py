@@ -299,6 +299,11 @@ def _command(conn: socket.socket, msg: dict, fds: list[int]) -> None:
 
     trace.PATH = os.environ.get("MINIPOD_TRACE", "")
     agent.in_agent = True
+    routed = client.routed(msg["argv"])
+    if routed and routed[0] == "run":
+        from minipod.agent import zygote
+
+        zygote.prefork()  # before the command writes to a page (zygote.py says why)
     protocol.send(conn, {"pid": os.getpid()})
     from minipod.cli import cli
 
