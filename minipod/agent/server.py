@@ -101,6 +101,8 @@ def serve(root: str, lock: int | None = None) -> int:
         from minipod.kernel import proctitle
 
         proctitle.set_title(f"minipod-agent -root {root}", "minipod-agent")
+        code = _watch_code()  # before the imports: a change while they run is seen too
+        _inherited.append(code.fd)
         _warm()
         if stopping:
             raise _Stop
@@ -116,8 +118,18 @@ def serve(root: str, lock: int | None = None) -> int:
                 conn, _ = listener.accept()
             except TimeoutError:
                 _reap()
+                if code.changed():
+                    _log(STALE)
+                    break
                 continue
             with conn:
+                if code.changed():
+                    # Our modules are the old code, the files the new: a worker would run a
+                    # mix of both (what it imports lazily). Let the client run the command
+                    # in-process, and the next command start an agent of the new code.
+                    _refuse(conn, STALE)
+                    _log(STALE)
+                    break
                 if _peer_uid(conn) != 0:
                     _refuse(conn, "the minipod agent serves root only")
                 else:
@@ -135,6 +147,17 @@ def serve(root: str, lock: int | None = None) -> int:
         os.close(lock)  # the lock goes last: a new agent may bind once we are gone
         _log(f"agent {os.getpid()} stopped after {served} requests")
     return 0
+
+
+STALE = "minipod's code changed on disk: stopping (the next command starts one of the new)"
+
+
+def _watch_code():
+    """A watch on every directory of the package we run (a `git pull`, a reinstall)."""
+    from minipod.kernel import inotify
+
+    dirs = [d for d, _, _ in os.walk(CODE) if os.path.basename(d) != "__pycache__"]
+    return inotify.Watch(dirs, (".py", ".json"))
 
 
 def _warm() -> None:

@@ -198,6 +198,39 @@ def test_daemon_stop_leaves_nothing(mp):
     assert p.returncode == 3 and p.stdout.startswith("agent: not running")
 
 
+def test_an_agent_whose_code_changed_on_disk_makes_way_for_the_new(mp, tmp_path):
+    """After a `git pull` (or a reinstall) the agent's modules are the old code and what its
+    workers import lazily the new: the agent stops at the next request, which runs
+    in-process, and the command after starts an agent of the new code."""
+    import shutil
+
+    import minipod
+
+    code = tmp_path / "code"
+    shutil.copytree(os.path.dirname(minipod.__file__), code / "minipod",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(mp.env, PYTHONPATH=str(code))
+
+    def run(*args, **kw):  # not from our working directory: python -m would find ours there
+        return mp.minipod(*args, env=env, cwd=str(tmp_path), **kw)
+
+    run("daemon", "start")
+    old = status(mp)
+    assert old["code"] == str(code / "minipod")
+    with open(code / "minipod" / "cli" / "cli.py", "a") as f:
+        f.write("# a new version\n")
+    p = run("ps")  # refused by the old agent: served in-process
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "No resources found\n")
+    mp.wait(lambda: old["pid"] not in agents(mp.base), what="the old agent to stop")
+    with open(os.path.join(mp.root, "agent.log")) as f:
+        assert "minipod's code changed on disk: stopping" in f.read()
+    run("ps")  # starts the new one
+    mp.wait(lambda: run("daemon", "status", check=False).returncode == 0, what="a new agent")
+    new = status(mp)
+    assert new["pid"] != old["pid"] and new["code"] == old["code"]
+    run("daemon", "stop")
+
+
 def test_an_agent_being_started_holds_the_lock_before_the_command_returns(mp):
     """No window in which a command has started an agent that does not hold the root's
     lock yet: a `daemon stop` in it would find nothing to stop, and the agent would serve
