@@ -297,8 +297,10 @@ def _processes_of(base: str) -> list[str]:
                 env = f.read()
         except (OSError, IndexError):
             continue  # gone meanwhile, or a kernel thread
-        if agent_root(argv):
-            continue  # the node agent (and its forks serving a command): see agents()
+        if agent_root(argv) or argv.startswith(b"minipod-zygote "):
+            # The node agent (and its forks serving a command: see agents()); its zygote,
+            # which dies with it (minipod/agent/zygote.py).
+            continue
         if needle in argv or needle in env:
             words = argv.replace(b"\0", b" ").decode(errors="replace").strip()
             out.append(f"{d} {words}")

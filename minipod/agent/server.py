@@ -36,7 +36,8 @@ WARM = ("yaml", "pydantic", "prctl", "pyroute2", "minipod.spec.spec", "minipod.s
         "minipod.kubelet.daemon", "minipod.kubelet.supervisor", "minipod.kubelet.health",
         "minipod.kubelet.remains", "minipod.net.agent", "minipod.net.ipam",
         "minipod.net.links", "minipod.net.nat", "minipod.images.store", "minipod.images.pull",
-        "minipod.cli.cli", "minipod.cli.runner", "minipod.cli.status", "minipod.cli.describe")
+        "minipod.cli.cli", "minipod.cli.runner", "minipod.cli.status", "minipod.cli.describe",
+        "minipod.agent.zygote")
 SAMPLE = """apiVersion: v1
 kind: Pod
 metadata: {name: warm-up}
@@ -106,6 +107,9 @@ def serve(root: str, lock: int | None = None) -> int:
         _warm()
         if stopping:
             raise _Stop
+        from minipod.agent import zygote
+
+        zygote.start(root)  # now, while our pages are the warm-up's (zygote.py says why)
         listener, inode = _listen(root)
         _inherited.append(listener.fileno())
         listener.settimeout(1.0)  # wake up now and then to reap workers (and see `stopping`)
@@ -117,7 +121,7 @@ def serve(root: str, lock: int | None = None) -> int:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
-                _reap()
+                _reap(root)
                 if code.changed():
                     _log(STALE)
                     break
@@ -135,12 +139,15 @@ def serve(root: str, lock: int | None = None) -> int:
                 else:
                     served += 1
                     _fork_worker(conn, root, started, served)
-            _reap()
+            _reap(root)
     except _Stop:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from minipod.agent import zygote
+
+        zygote.stop()
         _unlink_ours(agent.path(root, agent.SOCKET), inode)
         if listener is not None:
             listener.close()
@@ -236,14 +243,26 @@ def _refuse(conn: socket.socket, why: str) -> None:
         pass
 
 
-def _reap() -> None:
+def _reap(root: str) -> None:
+    """Finished workers; and the zygote, should it die (killed by hand, a bug): forked again,
+    or no `run -d` could start a pod."""
+    from minipod.agent import zygote
+
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if pid == zygote.pid:
+            _log(f"zygote {pid} died ({_how(status)}); forking another")
+            zygote.start(root)
+
+
+def _how(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"signal {-code}" if code < 0 else f"exit {code}"
 
 
 def _fork_worker(conn: socket.socket, root: str, started: float, served: int) -> None:
@@ -322,11 +341,6 @@ def _command(conn: socket.socket, msg: dict, fds: list[int]) -> None:
 
     trace.PATH = os.environ.get("MINIPOD_TRACE", "")
     agent.in_agent = True
-    routed = client.routed(msg["argv"])
-    if routed and routed[0] == "run":
-        from minipod.agent import zygote
-
-        zygote.prefork()  # before the command writes to a page (zygote.py says why)
     protocol.send(conn, {"pid": os.getpid()})
     from minipod.cli import cli
 

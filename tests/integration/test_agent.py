@@ -166,16 +166,23 @@ def test_a_pod_outlives_a_sigkilled_agent(mp):
     info = mp.inspect("web")
     sup = info["supervisor"]["pid"]
     # Forked from the warm agent (its pages: pydantic's core is mapped, which a supervisor
-    # exec'd on its own never imports), yet not below it: its parent is the C janitor.
+    # exec'd on its own never imports): its parent is the C janitor, whose parent is the
+    # agent's zygote (minipod/agent/zygote.py), which dies with the agent.
     with open(f"/proc/{sup}/maps") as f:
         assert "_pydantic_core" in f.read()
-    assert agent not in _ancestors(sup)
-    with open(f"/proc/{_ancestors(sup)[0]}/cmdline", "rb") as f:
+    janitor, zygote = _ancestors(sup)[:2]
+    with open(f"/proc/{janitor}/cmdline", "rb") as f:
         assert f.read().startswith(b"minipod-janitor -pod web ")
+    with open(f"/proc/{zygote}/cmdline", "rb") as f:
+        assert f.read().startswith(f"minipod-zygote -root {mp.root}".encode())
+    assert _ancestors(zygote)[0] == agent
     assert info["supervisor"]["janitorKind"] == "c"
     os.kill(agent, signal.SIGKILL)
     mp.wait(lambda: agent not in agents(mp.base), what="the agent to die")
-    assert os.path.exists(f"/proc/{sup}")
+    mp.wait(lambda: not os.path.exists(f"/proc/{zygote}") or
+            open(f"/proc/{zygote}/stat").read().split()[2] == "Z", what="the zygote to die")
+    assert os.path.exists(f"/proc/{sup}") and _ancestors(sup)[0] == janitor
+    assert agent not in _ancestors(sup) and zygote not in _ancestors(sup)
     # The next command finds a dead agent's socket, runs in-process and starts a new agent.
     p = mp.minipod("ps")
     assert p.stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
@@ -187,11 +194,39 @@ def test_a_pod_outlives_a_sigkilled_agent(mp):
     assert not os.path.exists(f"/proc/{sup}")
 
 
+def _zygote_of(agent: int) -> int | None:
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if not f.read().startswith(b"minipod-zygote "):
+                    continue
+            if _ancestors(int(d))[0] == agent:
+                return int(d)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def test_a_killed_zygote_is_forked_again(mp):
+    agent = started(mp)["pid"]
+    first = _zygote_of(agent)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    mp.wait(lambda: _zygote_of(agent) not in (None, first), what="another zygote")
+    mp.minipod("run", "-d", mp.write("web.yaml", SLEEPER.replace("NAME", "web")))
+    assert mp.minipod("ps").stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
+    with open(os.path.join(mp.root, "agent.log")) as f:
+        assert f"zygote {first} died (signal 9); forking another" in f.read()
+    mp.minipod("rm", "-f", "web")
+
+
 def test_daemon_stop_leaves_nothing(mp):
     pid = started(mp)["pid"]
+    zygote = _zygote_of(pid)
     p = mp.minipod("daemon", "stop")
     assert p.stdout == f"agent: stopped (pid {pid})\n"
     assert not os.path.exists(sock(mp)) and not agents(mp.base)
+    assert not os.path.exists(f"/proc/{zygote}")  # the agent has reaped it
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert mp.minipod("daemon", "stop").stdout == "agent: not running\n"
     p = mp.minipod("daemon", "status", check=False)
