@@ -37,7 +37,10 @@ WARM = ("yaml", "pydantic", "prctl", "pyroute2", "minipod.spec.spec", "minipod.s
         "minipod.kubelet.remains", "minipod.net.agent", "minipod.net.ipam",
         "minipod.net.links", "minipod.net.nat", "minipod.images.store", "minipod.images.pull",
         "minipod.cli.cli", "minipod.cli.runner", "minipod.cli.status", "minipod.cli.describe",
-        "minipod.agent.zygote")
+        "minipod.agent.zygote", "minipod.net.hostport", "cgroupspy.controllers",
+        "cgroupspy.interfaces", "cgroupspy.contenttypes", "encodings.ascii",
+        # the systemd driver's D-Bus client (imported when it first connects)
+        "jeepney", "jeepney.bus_messages", "jeepney.io.blocking", "jeepney.wrappers")
 SAMPLE = """apiVersion: v1
 kind: Pod
 metadata: {name: warm-up}
@@ -167,10 +170,22 @@ def _watch_code():
     return inotify.Watch(dirs, (".py", ".json"))
 
 
+# And every module of these: what a pod's supervisor may import at any point of its life,
+# imported there it would be pages of its own in every pod (a module that is imported late
+# costs about a megabyte of each supervisor's private memory).
+WARM_PACKAGES = ("minipod.kubelet", "minipod.pod", "minipod.pod.volumes", "minipod.kernel",
+                 "minipod.cgroups")
+
+
 def _warm() -> None:
     import importlib
+    import pkgutil
 
-    for name in WARM:
+    names = list(WARM)
+    for pkg in WARM_PACKAGES:
+        path = importlib.import_module(pkg).__path__
+        names += [m.name for m in pkgutil.iter_modules(path, pkg + ".")]
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001 - a command will say it, with its own error

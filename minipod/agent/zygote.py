@@ -254,7 +254,14 @@ def _supervisor(plan_r: int, ready_w: int, janitor_w: int, kind: str) -> None:
             signal.signal(sig, signal.SIG_DFL)
         from minipod.kubelet import daemon
 
-        code = daemon.supervise(plan_r, ready_w, False, janitor_w, kind)
+        late = os.environ.get("MINIPOD_TEST_LATE_IMPORTS")  # set by tests only (test_agent)
+        before = set(sys.modules)
+        try:
+            code = daemon.supervise(plan_r, ready_w, False, janitor_w, kind)
+        finally:
+            if late:  # what the agent's warm-up (server.WARM) missed
+                with open(f"{late}.{os.getpid()}", "w") as f:
+                    f.write("".join(f"{m}\n" for m in sorted(set(sys.modules) - before)))
     except BaseException as e:  # noqa: BLE001 - never back into the worker's code
         try:
             print(f"minipod supervisor: {type(e).__name__}: {e}", file=sys.stderr)

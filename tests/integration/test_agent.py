@@ -220,6 +220,57 @@ def test_a_killed_zygote_is_forked_again(mp):
     mp.minipod("rm", "-f", "web")
 
 
+BUSY = """
+apiVersion: v1
+kind: Pod
+metadata: {name: busy}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www; echo hi > /www/index.html; exec httpd -f -p 80 -h /www"]
+    ports: [{containerPort: 80, hostPort: HOSTPORT}]
+    startupProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+    readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 1}
+    livenessProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
+    lifecycle:
+      postStart: {exec: {command: ["true"]}}
+      preStop: {httpGet: {path: /, port: 80}}
+  - name: crash
+    image: busybox
+    command: ["sh", "-c", "echo once; exit 3"]
+"""
+
+
+def test_a_supervisor_imports_nothing_the_agent_has_not(mp, tmp_path):
+    """A module a pod's supervisor imports itself is about a megabyte of private memory in
+    every pod (zygote.py): probes, hooks, a restart, a host port and the teardown all run on
+    what the agent imported while it warmed up."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the hostPort
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started(mp)
+    late = str(tmp_path / "late")
+    env = dict(mp.env, MINIPOD_TEST_LATE_IMPORTS=late)
+    mp.minipod("run", "-d", mp.write("busy.yaml", BUSY.replace("HOSTPORT", str(port))),
+               env=env)
+
+    def row():
+        return dict(zip(["name", "ready", "status", "restarts"],
+                        mp.minipod("ps").stdout.splitlines()[1].split()))
+
+    mp.wait(lambda: row()["ready"] == "1/2" and int(row()["restarts"]) >= 1,
+            what="the web container ready and the other restarted")
+    mp.minipod("rm", "-f", "busy")
+    files = [f for f in os.listdir(tmp_path) if f.startswith("late.")]
+    assert len(files) == 1, files
+    with open(tmp_path / files[0]) as f:
+        assert f.read() == ""
+
+
 def test_daemon_stop_leaves_nothing(mp):
     pid = started(mp)["pid"]
     zygote = _zygote_of(pid)
