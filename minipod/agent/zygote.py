@@ -255,7 +255,9 @@ def _supervisor(plan_r: int, ready_w: int, janitor_w: int, kind: str) -> None:
         from minipod.kubelet import daemon
 
         late = os.environ.get("MINIPOD_TEST_LATE_IMPORTS")  # set by tests only (test_agent)
-        before = set(sys.modules)
+        # Only then: the set's reference to every module name would make a megabyte of the
+        # pages those names live in this process's own.
+        before = set(sys.modules) if late else set()
         try:
             code = daemon.supervise(plan_r, ready_w, False, janitor_w, kind)
         finally:
