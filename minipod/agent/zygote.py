@@ -39,14 +39,16 @@ from minipod.cli import runner
 
 _sock: socket.socket | None = None  # the agent's end of its socket pair with Z (workers use it)
 pid = 0  # Z's PID, in the agent
+_env: dict[str, str] = {}  # Z's environment (the agent's), which J starts out with
 MSG_MAX = 1 << 18
 
 
 def start(root: str) -> int:
     """Fork Z, in the agent (again, if Z died: see server._reap). Returns its PID."""
-    global _sock, pid
+    global _sock, pid, _env
     if _sock is not None:
         _sock.close()
+    _env = dict(os.environ)
     ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sys.stdout.flush()  # or Z's forks would write our buffered output again
     sys.stderr.flush()
@@ -156,7 +158,11 @@ class Daemon(runner.Daemon):
             raise RuntimeError("no zygote in this process (zygote.start runs in the agent)")
         umask = os.umask(0)
         os.umask(umask)
-        req = {"env": dict(os.environ), "cwd": os.getcwd(), "umask": umask,
+        # The client's environment as a difference from Z's (usually none: the agent was
+        # started from the same shell): J writes no more of its pages than it must.
+        env = {k: v for k, v in os.environ.items() if _env.get(k) != v}
+        unset = [k for k in _env if k not in os.environ]
+        req = {"env": env, "unset": unset, "cwd": os.getcwd(), "umask": umask,
                "janitor": find(janitor) or "", "trace": trace.PATH}
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
@@ -212,7 +218,8 @@ def _janitor(msg: bytes, fds: list[int]) -> None:
         req = json.loads(msg)
         # The client's, as if the worker had forked us: S reads its config, trace file and
         # test hooks from the environment, and files it creates get the client's umask.
-        os.environ.clear()
+        for k in req["unset"]:
+            del os.environ[k]
         os.environ.update(req["env"])
         os.chdir(req["cwd"])
         os.umask(req["umask"])
