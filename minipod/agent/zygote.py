@@ -20,10 +20,12 @@ still maps them. A page that the worker (or any process between the agent and S)
 before S's fork, or that the agent rewrote after it, is shared by S and those processes only,
 and becomes S's own once they exit -- the worker does at once. Z is forked while the agent's
 pages are the warm-up's (frozen: gc.freeze), lives as long as the agent and writes next to
-nothing, so S starts out sharing everything but what J wrote with Z and the agent. Measured
-on 8 pods of one container (USS of each S once running): 7.96 MB forked from the worker,
-6.95 MB from Z. What is left is S's own doing: every object it touches has its reference
-count written, so every page it reads an object from becomes its own copy.
+nothing, so S starts out sharing everything but what J wrote with Z and the agent. What is
+left is S's own doing: every object it touches has its reference count written, so every
+page it reads an object from becomes its own copy -- which is also why J gets the client's
+environment as a difference (refilling os.environ cost 0.4 MB) and why the agent imports
+every module S could import (server.WARM). Measured on 8 pods of one container (USS of each
+S once running): 7.96 MB forked from the worker, 6.95 MB from Z, 4.82 MB with both.
 """
 
 from __future__ import annotations
