@@ -166,11 +166,18 @@ def _remove_veth(name: str) -> None:
 def _release(cfg: NetConfig, owner: str) -> None:
     from minipod.net import ipam
 
+    from minipod.net import links
+
     ipam.release(cfg.state_dir, owner)
     if not os.path.isdir(cfg.state_dir):
-        return  # never set up: there is no network of ours to remove
+        # Never set up -- or the runtime root was removed under the pods (a damaged state),
+        # leases and all: then the bridge and its NAT rules are still ours, and this was their
+        # last pod if no veth is left on the bridge.
+        if not links.link_exists(cfg.bridge) or links.bridge_ports(cfg.bridge):
+            return
+        os.makedirs(cfg.state_dir, exist_ok=True)  # for the lock
     with _network_lock(cfg):
-        if ipam.leases(cfg.state_dir):
+        if ipam.leases(cfg.state_dir) or links.bridge_ports(cfg.bridge):
             return  # other pods still use the bridge
         remove_network(cfg)
 

@@ -54,6 +54,15 @@ def link_exists(name: str) -> bool:
     return os.path.exists(f"/sys/class/net/{name}")
 
 
+def bridge_ports(name: str) -> list[str]:
+    """The links attached to bridge `name` (sysfs: its brif/ directory); [] if it has none, or
+    is no bridge, or does not exist."""
+    try:
+        return os.listdir(f"/sys/class/net/{name}/brif")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def check_ifname(name: str) -> None:
     if not name or len(name) >= IFNAMSIZ or "/" in name or name in (".", "..") or any(
         c.isspace() for c in name

@@ -111,6 +111,28 @@ def test_rm_f_removes_a_running_pod_whose_run_directory_is_gone(mp):
     assert not alive(info["supervisor"]["pid"]) and not alive(info["sandbox"]["pid"])
 
 
+def test_rm_f_after_the_whole_runtime_root_was_removed_leaves_nothing(mp):
+    """Every minipod process of the pod SIGKILLed (its containers and pause die with the
+    supervisor: PR_SET_PDEATHSIG), then the runtime root deleted -- records, leases, locks:
+    `rm -f` still finds the pod (its cgroup, its netns pin, its veth) and removes it, and with
+    it the bridge and NAT rules nobody else uses any more."""
+    before = mp.host_state()
+    info = start(mp, "lost")
+    mp.wait(lambda: rows(mp)["lost"][2] == "Running", what="the pod running")
+    from conftest import agents
+
+    sup = info["supervisor"]["pid"]
+    with open(f"/proc/{sup}/stat") as f:
+        janitor = int(f.read().rpartition(")")[2].split()[1])
+    for pid in [*agents(mp.base), janitor, sup]:
+        os.kill(pid, signal.SIGKILL)
+    mp.wait(lambda: not alive(sup) and not alive(janitor), what="janitor and supervisor gone")
+    shutil.rmtree(mp.root)
+    p = mp.minipod("rm", "-f", "lost", env=dict(mp.env, MINIPOD_AGENT="0"))
+    assert p.stdout == "lost\n", p.stderr
+    assert mp.host_state() == before
+
+
 def test_an_empty_run_directory_does_not_block_the_name(mp):
     d = os.path.join(mp.root, "pods", "left")
     os.makedirs(d)
