@@ -442,7 +442,8 @@ class Minipod:
         for p in os.listdir("/proc"):
             if not p.isdigit() or not (cmd := _cmdline(int(p))):
                 continue
-            if self.work in cmd and int(p) not in mine and not cmd.startswith("minipod-agent") \
+            if self.work in cmd and int(p) not in mine \
+                    and not cmd.startswith(("minipod-agent", "minipod-zygote")) \
                     and " -pod resident " not in cmd:  # the (**) row's second pod
                 out.append(f"{p} {cmd[:100]}")
         return out
