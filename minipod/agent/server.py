@@ -357,6 +357,7 @@ def _command(conn: socket.socket, msg: dict, fds: list[int]) -> None:
     trace.PATH = os.environ.get("MINIPOD_TRACE", "")
     agent.in_agent = True
     protocol.send(conn, {"pid": os.getpid()})
+    _die_with_client(conn)
     from minipod.cli import cli
 
     try:
@@ -374,6 +375,29 @@ def _command(conn: socket.socket, msg: dict, fds: list[int]) -> None:
     except BrokenPipeError:
         pass
     protocol.send(conn, {"exit": code})
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """End the command if its client goes (SIGKILLed, its terminal closed), as the command
+    in-process would have ended with it -- not go on starting the rest of a file's pods that
+    nobody waits for. The client sends nothing after its request (Ctrl-C comes as a signal),
+    so the socket turns readable only at its EOF; O_ASYNC makes that a SIGIO."""
+    import fcntl
+
+    def gone(_signum, _frame):
+        try:
+            if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b"":
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        os._exit(128 + signal.SIGHUP)  # what a client killed with its terminal would see
+
+    signal.signal(signal.SIGIO, gone)
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETFL, fcntl.fcntl(conn.fileno(), fcntl.F_GETFL)
+                | os.O_ASYNC)
 
 
 def _stop_agent(pid: int) -> int:

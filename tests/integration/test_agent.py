@@ -271,6 +271,27 @@ def test_a_supervisor_imports_nothing_the_agent_has_not(mp, tmp_path):
         assert f.read() == ""
 
 
+def test_a_run_whose_client_is_killed_starts_no_more_pods(mp):
+    """In-process, `run -d` of a file dies with its terminal; through the agent its worker
+    must not go on starting the file's other pods for nobody."""
+    names = [f"k{i}" for i in range(8)]
+    manifest = mp.write("pods.yaml", "---".join(SLEEPER.replace("NAME", n) for n in names))
+    started(mp)
+    client = subprocess.Popen([sys.executable, "-m", "minipod", "run", "-d", manifest],
+                              env=mp.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mp.wait(lambda: os.path.exists(os.path.join(mp.root, "pods", "k1")),
+                what="the second pod started")
+    finally:
+        client.kill()
+        client.wait()
+    workers = [p for p in agents(mp.base) if p != status(mp)["pid"]]
+    mp.wait(lambda: not [p for p in workers if p in agents(mp.base)], what="the worker to end")
+    left = os.listdir(os.path.join(mp.root, "pods"))
+    assert 2 <= len(left) < len(names), left
+    mp.minipod("rm", "-f", *left)
+
+
 def test_daemon_stop_leaves_nothing(mp):
     pid = started(mp)["pid"]
     zygote = _zygote_of(pid)
