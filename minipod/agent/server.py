@@ -28,7 +28,7 @@ import sys
 import time
 
 from minipod import agent
-from minipod.agent import client, protocol
+from minipod.agent import client, protocol, zygote
 
 # What the commands the agent serves import, and what pods' supervisors use: paid once here.
 WARM = ("yaml", "pydantic", "prctl", "pyroute2", "minipod.spec.spec", "minipod.spec.checks",
@@ -37,7 +37,7 @@ WARM = ("yaml", "pydantic", "prctl", "pyroute2", "minipod.spec.spec", "minipod.s
         "minipod.kubelet.remains", "minipod.net.agent", "minipod.net.ipam",
         "minipod.net.links", "minipod.net.nat", "minipod.images.store", "minipod.images.pull",
         "minipod.cli.cli", "minipod.cli.runner", "minipod.cli.status", "minipod.cli.describe",
-        "minipod.agent.zygote", "minipod.net.hostport", "cgroupspy.controllers",
+        "minipod.net.hostport", "cgroupspy.controllers",
         "cgroupspy.interfaces", "cgroupspy.contenttypes", "encodings.ascii",
         # the systemd driver's D-Bus client (imported when it first connects)
         "jeepney", "jeepney.bus_messages", "jeepney.io.blocking", "jeepney.wrappers")
@@ -110,8 +110,6 @@ def serve(root: str, lock: int | None = None) -> int:
         _warm()
         if stopping:
             raise _Stop
-        from minipod.agent import zygote
-
         zygote.start(root)  # now, while our pages are the warm-up's (zygote.py says why)
         listener, inode = _listen(root)
         _inherited.append(listener.fileno())
@@ -148,8 +146,6 @@ def serve(root: str, lock: int | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from minipod.agent import zygote
-
         zygote.stop()
         _unlink_ours(agent.path(root, agent.SOCKET), inode)
         if listener is not None:
@@ -261,8 +257,6 @@ def _refuse(conn: socket.socket, why: str) -> None:
 def _reap(root: str) -> None:
     """Finished workers; and the zygote, should it die (killed by hand, a bug): forked again,
     or no `run -d` could start a pod."""
-    from minipod.agent import zygote
-
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -147,7 +147,7 @@ def _null_stdio() -> None:
 
 
 class Daemon(runner.Daemon):
-    """runner.Daemon's pipes and protocol (hand, cancel), forked by Z instead of exec'd."""
+    """runner.Daemon's pipes and protocol (hand, cancel, wait), forked by Z, not exec'd."""
 
     def __init__(self, detach: bool, janitor: str = "", extra: dict[str, str] | None = None):
         if not detach or extra:
@@ -173,13 +173,13 @@ class Daemon(runner.Daemon):
         try:
             socket.send_fds(_sock, [json.dumps(req).encode()], [plan_r, ready_w,
                                                                   theirs.fileno()])
-            theirs.close()
+            theirs.close()  # now: Z's copy is the only one, so Z's exit is our EOF
             ours.settimeout(30)
             self.pid = int(ours.recv(32) or b"0")
         except OSError:
             pass
         finally:
-            theirs.close()
+            theirs.close()  # (idempotent: for the send that failed)
             ours.close()
             os.close(plan_r)
             os.close(ready_w)
@@ -199,9 +199,10 @@ class Daemon(runner.Daemon):
         before Z has reaped it, within a second of its exit; J exits once S has)."""
         import select
 
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
+        from minipod.kernel import pidfd
+
+        fd = pidfd.open_(self.pid)
+        if fd is None:
             return
         try:
             select.select([fd], [], [])

@@ -164,9 +164,7 @@ def _remove_veth(name: str) -> None:
 
 
 def _release(cfg: NetConfig, owner: str) -> None:
-    from minipod.net import ipam
-
-    from minipod.net import links
+    from minipod.net import ipam, links
 
     ipam.release(cfg.state_dir, owner)
     if not os.path.isdir(cfg.state_dir):
