@@ -41,7 +41,8 @@ if [ ! -x "$venv/bin/python" ]; then
     say "creating $venv"
     "$py" -m venv "$venv"
 fi
-if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+# scripts/minipod too: pip copies it into the venv (an editable install links only the package)
+if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ] || [ "$repo/scripts/minipod" -nt "$stamp" ]; then
     say "installing minipod and its dependencies into $venv"
     # compat: a plain .pth path entry; the default editable finder costs every start ~30 ms
     "$venv/bin/pip" install -q --disable-pip-version-check --config-settings editable_mode=compat -e "$repo[test]"

@@ -76,8 +76,6 @@ def root_of(config: str | None, env=os.environ) -> str | None:
         return DEFAULT_ROOT if path == DEFAULT_CONFIG else None
     except OSError:
         return None
-    import json
-
     found = DEFAULT_ROOT
     for line in text.splitlines():
         key, eq, value = line.partition("=")
@@ -86,15 +84,12 @@ def root_of(config: str | None, env=os.environ) -> str | None:
             return None  # tables: not a flat minipod config, let config.load judge
         if not eq or key != "root":
             continue
-        try:
-            if value.startswith('"'):
-                found, _ = json.JSONDecoder().raw_decode(value)  # TOML basic string ~ JSON
-            elif value.startswith("'"):
-                found = value[1:value.index("'", 1)]
-            else:
-                return None
-        except ValueError:
+        quote = value[:1]
+        if quote not in ('"', "'") or value.find(quote, 1) < 0:
             return None
+        found = value[1:value.index(quote, 1)]
+        if quote == '"' and "\\" in found:
+            return None  # an escape in a basic string: config.load reads it (no json here)
     return found if isinstance(found, str) and found else None
 
 
@@ -112,7 +107,7 @@ def call(argv: list[str]) -> int | None:
     if sock is None:
         start(root)
         return None
-    import signal
+    import _signal  # not `signal`: its enums cost ~3 ms (protocol.py says why it matters)
 
     from minipod.agent import protocol
 
@@ -129,7 +124,7 @@ def call(argv: list[str]) -> int | None:
                 if worker is None:
                     return 130
                 # Ctrl-C is the command's, as in-process: a `run -d` then rolls back.
-                os.kill(worker, signal.SIGINT)
+                os.kill(worker, _signal.SIGINT)
                 continue
             if "refused" in msg:
                 return None  # another minipod's agent (other code): ours runs in-process
@@ -155,9 +150,9 @@ def _umask() -> int:
 
 def connect(root: str):
     """A connection to the root's agent, or None if none listens."""
-    import socket
+    import _socket  # not `socket` (see protocol.py)
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(agent.path(root, agent.SOCKET))
         return sock
