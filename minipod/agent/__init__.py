@@ -2,7 +2,7 @@
 
     server.py    `minipod daemon run`: the socket, the warm interpreter, a fork per request
     client.py    what the `minipod` command does first: hand its argv to the agent, or not
-    protocol.py  length-prefixed JSON frames (with the client's stdio as SCM_RIGHTS)
+    protocol.py  length-prefixed marshal frames (with the client's stdio as SCM_RIGHTS)
     zygote.py    `run -d` in the agent: a pod's janitor + supervisor forked, not exec'd
 
 The agent of a root lives in it: ROOT/agent.sock (0600), ROOT/agent.lock (held by the agent
