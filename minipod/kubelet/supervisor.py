@@ -260,10 +260,9 @@ class Supervisor:
             agent.close()
             self.write_state(final=True, message=str(e))
             return 1
-        # The agent's work is done; keeping it would keep pyroute2's memory alive for nothing.
-        agent.close()
         lost = self.guard.lost() if self.guard else None
         if lost:  # the janitor died during set-up: fail the start rather than run unguarded
+            agent.close()
             self.pod.teardown()
             self.phase = state.FAILED
             tell(ready_fd, {"ok": False, "error": lost})
@@ -284,10 +283,15 @@ class Supervisor:
                 self._config_error(ctr, ctr.c.security.config_error)
         self.apps_started = batch == self.apps
         self.phase = state.RUNNING if self.apps_started and first else state.PENDING
-        self.write_state()
+        self.write_state()  # once for the whole start (_running only marks it dirty)
         tell(ready_fd, {"ok": True, "ip": self.pod.network.get("ip", "")})
+        # The network agent's work is done; keeping it would keep pyroute2's memory alive for
+        # nothing. Closed after the answer: waiting for it to exit is ~3 ms nobody waits for.
+        agent.close()
         self._say(f"pod {self.plan.name} is running, IP {self.pod.network.get('ip', '')}")
         self.advance()
+        if self.dirty:  # advance() started something: loop() writes only after its select
+            self.write_state()
         self.loop()
         return self.finish()
 
@@ -638,7 +642,7 @@ class Supervisor:
             ctr.fds[fd] = stream
             self.sel.register(fd, selectors.EVENT_READ, lambda f, c=ctr: self._output(c, f))
         self._attach(ctr, s)
-        self.write_state()
+        self.dirty = True  # written by our caller's loop (or run()), once for all of a batch
 
     def _attach(self, ctr: Ctr, s) -> None:
         """Give the new instance's stdin (and a tty's resizes) to the container's attach
