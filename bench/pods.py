@@ -1085,6 +1085,36 @@ def mem_summary(mems: list[dict]) -> dict:
 
 # --- tracing ----------------------------------------------------------------------------------
 
+def traced_agent_cycles(mp: Minipod, k: int, work: str) -> dict:
+    """traced_cycles through the node agent: a warm agent of its own, started with the trace
+    on its PYTHONPATH, so its workers, zygote and the pods' supervisors (all forks of it) write
+    to the one file the agent was started with; each command's window selects its events."""
+    env = dict(mp.env_agent, PYTHONPATH=os.pathsep.join(
+        p for p in (os.path.join(HERE, "trace"), mp.source) if p))
+    path = os.path.join(work, "trace-agent.log")
+    env["MINIPOD_BENCH_TRACE"] = path
+    run([MINIPOD, "daemon", "stop"], env=mp.env).check()
+    run([MINIPOD, "daemon", "start"], env=env).check()
+    runs = {"up": [], "down": []}
+    try:
+        for i in range(k + 1):  # the first cycle warms the agent's forks: not counted
+            check_stop()
+            windows = {}
+            for phase, argv in (("up", [MINIPOD, "run", "-d", mp.spec("bench")]),
+                                ("down", [MINIPOD, "rm", "-f", "bench"])):
+                t0 = time.monotonic_ns()
+                run(argv, env=env).check()
+                windows[phase] = (t0, time.monotonic_ns())
+                time.sleep(SETTLE)
+                reap()
+            if i:
+                for phase, (t0, t1) in windows.items():
+                    runs[phase].append(parse_trace(path, t0, t1))
+    finally:
+        run([MINIPOD, "daemon", "stop"], env=mp.env)  # the traced agent serves nothing else
+    return {phase: merge_traces(v) for phase, v in runs.items()}
+
+
 def traced_cycles(mp: Minipod, k: int, work: str) -> dict:
     """k traced minipod cycles; per label, median begin/end (ms) relative to spawning the
     command, for `run -d` and `rm -f` separately. One trace file per cycle: the supervisor
@@ -1275,10 +1305,11 @@ def print_report(res: dict) -> None:
                   f"`ps` through it {c['warm_ps_s'] * 1000:.0f} ms")
     if res.get("podman_skipped"):
         print(f"\npodman: not measured: {res['podman_skipped']}")
-    for key in ("up", "down"):
-        if res.get("trace", {}).get(key):
-            print_trace(res["trace"][key], f"== minipod {'run -d' if key == 'up' else 'rm -f'}"
-                        " timeline ==")
+    for which, how in (("trace", "in-process"), ("trace_agent", "via the agent")):
+        for key in ("up", "down"):
+            if res.get(which, {}).get(key):
+                print_trace(res[which][key], f"== minipod {'run -d' if key == 'up' else 'rm -f'}"
+                            f" timeline, {how} ==")
     ld = res.get("load", {})
     if ld:
         print(f"\nbackground: a qemu VM was running at {ld.get('samples_with_qemu')} of "
@@ -1517,6 +1548,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.trace:
             log(f"{a.trace} traced minipod cycles (attribution)")
             res["trace"] = traced_cycles(mp, a.trace, a.work)
+            log(f"{a.trace} traced cycles through the agent")
+            res["trace_agent"] = traced_agent_cycles(mp, a.trace, a.work)
     except Interrupted:
         log("interrupted")
         code = 130

@@ -23,6 +23,9 @@ _PATH = os.environ.get("MINIPOD_BENCH_TRACE")
 
 # module -> names to wrap ("Class.method" or "function")
 TARGETS = {
+    "minipod.agent.client": ["call", "connect"],  # in the client: before the agent has it
+    "minipod.agent.zygote": ["Daemon.__init__"],
+    "minipod.state": ["write_json"],
     "minipod.cli.cli": ["main"],
     "minipod.config": ["load"],
     "minipod.cli.runner": ["run", "load_plans", "launch", "stop", "remove", "wait_gone",
