@@ -1352,8 +1352,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     os.makedirs(a.work, exist_ok=True)
-    # A neutral cwd: `python -m minipod.kubelet.supervisor` puts the cwd first on sys.path, so from the
-    # repo it would import the working tree even when --source names a snapshot.
+    # A neutral cwd: `python -m` puts the cwd first on sys.path, so from the repo a supervisor or
+    # agent would import the working tree even when --source names a snapshot. minipod runs its
+    # interpreters with -P now (minipod.python_m); revisions before that, measured with --rev,
+    # do not.
     os.chdir(a.work)
 
     subnets_path = os.path.join(a.work, "subnets.json")

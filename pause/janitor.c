@@ -12,7 +12,7 @@
  *   done        when it has torn the pod down and recorded its end
  *
  * If the supervisor exits without "done" (killed, crashed), the janitor execs
- *   PYTHON -m minipod.kubelet.janitor RUN_DIR WHY
+ *   PYTHON -P -m minipod.kubelet.janitor RUN_DIR WHY
  * which tears the pod down from its plan on disk, as the Python janitor would.
  * Otherwise it exits with the supervisor's exit code.
  *
@@ -223,7 +223,8 @@ wait_for_pod:
 	code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 	snprintf(why, sizeof(why), "the supervisor died unexpectedly (exit %d)", code);
 	{
-		char *cleanup[] = {cmd[0], "-m", "minipod.kubelet.janitor", msg, why, NULL};
+		/* -P: not the working directory first on sys.path (minipod.python_m says why) */
+		char *cleanup[] = {cmd[0], "-P", "-m", "minipod.kubelet.janitor", msg, why, NULL};
 
 		execv(cmd[0], cleanup);
 	}

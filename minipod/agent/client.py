@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from minipod import agent
+from minipod import agent, python_m
 
 # Mirrors of config.py's defaults (dataclasses + tomllib cost ~40 ms cold; a unit test
 # keeps these equal to config.Config's).
@@ -90,7 +90,7 @@ def root_of(config: str | None, env=os.environ) -> str | None:
         found = value[1:value.index(quote, 1)]
         if quote == '"' and "\\" in found:
             return None  # an escape in a basic string: config.load reads it (no json here)
-    return found if isinstance(found, str) and found else None
+    return found or None
 
 
 def call(argv: list[str]) -> int | None:
@@ -232,7 +232,7 @@ def _spawn(root: str) -> None:
 def server_argv(root: str, *opts: str) -> list[str]:
     """The agent's command line: a fresh interpreter, and room at the end for the titles
     its forks set (TITLE_ROOM)."""
-    return [sys.executable, "-m", "minipod.agent.server", "--root", root, *opts, TITLE_ROOM]
+    return [*python_m("minipod.agent.server"), "--root", root, *opts, TITLE_ROOM]
 
 
 def take_lock(path: str) -> int | None:

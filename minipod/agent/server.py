@@ -69,6 +69,10 @@ def serve(root: str, lock: int | None = None) -> int:
     """Run the agent of `root` until SIGTERM, SIGINT or a `stop` request. `lock`: the
     root's lock, taken for us by the command that started us (client._spawn); else we take
     it here. 0 also when another agent holds it (it serves; nothing to do)."""
+    # A process that lives for days must not pin the directory it was started from (nothing
+    # mounted there could be unmounted); each worker changes to its client's directory.
+    root = os.path.abspath(root)
+    os.chdir("/")
     os.makedirs(root, exist_ok=True)
     if lock is None:
         lock = client.take_lock(agent.path(root, agent.LOCK))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from minipod import python_m
 from minipod.errors import MinipodError, UsageError
 
 DEFAULT_PORT = 6443  # the API server's
@@ -63,7 +64,7 @@ def _detach(cfg, port: int, args_config: str | None) -> int:
     with open(log, "ab") as f:
         offset = f.tell()
         conf = ["--config", args_config] if args_config else []
-        p = subprocess.Popen([sys.executable, "-m", "minipod", *conf, "serve", "--port",
+        p = subprocess.Popen([*python_m("minipod"), *conf, "serve", "--port",
                               str(port)],
                              stdin=subprocess.DEVNULL, stdout=f, stderr=f,
                              start_new_session=True)

@@ -21,11 +21,11 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import threading
 from typing import Protocol
 
+from minipod import python_m
 from minipod.api.status import ApiError
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -101,7 +101,7 @@ class Session:
         self.master: int | None = None
 
     def _start(self) -> None:
-        argv = [sys.executable, "-m", "minipod"]
+        argv = python_m("minipod")
         if self.api.config_path:
             argv += ["--config", self.api.config_path]
         argv += ["exec", self.pod, "-c", self.container]

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from minipod import state, trace
+from minipod import python_m, state, trace
 from minipod.errors import Conflict, MinipodError, NotFound, SetupError
 from minipod.kernel import _libc
 
@@ -271,7 +271,7 @@ def _exec_daemon(plan_r: int, ready_w: int, detach: bool, janitor: str) -> None:
             _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
         for fd in (plan_r, ready_w):
             os.set_inheritable(fd, True)
-        argv = [sys.executable, "-m", "minipod.kubelet.daemon", "--plan-fd", str(plan_r),
+        argv = [*python_m("minipod.kubelet.daemon"), "--plan-fd", str(plan_r),
                 "--ready-fd", str(ready_w), "--foreground", "0" if detach else "1"]
         from minipod.kubelet.janitor import find
 

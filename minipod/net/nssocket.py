@@ -52,11 +52,12 @@ class NetnsSockets:
         ready_r, ready_w = os.pipe()
         if _path is not None:  # spawn(): exec a fresh helper
             import subprocess
-            import sys
+
+            from minipod import python_m
 
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "minipod.net.nssocket", str(theirs.fileno()),
+                    [*python_m("minipod.net.nssocket"), str(theirs.fileno()),
                      str(ready_w), _path], pass_fds=(theirs.fileno(), ready_w),
                     stdin=subprocess.DEVNULL, close_fds=True)
             except OSError:

@@ -271,6 +271,60 @@ def test_a_supervisor_imports_nothing_the_agent_has_not(mp, tmp_path):
         assert f.read() == ""
 
 
+def test_a_pod_gets_the_clients_environment_not_the_agents(mp):
+    """The agent keeps the environment of the command that started it; a pod started through
+    it gets the environment of the command that started the pod, as in-process: what the
+    client has is set, and what only the agent has is unset (zygote.py sends the difference).
+    The C janitor is exec'd by J after J applied it, so its /proc/PID/environ shows it."""
+    mp.minipod("daemon", "start", env=dict(mp.env, MP_TEST_AGENT_ONLY="agent"))
+    assert "MP_TEST_AGENT_ONLY=agent" in _environ(status(mp)["pid"])
+    mp.minipod("run", "-d", mp.write("web.yaml", SLEEPER.replace("NAME", "web")),
+               env=dict(mp.env, MP_TEST_CLIENT_ONLY="client"))
+    env = _environ(mp.inspect("web")["supervisor"]["janitorPid"])
+    assert "MP_TEST_CLIENT_ONLY=client" in env
+    assert not any(v.startswith("MP_TEST_AGENT_ONLY=") for v in env)
+    mp.minipod("rm", "-f", "web")
+
+
+def _environ(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read().decode(errors="replace").split("\0")
+
+
+def test_a_minipod_folder_where_the_command_runs_is_never_imported(mp, tmp_path):
+    """`python -m` puts the working directory first on sys.path: every interpreter minipod
+    starts runs with -P (minipod.python_m), or a minipod/ folder wherever root runs a command
+    would be imported as root -- by the supervisor minipod execs, the janitor's clean-up, the
+    agent. (The command is the installed script, whose sys.path starts at its own folder.)
+    The agent also leaves the directory it was started from."""
+    script = os.path.join(os.path.dirname(sys.executable), "minipod")
+    here = tmp_path / "cwd"
+    (here / "minipod").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (here / "minipod" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported')\nraise SystemExit(99)\n")
+    spec = mp.write("web.yaml", SLEEPER.replace("NAME", "web"))
+
+    def run(*args, agent="0"):
+        p = subprocess.run([script, *args], cwd=here, capture_output=True, text=True,
+                           timeout=120, env=dict(mp.env, MINIPOD_AGENT=agent))
+        assert p.returncode == 0, p.stderr
+        return p
+
+    mp.stop_agent()
+    run("run", "-d", spec)  # in-process: the janitor execs the supervisor
+    os.kill(mp.inspect("web")["supervisor"]["pid"], signal.SIGKILL)  # the janitor cleans up
+    mp.wait(lambda: mp.pod("web")["status"]["phase"] == "Failed", what="the janitor")
+    mp.minipod("rm", "-f", "web")
+    run("daemon", "start", agent="1")
+    agent = status(mp)["pid"]
+    assert os.readlink(f"/proc/{agent}/cwd") == "/"
+    run("run", "-d", spec, agent="1")
+    assert mp.minipod("ps").stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
+    mp.minipod("rm", "-f", "web")
+    assert not marker.exists(), "a minipod/ folder in the working directory was imported"
+
+
 def test_a_run_whose_client_is_killed_starts_no_more_pods(mp):
     """In-process, `run -d` of a file dies with its terminal; through the agent its worker
     must not go on starting the file's other pods for nobody."""

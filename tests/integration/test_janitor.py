@@ -26,8 +26,8 @@ def run(c_helpers, tmp_path):
     python = tmp_path / "python"
     python.write_text(
         "#!/bin/sh\n"
-        'if [ "$1" = -m ] && [ "$2" = minipod.kubelet.janitor ]; then\n'
-        f'    printf "%s|%s" "$3" "$4" > {log}; exit 1\n'
+        'if [ "$1 $2 $3" = "-P -m minipod.kubelet.janitor" ]; then\n'
+        f'    printf "%s|%s" "$4" "$5" > {log}; exit 1\n'
         "fi\n"
         f'exec {sys.executable} "$@"\n'
     )
