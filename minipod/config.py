@@ -66,6 +66,14 @@ class Config:
         return self.cgroup_parent.rsplit("/", 1)[-1].removesuffix(".slice")
 
 
+# Settings that name a file or directory. A relative one is taken from the working directory
+# of the command that reads the config, here, once: the processes a command starts (a pod's
+# janitor, supervisor and pause, the API server) run in /, so that they never pin the directory
+# a command was typed in (nothing mounted there could be unmounted while the pod runs).
+PATHS = ("root", "data_root", "image_root", "cgroup_root", "pause", "janitor", "resolv_conf",
+         "registries", "auth_file")
+NOT_A_PATH = {"janitor": "python"}  # the Python janitor, not a file
+
 _ENV = {
     "MINIPOD_ROOT": "root",
     "MINIPOD_DATA_ROOT": "data_root",
@@ -122,4 +130,23 @@ def load(path: str | None = None, env: dict | None = None) -> Config:
     if known.get("sandbox", "pause") not in SANDBOX_MODES:
         raise MinipodError(f"{path}: sandbox: unknown sandbox mode {known['sandbox']!r} "
                            f"({', '.join(SANDBOX_MODES)})")
+    for k in PATHS:
+        v = known.get(k)
+        if v and v != NOT_A_PATH.get(k):
+            known[k] = os.path.abspath(v)
     return Config(**known)
+
+
+def export(config_path: str | None, env=os.environ) -> None:
+    """Make what the processes this command starts will read absolute, in `env`: they read
+    the config again ($MINIPOD_CONFIG, then the MINIPOD_* overrides) and run in /. So
+    `--config FILE` becomes $MINIPOD_CONFIG (they would read the default file otherwise), and
+    a relative $MINIPOD_CONFIG, $MINIPOD_TRACE or path override is made absolute here."""
+    if config_path:
+        env["MINIPOD_CONFIG"] = config_path
+    paths = {var for var, key in _ENV.items() if key in PATHS} | {"MINIPOD_CONFIG",
+                                                                   "MINIPOD_TRACE"}
+    for var in paths:
+        v = env.get(var)
+        if v and v != NOT_A_PATH.get(_ENV.get(var, "")) and not os.path.isabs(v):
+            env[var] = os.path.abspath(v)

@@ -121,6 +121,11 @@ int main(int argc, char **argv) {
 	sigset_t term, mask;
 	pid_t pid;
 
+	/* In /, not in the directory `minipod run` was typed in: the pod's processes would keep
+	 * it busy (nothing mounted there could be unmounted). The paths we are given are
+	 * absolute (minipod/config.py: export, PATHS). */
+	if (chdir("/") != 0)
+		die("chdir /");
 	if (argc >= 5 && strcmp(argv[1], "--adopt") == 0) {
 		if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
 			die("PR_SET_CHILD_SUBREAPER");

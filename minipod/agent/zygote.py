@@ -4,7 +4,7 @@ runner.Daemon execs `janitor -- python -m minipod.kubelet.daemon`, a fresh inter
 imports everything again (~0.3 s of CPU). In the agent, a fork does it instead:
 
     agent --fork--> Z: the zygote, forked once, right after the warm-up; forks J on request
-    worker ---------> Z: "a pod": the pipes (SCM_RIGHTS), the client's env, cwd and umask
+    worker ---------> Z: "a pod": the pipes (SCM_RIGHTS), the client's env and umask
                      Z --fork--> J: setsid, stdio /dev/null, a subreaper, the client's env
                      J --fork--> S: the supervisor (daemon.supervise), warm: nothing to import
                      J --exec--> janitor --adopt S FD PYTHON   (pause/janitor.c; S stays its child)
@@ -164,7 +164,7 @@ class Daemon(runner.Daemon):
         # started from the same shell): J writes no more of its pages than it must.
         env = {k: v for k, v in os.environ.items() if _env.get(k) != v}
         unset = [k for k in _env if k not in os.environ]
-        req = {"env": env, "unset": unset, "cwd": os.getcwd(), "umask": umask,
+        req = {"env": env, "unset": unset, "umask": umask,
                "janitor": find(janitor) or "", "trace": trace.PATH}
         plan_r, self.plan_w = os.pipe()
         self.ready_r, ready_w = os.pipe()
@@ -224,7 +224,8 @@ def _janitor(msg: bytes, fds: list[int]) -> None:
         for k in req["unset"]:
             del os.environ[k]
         os.environ.update(req["env"])
-        os.chdir(req["cwd"])
+        # Not the client's directory: a pod's processes live in / (config.PATHS says why).
+        os.chdir("/")
         os.umask(req["umask"])
         trace.PATH = req["trace"]
         c_janitor = req["janitor"] or None

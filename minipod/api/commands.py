@@ -63,11 +63,12 @@ def _detach(cfg, port: int, args_config: str | None) -> int:
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     with open(log, "ab") as f:
         offset = f.tell()
-        conf = ["--config", args_config] if args_config else []
+        conf = ["--config", os.path.abspath(args_config)] if args_config else []
+        # In / (config.PATHS says why): a server that runs for days must not pin our directory.
         p = subprocess.Popen([*python_m("minipod"), *conf, "serve", "--port",
                               str(port)],
                              stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                             start_new_session=True)
+                             start_new_session=True, cwd="/")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with open(log, "rb") as f:

@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         argv, after = argv[:i], argv[i + 1:]
     args = parser().parse_args(argv)
     args.after_dashes = after
+    from minipod import config
+
+    config.export(args.config)  # for the processes we start: they read it again, in /
+    trace.PATH = os.environ.get("MINIPOD_TRACE", "")
     try:
         return args.func(args) or 0
     except MinipodError as e:

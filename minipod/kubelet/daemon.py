@@ -92,6 +92,10 @@ def main(argv: list[str]) -> int:
     from minipod.kernel import _libc
 
     trace.mark("daemon: start")
+    # In /, not in the directory `minipod run` was typed in, which the janitor, the supervisor
+    # and the pause (forked from it) would keep busy for the pod's life: nothing mounted there
+    # could be unmounted. What we are given is absolute (config.export, config.PATHS).
+    os.chdir("/")
 
     if janitor_fd < 0:  # no C janitor: the parent of this fork is the Python one
         r, janitor_fd = os.pipe()

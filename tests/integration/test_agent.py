@@ -325,6 +325,40 @@ def test_a_minipod_folder_where_the_command_runs_is_never_imported(mp, tmp_path)
     assert not marker.exists(), "a minipod/ folder in the working directory was imported"
 
 
+@pytest.mark.parametrize("agent", ["0", "1"], ids=["in-process", "agent"])
+def test_a_pod_keeps_no_hold_on_the_directory_it_was_started_from(mp, tmp_path, agent):
+    """`minipod run -d` typed in a mounted directory (a USB stick, a share): the pod's janitor,
+    supervisor and pause live in /, so it can be unmounted while the pod runs; and a relative
+    `--config` reaches them, absolute (they read the config again, from $MINIPOD_CONFIG)."""
+    script = os.path.join(os.path.dirname(sys.executable), "minipod")
+    here = tmp_path / "mnt"
+    here.mkdir()
+    if agent == "1":
+        started(mp)
+    subprocess.run(["mount", "-t", "tmpfs", "mp-test-cwd", str(here)], check=True)
+    mounted = True
+    try:
+        spec = mp.write("web.yaml", SLEEPER.replace("NAME", "web"))
+        env = {k: v for k, v in mp.env.items() if k != "MINIPOD_CONFIG"}
+        p = subprocess.run([script, "--config", os.path.relpath(mp.config, here), "run", "-d",
+                            os.path.relpath(spec, here)], cwd=here, capture_output=True,
+                           text=True, timeout=120, env=dict(env, MINIPOD_AGENT=agent))
+        assert p.returncode == 0, p.stderr
+        info = mp.inspect("web")
+        pids = {"janitor": info["supervisor"]["janitorPid"],
+                "supervisor": info["supervisor"]["pid"], "pause": info["sandbox"]["pid"]}
+        for what, pid in pids.items():
+            assert os.readlink(f"/proc/{pid}/cwd") == "/", what
+        assert f"MINIPOD_CONFIG={mp.config}" in _environ(pids["janitor"])
+        subprocess.run(["umount", str(here)], check=True)  # not busy
+        mounted = False
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(here)])
+    assert mp.minipod("ps").stdout.splitlines()[1].split()[:3] == ["web", "1/1", "Running"]
+    mp.minipod("rm", "-f", "web")
+
+
 def test_a_run_whose_client_is_killed_starts_no_more_pods(mp):
     """In-process, `run -d` of a file dies with its terminal; through the agent its worker
     must not go on starting the file's other pods for nobody."""
