@@ -1085,6 +1085,19 @@ def mem_summary(mems: list[dict]) -> dict:
 
 # --- tracing ----------------------------------------------------------------------------------
 
+def _traced_cycle(mp: "Minipod", env: dict) -> dict:
+    """One `run -d` + `rm -f`: each command's window of CLOCK_MONOTONIC ns."""
+    windows = {}
+    for phase, argv in (("up", [MINIPOD, "run", "-d", mp.spec("bench")]),
+                        ("down", [MINIPOD, "rm", "-f", "bench"])):
+        t0 = time.monotonic_ns()
+        run(argv, env=env).check()
+        windows[phase] = (t0, time.monotonic_ns())
+        time.sleep(SETTLE)
+        reap()
+    return windows
+
+
 def traced_agent_cycles(mp: Minipod, k: int, work: str) -> dict:
     """traced_cycles through the node agent: a warm agent of its own, started with the trace
     on its PYTHONPATH, so its workers, zygote and the pods' supervisors (all forks of it) write
@@ -1099,14 +1112,7 @@ def traced_agent_cycles(mp: Minipod, k: int, work: str) -> dict:
     try:
         for i in range(k + 1):  # the first cycle warms the agent's forks: not counted
             check_stop()
-            windows = {}
-            for phase, argv in (("up", [MINIPOD, "run", "-d", mp.spec("bench")]),
-                                ("down", [MINIPOD, "rm", "-f", "bench"])):
-                t0 = time.monotonic_ns()
-                run(argv, env=env).check()
-                windows[phase] = (t0, time.monotonic_ns())
-                time.sleep(SETTLE)
-                reap()
+            windows = _traced_cycle(mp, env)
             if i:
                 for phase, (t0, t1) in windows.items():
                     runs[phase].append(parse_trace(path, t0, t1))
@@ -1126,16 +1132,7 @@ def traced_cycles(mp: Minipod, k: int, work: str) -> dict:
     for i in range(k):
         check_stop()
         path = os.path.join(work, f"trace-{i}.log")
-        e = dict(env, MINIPOD_BENCH_TRACE=path)
-        windows = {}
-        for phase, argv in (("up", [MINIPOD, "run", "-d", mp.spec("bench")]),
-                            ("down", [MINIPOD, "rm", "-f", "bench"])):
-            t0 = time.monotonic_ns()
-            run(argv, env=e).check()
-            windows[phase] = (t0, time.monotonic_ns())
-            time.sleep(SETTLE)
-            reap()
-        for phase, (t0, t1) in windows.items():
+        for phase, (t0, t1) in _traced_cycle(mp, dict(env, MINIPOD_BENCH_TRACE=path)).items():
             runs[phase].append(parse_trace(path, t0, t1))
     return {phase: merge_traces(v) for phase, v in runs.items()}
 
