@@ -72,7 +72,7 @@ class Config:
 # a command was typed in (nothing mounted there could be unmounted while the pod runs).
 PATHS = ("root", "data_root", "image_root", "cgroup_root", "pause", "janitor", "resolv_conf",
          "registries", "auth_file")
-NOT_A_PATH = {"janitor": "python"}  # the Python janitor, not a file
+NOT_A_PATH = {"pause": "python", "janitor": "python"}  # the Python ones, not files
 
 _ENV = {
     "MINIPOD_ROOT": "root",
