@@ -520,6 +520,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from minipod.cli.entry import entry  # the console script: the agent first, then main()
+    from minipod.cli.entry import entry  # as the minipod command: the agent first, then main()
 
     entry()

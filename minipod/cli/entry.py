@@ -1,4 +1,5 @@
-"""The `minipod` console script: the node agent if it serves this command, else main().
+"""What the `minipod` command (scripts/minipod) runs: the node agent if it serves this
+command, else main().
 
 Apart from cli.py so that a command the agent serves never imports argparse nor cli.py
 itself (~10-40 ms cold): what runs in this process is minipod/agent/client.py alone.
